@@ -1,0 +1,3 @@
+from machine_health.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""The `machine-health` command line (Typer + rich).
+
+Commands import their heavy modules lazily, so `machine-health store status` does not load
+TensorFlow. Every command configures logging once and turns a `MachineHealthError` into a red
+message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from machine_health.config import Settings, get_settings
+from machine_health.errors import MachineHealthError
+from machine_health.logs import configure_logging
+
+app = typer.Typer(help="machine-health: predictive maintenance, prediction to retraining.", no_args_is_help=True)
+store_app = typer.Typer(help="The embedded document store (nx-27017).", no_args_is_help=True)
+benchmark_app = typer.Typer(help="Train and score every model of a domain on real data.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a domain's model and register it.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Score a trained or registered model on labelled data.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+app.add_typer(benchmark_app, name="benchmark")
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+
+console = Console()
+err_console = Console(stderr=True)
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data root (default: settings).")]
+JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")]
+
+
+def command(func: F) -> F:
+    """Configure logging and report our errors as one red line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            configure_logging(get_settings())
+            return func(*args, **kwargs)
+        except MachineHealthError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def write_json(result: dict[str, Any], path: Path | None) -> None:
+    """Write `result` to `path` (if given) and echo it to stdout as one JSON line."""
+    text = json.dumps(result, default=str)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str))
+    typer.echo(text)
+
+
+def settings_with_data_dir(data_dir: Path | None) -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
+
+
+# --- store -----------------------------------------------------------------------------------
+@store_app.command("start")
+@command
+def store_start() -> None:
+    """Start the embedded store in the background (data under var/store)."""
+    from machine_health import embedded_store
+
+    st = embedded_store.start(get_settings())
+    console.print(f"[green]store running[/] at {st.uri} (pid {st.pid}, data {st.data_dir}, log {st.log_file})")
+
+
+@store_app.command("stop")
+@command
+def store_stop() -> None:
+    """Stop the embedded store."""
+    from machine_health import embedded_store
+
+    stopped = embedded_store.stop(get_settings())
+    console.print("store stopped" if stopped else "store was not running")
+
+
+@store_app.command("status")
+@command
+def store_status() -> None:
+    """Say whether the store answers, and where."""
+    from machine_health import embedded_store
+
+    st = embedded_store.status(get_settings())
+    state = "[green]running[/]" if st.running else "[red]not running[/]"
+    console.print(f"store {state} at {st.uri} (pid {st.pid or '-'}, data {st.data_dir})")
+    if not st.running:
+        raise typer.Exit(3)
+
+
+def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A rich table of `rows` restricted to `columns` (floats rounded)."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

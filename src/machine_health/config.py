@@ -1,0 +1,191 @@
+"""The only Settings class of the platform.
+
+Every knob is an environment variable with the prefix ``MH_`` (or a line of ``.env``). Nothing here
+touches the disk or the network at import time: secrets are resolved when ``get_settings()`` is
+first called.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from machine_health.errors import ConfigurationError
+
+# Values that people paste from examples; refused outside development.
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "xxx", "todo"}
+_MIN_SECRET_LENGTH = 32
+
+
+def _default_data_dir() -> Path:
+    """`../shared/data` when it exists beside the checkout, else `data/` (filled by `make data`)."""
+    shared = Path("../shared/data")
+    return shared if shared.is_dir() else Path("data")
+
+
+class Settings(BaseSettings):
+    """Configuration of every part of machine-health (API, steps, UI, CLI)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = Field(
+        "dev", description="dev generates and keeps local secrets; test/prod require them."
+    )
+    var_dir: Path = Field(Path("var"), description="Local state: store, spool, runs, secrets.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Root of the cmapss/ and cwru/ data sets."
+    )
+    log_json: bool = Field(False, description="Log JSON lines instead of human-readable text.")
+    log_level: str = Field("INFO", description="Root log level.")
+
+    # --- document store -------------------------------------------------------------------
+    mongodb_uri: SecretStr | None = Field(
+        None, description="External MongoDB URI; unset = the embedded nx-27017 store."
+    )
+    mongodb_db: str = Field("machine_health", description="Database name.")
+    store_host: str = Field("127.0.0.1", description="Bind address of the embedded store.")
+    store_port: int = Field(27117, description="Port of the embedded store.")
+    store_timeout_ms: int = Field(2000, description="Server selection timeout of the clients.")
+
+    # --- registry ---------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; unset = sqlite under var/mlflow. DagsHub: its MLflow URL "
+        "plus MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD.",
+    )
+    mlflow_experiment: str = Field("machine-health", description="MLflow experiment name.")
+    model_name_prefix: str = Field(
+        "machine-health", description="Registered model name = <prefix>-<domain>."
+    )
+
+    # --- serving ----------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Bind address of `machine-health serve`.")
+    api_port: int = Field(8000, description="Port of the API.")
+    replica_name: str = Field("local", description="This replica's name in GET /version.")
+    serving_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000"],
+        description="Comma-separated API replicas the reload step calls (local mode).",
+    )
+    ui_port: int = Field(8501, description="Port of the Streamlit UI.")
+    airflow_port: int = Field(8080, description="Port of the Airflow api-server.")
+
+    # --- security ---------------------------------------------------------------------------
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 signing key; dev generates one under var/secrets/."
+    )
+    jwt_previous_secret: SecretStr | None = Field(
+        None, description="Previous key, still accepted during a rotation grace period."
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field("HS256", description="JWT alg.")
+    jwt_issuer: str = Field("machine-health", description="`iss` claim issued and required.")
+    jwt_audience: str = Field("machine-health-api", description="`aud` claim issued and required.")
+    jwt_ttl_minutes: int = Field(60, ge=1, description="Lifetime of an access token.")
+    service_token: SecretStr | None = Field(
+        None, description="Bearer token of the pipeline's reload calls; dev generates one."
+    )
+    self_registration: bool = Field(False, description="Let anyone POST /register as viewer.")
+
+    # --- domains ----------------------------------------------------------------------------
+    rul_cap: int = Field(125, ge=1, description="Cap of the piecewise-linear RUL target.")
+    turbofan_window: int = Field(30, ge=2, description="Cycles per turbofan model window.")
+    target_fpr: float = Field(
+        0.01, gt=0, lt=1, description="Anomaly detector's false-alarm rate on normal windows."
+    )
+
+    @field_validator("serving_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.env == "dev":
+            return self
+        for name in ("jwt_secret", "service_token"):
+            value: SecretStr | None = getattr(self, name)
+            raw = value.get_secret_value() if value else ""
+            if raw.strip().lower() in _PLACEHOLDERS or len(raw) < _MIN_SECRET_LENGTH:
+                raise ConfigurationError(
+                    f"MH_{name.upper()} must be set to a random value of at least "
+                    f"{_MIN_SECRET_LENGTH} characters when MH_ENV={self.env} "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                )
+        return self
+
+    # --- derived values ---------------------------------------------------------------------
+    @property
+    def embedded_store(self) -> bool:
+        """True when no external MongoDB is configured and the project runs its own store."""
+        return self.mongodb_uri is None
+
+    @property
+    def store_uri(self) -> str:
+        if self.mongodb_uri is not None:
+            return self.mongodb_uri.get_secret_value()
+        return f"mongodb://{self.store_host}:{self.store_port}/"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.var_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.var_dir / "mlflow" / "artifacts").resolve()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.var_dir / "runs"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.var_dir / "spool"
+
+    def model_name(self, domain: str) -> str:
+        return f"{self.model_name_prefix}-{domain}"
+
+    def ensure_dev_secrets(self) -> Settings:
+        """In dev, create once (and then reuse) the JWT key and service token under var/secrets.
+
+        Every local replica started from the same checkout reads the same files, so tokens
+        survive restarts and are accepted by all of them.
+        """
+        if self.env != "dev":
+            return self
+        updates: dict[str, SecretStr] = {}
+        for name in ("jwt_secret", "service_token"):
+            if getattr(self, name) is None:
+                updates[name] = SecretStr(_read_or_create_secret(self.var_dir / "secrets" / name))
+        return self.model_copy(update=updates) if updates else self
+
+
+def _read_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    value = secrets.token_urlsafe(48)
+    # O_EXCL: two replicas starting at once must not write two different keys.
+    try:
+        with path.open("x") as handle:
+            handle.write(value)
+        path.chmod(0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (secrets resolved). Tests build their own `Settings`."""
+    return Settings().ensure_dev_secrets()

@@ -1,0 +1,252 @@
+"""The only module that talks to MLflow (tracking and model registry).
+
+A model version holds ONE artifact: an MLflow pyfunc model whose `artifacts/bundle/` directory is
+the domain's `ModelBundle` (fitted transforms + estimator). Aliases, never stages:
+`champion` (served), `challenger` (last registered), `previous` (the champion before the last
+promotion, the target of a rollback).
+
+Local default: sqlite + artifacts under var/mlflow. Production (DagsHub-hosted MLflow or any
+tracking server): set MH_MLFLOW_TRACKING_URI and the standard MLFLOW_TRACKING_USERNAME /
+MLFLOW_TRACKING_PASSWORD variables; nothing here needs the `dagshub` client.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from machine_health import __version__
+from machine_health.config import Settings
+from machine_health.domains.base import ModelBundle, load_bundle
+from machine_health.errors import ModelError, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+_BUNDLE_ARTIFACT = "bundle"
+_MODEL_NAME_IN_RUN = "model"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which registry version a bundle came from."""
+
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+    source: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _BundlePyfunc(mlflow.pyfunc.PythonModel):
+    """Lets generic MLflow tooling (`mlflow models serve`, pyfunc.load_model) use a bundle."""
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = load_bundle(Path(context.artifacts[_BUNDLE_ARTIFACT]))
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        records = (
+            model_input.to_dict(orient="records") if hasattr(model_input, "to_dict") else model_input
+        )
+        return self.bundle.predict(records)
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+        # A local store keeps artifacts beside the db; a server decides its own location.
+        location = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
+        client.create_experiment(settings.mlflow_experiment, artifact_location=location)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    return client
+
+
+def git_commit() -> str:
+    """The commit of the running code, or 'unknown' outside a checkout (e.g. in an image)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+@contextmanager
+def start_run(
+    settings: Settings, *, run_name: str, tags: Mapping[str, str] | None = None
+) -> Iterator[Run]:
+    """An MLflow run tagged with the code version; nested inside an active run if any."""
+    configure(settings)
+    all_tags = {"machine_health.version": __version__, "git_commit": git_commit(), **(tags or {})}
+    with mlflow.start_run(run_name=run_name, tags=all_tags, nested=mlflow.active_run() is not None) as run:
+        yield run
+
+
+def log_bundle(
+    settings: Settings,
+    bundle: ModelBundle,
+    *,
+    register: bool = True,
+    aliases: tuple[str, ...] = (CHALLENGER,),
+) -> ModelRef:
+    """Log `bundle` as the pyfunc model of the active run and (by default) register it.
+
+    Must be called inside `start_run`. Returns the new version (or the run's model when not
+    registered). The metrics and params of the run are the caller's to log.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise ModelError("log_bundle needs an active MLflow run (use registry.start_run)")
+    name = settings.model_name(bundle.domain)
+    with tempfile.TemporaryDirectory(prefix="mh-bundle-") as tmp:
+        bundle_dir = bundle.save(Path(tmp) / _BUNDLE_ARTIFACT)
+        info = mlflow.pyfunc.log_model(
+            name=_MODEL_NAME_IN_RUN,
+            python_model=_BundlePyfunc(),
+            artifacts={_BUNDLE_ARTIFACT: str(bundle_dir)},
+            # Explicit requirements: inferring them re-imports the model in a subprocess.
+            pip_requirements=[f"machine-health=={__version__}"],
+            registered_model_name=name if register else None,
+        )
+    if not register:
+        return ModelRef(name=name, version="", alias=None, run_id=run.info.run_id, source=info.model_uri)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, "domain", bundle.domain)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    logger.info("registered %s version %s (aliases %s)", name, version, ",".join(aliases) or "-")
+    return ModelRef(name=name, version=version, alias=aliases[0] if aliases else None, run_id=run.info.run_id)
+
+
+def _client(settings: Settings) -> MlflowClient:
+    return configure(settings)
+
+
+def resolve(settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None) -> ModelRef:
+    """The registry version behind `alias` (or the explicit `version`) of a domain's model."""
+    client = _client(settings)
+    name = settings.model_name(domain)
+    try:
+        if version is not None:
+            mv = client.get_model_version(name, str(version))
+            alias = None
+        else:
+            mv = client.get_model_version_by_alias(name, alias or CHAMPION)
+    except MlflowException as exc:
+        what = f"version {version}" if version is not None else f"alias @{alias}"
+        raise ModelNotFound(f"no {what} for model {name!r} ({exc.error_code})") from exc
+    return ModelRef(name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, source=mv.source)
+
+
+def load(
+    settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None
+) -> tuple[ModelBundle, ModelRef]:
+    """Download and load the bundle of a registry version."""
+    ref = resolve(settings, domain, alias=alias, version=version)
+    with tempfile.TemporaryDirectory(prefix="mh-load-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=tmp
+            )
+        except (MlflowException, OSError) as exc:
+            raise ModelError(f"cannot download {ref.name} v{ref.version}: {exc}") from exc
+        bundle = load_bundle(Path(local) / "artifacts" / _BUNDLE_ARTIFACT)
+    if bundle.domain != domain:
+        raise ModelError(f"{ref.name} v{ref.version} holds a {bundle.domain!r} model, not {domain!r}")
+    return bundle, ref
+
+
+def aliases(settings: Settings, domain: str) -> dict[str, str]:
+    """alias -> version of a domain's registered model (empty when none is registered)."""
+    client = _client(settings)
+    try:
+        model = client.get_registered_model(settings.model_name(domain))
+    except MlflowException:
+        return {}
+    return {alias: str(v) for alias, v in model.aliases.items()}
+
+
+def set_alias(settings: Settings, domain: str, alias: str, version: str) -> None:
+    _client(settings).set_registered_model_alias(settings.model_name(domain), alias, str(version))
+
+
+def promote(settings: Settings, domain: str, version: str) -> dict[str, str | None]:
+    """Move `champion` to `version`; the old champion becomes `previous`."""
+    current = aliases(settings, domain)
+    old = current.get(CHAMPION)
+    if old == str(version):
+        return {"old": old, "new": str(version)}
+    if old is not None:
+        set_alias(settings, domain, PREVIOUS, old)
+    set_alias(settings, domain, CHAMPION, str(version))
+    logger.info("%s: champion %s -> %s", domain, old, version)
+    return {"old": old, "new": str(version)}
+
+
+def rollback(settings: Settings, domain: str) -> dict[str, str | None]:
+    """Move `champion` back to `previous` (and `previous` to the version it replaced)."""
+    current = aliases(settings, domain)
+    prev = current.get(PREVIOUS)
+    if prev is None:
+        raise ModelNotFound(f"{domain}: no @previous version to roll back to")
+    old = current.get(CHAMPION)
+    set_alias(settings, domain, CHAMPION, prev)
+    if old is not None:
+        set_alias(settings, domain, PREVIOUS, old)
+    logger.info("%s: rolled back champion %s -> %s", domain, old, prev)
+    return {"old": old, "new": prev}
+
+
+def ensure_champion(settings: Settings, domain: str, version: str) -> bool:
+    """Give `version` the champion alias if the model has none yet; True if it did."""
+    if CHAMPION in aliases(settings, domain):
+        return False
+    set_alias(settings, domain, CHAMPION, version)
+    return True
+
+
+def list_versions(settings: Settings, domain: str) -> list[dict[str, Any]]:
+    """Every version of a domain's model with its aliases, run metrics and creation time."""
+    client = _client(settings)
+    name = settings.model_name(domain)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases(settings, domain).items():
+        by_version.setdefault(version, []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        rows.append(
+            {
+                "name": name,
+                "version": str(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "run_id": mv.run_id,
+                "created_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
+                "metrics": dict(metrics),
+                "tags": dict(mv.tags),
+            }
+        )
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
