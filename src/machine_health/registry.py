@@ -250,3 +250,29 @@ def list_versions(settings: Settings, domain: str) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+# --- logging into the active run (domains and steps call these, never mlflow itself) --------
+def log_params(params: Mapping[str, Any]) -> None:
+    mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib/plotly figure as an artifact of the active run (e.g. 'plots/x.png')."""
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_dict(data: Mapping[str, Any] | list[Any], artifact_file: str) -> None:
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    mlflow.set_tags(dict(tags))
