@@ -154,6 +154,21 @@ class Settings(BaseSettings):
     def model_name(self, domain: str) -> str:
         return f"{self.model_name_prefix}-{domain}"
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as MH_* variables, for the child processes we start (replicas, steps)."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[f"MH_{name.upper()}"] = str(value)
+        return env
+
     def ensure_dev_secrets(self) -> Settings:
         """In dev, create once (and then reuse) the JWT key and service token under var/secrets.
 

@@ -1,0 +1,88 @@
+"""Clients and indexes of the document store.
+
+The API uses PyMongo's native async client (`AsyncMongoClient`); pipeline steps and the CLI use
+the sync `MongoClient`. Both are created here, with the same options, and both create the same
+indexes, so whichever starts first leaves the store ready for the other.
+
+Store subset used on purpose (see ARCHITECTURE.md, "known limits of the embedded store"): foreign
+keys are strings, counts use `estimated_document_count` or an aggregate `$count`, no dotted
+projections, no compound `$group` keys, no `$not`, no transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from machine_health.config import Settings
+from machine_health.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+USERS = "users"
+LOGIN_FAILURES = "login_failures"
+REPORTS = "reports"
+
+# collection -> indexes. `prediction_id` and `idempotency_key` are unique: a replayed spool
+# record or a retried request can never create a second document.
+INDEXES: dict[str, list[IndexModel]] = {
+    PREDICTIONS: [
+        IndexModel([("prediction_id", ASCENDING)], name="prediction_id_unique", unique=True),
+        IndexModel([("idempotency_key", ASCENDING)], name="idempotency_key"),
+        IndexModel([("domain", ASCENDING), ("created_at", DESCENDING)], name="domain_time"),
+        IndexModel([("domain", ASCENDING), ("asset_id", ASCENDING)], name="domain_asset"),
+        IndexModel([("model_version", ASCENDING)], name="model_version"),
+        IndexModel([("labelled_at", ASCENDING)], name="labelled_at"),
+    ],
+    USERS: [IndexModel([("username", ASCENDING)], name="username_unique", unique=True)],
+    LOGIN_FAILURES: [
+        IndexModel([("key", ASCENDING)], name="key"),
+        IndexModel([("at", ASCENDING)], name="at"),
+    ],
+    REPORTS: [
+        IndexModel(
+            [("kind", ASCENDING), ("domain", ASCENDING), ("created_at", DESCENDING)],
+            name="kind_domain_time",
+        )
+    ],
+}
+
+
+def _client_options(settings: Settings) -> dict[str, object]:
+    return {
+        "serverSelectionTimeoutMS": settings.store_timeout_ms,
+        "connectTimeoutMS": settings.store_timeout_ms,
+        "tz_aware": True,
+        "appname": "machine-health",
+    }
+
+
+def sync_client(settings: Settings) -> MongoClient:
+    return MongoClient(settings.store_uri, **_client_options(settings))
+
+
+def async_client(settings: Settings) -> AsyncMongoClient:
+    return AsyncMongoClient(settings.store_uri, **_client_options(settings))
+
+
+def ensure_indexes_sync(db: Database) -> None:
+    """Create every index (idempotent); raise StoreError when the store cannot be reached."""
+    try:
+        for name, indexes in INDEXES.items():
+            db[name].create_indexes(indexes)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot create indexes in {db.name!r}: {exc}") from exc
+
+
+async def ensure_indexes(db: AsyncDatabase) -> None:
+    """Async twin of `ensure_indexes_sync`, run at API startup."""
+    try:
+        for name, indexes in INDEXES.items():
+            await db[name].create_indexes(indexes)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot create indexes in {db.name!r}: {exc}") from exc

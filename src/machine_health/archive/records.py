@@ -1,0 +1,68 @@
+"""The shape of an archived prediction: one document per prediction, schema-versioned.
+
+Everything a query filters on is a top-level field (the embedded store has no dotted
+projections), foreign keys are strings, and a vibration window is stored compactly as
+little-endian float32 bytes with its sample rate and rpm.
+
+    prediction_id   str, unique (uuid4 hex)       the id the API answered with
+    idempotency_key str | None                    from the Idempotency-Key header (per user)
+    domain          "vibration" | "turbofan"
+    asset_id        str                           vibration asset / turbofan unit
+    cycle           int | None                    turbofan cycle (ordering of a unit's history)
+    input           dict                          domain input (see encode_input)
+    output          dict                          what the API answered
+    model_name, model_version, model_alias        the registry version that predicted
+    user, request_id, latency_ms, created_at (UTC), schema_version
+    label           str | float | None            ground truth: fault class / true RUL
+    labelled_at     datetime | None               when the label arrived (extract keys on it)
+    label_source    "feedback" | "failure" | None
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+_FLOAT32_LE = "<f4"
+
+
+def encode_samples(samples: Any) -> bytes:
+    """A waveform as little-endian float32 bytes (4 bytes a sample instead of ~20 in JSON)."""
+    return np.asarray(samples, dtype=_FLOAT32_LE).tobytes()
+
+
+def decode_samples(blob: bytes | str) -> np.ndarray:
+    """Inverse of `encode_samples`; also accepts base64 text (spool lines are JSON)."""
+    raw = base64.b64decode(blob) if isinstance(blob, str) else bytes(blob)
+    return np.frombuffer(raw, dtype=_FLOAT32_LE).astype(np.float64)
+
+
+class PredictionRecord(BaseModel):
+    """One archived prediction (see the module docstring for each field)."""
+
+    prediction_id: str
+    idempotency_key: str | None = None
+    domain: str
+    asset_id: str
+    cycle: int | None = None
+    input: dict[str, Any]
+    output: dict[str, Any]
+    model_name: str
+    model_version: str
+    model_alias: str | None = None
+    user: str
+    request_id: str
+    latency_ms: float
+    created_at: datetime
+    schema_version: int = Field(default=SCHEMA_VERSION)
+    label: str | float | None = None
+    labelled_at: datetime | None = None
+    label_source: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump()

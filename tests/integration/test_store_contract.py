@@ -1,0 +1,138 @@
+"""Contract of the document store: the behaviours the archive relies on, pinned.
+
+They run against whatever the `store_uri` fixture names (the embedded nx-27017 by default,
+MH_TEST_MONGODB_URI for a real MongoDB), so the same code is known to work on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from machine_health.archive import client as archive_client
+from machine_health.config import Settings
+
+
+def test_indexes_are_created_idempotently(db: Database) -> None:
+    archive_client.ensure_indexes_sync(db)
+    archive_client.ensure_indexes_sync(db)  # a second replica starting must not fail
+    info = db[archive_client.PREDICTIONS].index_information()
+    unique = [v for v in info.values() if v.get("unique")]
+    assert any(v["key"][0][0] == "prediction_id" for v in unique)
+
+
+def test_unique_index_refuses_a_second_document(db: Database) -> None:
+    archive_client.ensure_indexes_sync(db)
+    coll = db[archive_client.PREDICTIONS]
+    coll.insert_one({"prediction_id": "p-1", "domain": "vibration"})
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"prediction_id": "p-1", "domain": "vibration"})
+    assert coll.estimated_document_count() == 1
+
+
+def test_unordered_insert_many_keeps_the_new_and_reports_the_duplicates(db: Database) -> None:
+    """Spool replay relies on this: re-sending a batch only inserts what is missing."""
+    archive_client.ensure_indexes_sync(db)
+    coll = db[archive_client.PREDICTIONS]
+    coll.insert_many([{"prediction_id": f"p-{i}"} for i in range(3)])
+    with pytest.raises(BulkWriteError) as info:
+        coll.insert_many([{"prediction_id": f"p-{i}"} for i in range(5)], ordered=False)
+    assert info.value.details["nInserted"] == 2
+    codes = {e["code"] for e in info.value.details["writeErrors"]}
+    assert codes == {11000}
+    ids = sorted(d["prediction_id"] for d in coll.find({}, {"prediction_id": 1, "_id": 0}))
+    assert ids == [f"p-{i}" for i in range(5)]
+
+
+def test_counts_without_count_documents(db: Database) -> None:
+    coll = db["c"]
+    coll.insert_many([{"domain": "turbofan" if i % 3 else "vibration", "i": i} for i in range(300)])
+    assert coll.estimated_document_count() == 300
+    counted = list(coll.aggregate([{"$match": {"domain": "vibration"}}, {"$count": "n"}]))
+    assert counted == [{"n": 100}]
+    grouped = {
+        g["_id"]: g["n"] for g in coll.aggregate([{"$group": {"_id": "$domain", "n": {"$sum": 1}}}])
+    }
+    assert grouped == {"vibration": 100, "turbofan": 200}
+
+
+def test_time_range_filter_sort_and_pagination(db: Database) -> None:
+    coll = db["p"]
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    coll.insert_many(
+        [
+            {"i": i, "asset_id": f"a{i % 2}", "created_at": t0 + timedelta(minutes=i)}
+            for i in range(20)
+        ]
+    )
+    query = {
+        "asset_id": "a0",
+        "created_at": {"$gte": t0 + timedelta(minutes=4), "$lt": t0 + timedelta(minutes=16)},
+    }
+    page1 = list(coll.find(query).sort([("created_at", DESCENDING)]).skip(0).limit(3))
+    page2 = list(coll.find(query).sort([("created_at", DESCENDING)]).skip(3).limit(3))
+    assert [d["i"] for d in page1] == [14, 12, 10]
+    assert [d["i"] for d in page2] == [8, 6, 4]
+    assert page1[0]["created_at"] == t0 + timedelta(minutes=14)
+    assert page1[0]["created_at"].tzinfo is not None
+
+
+def test_in_and_sort_ascending_on_strings(db: Database) -> None:
+    coll = db["s"]
+    coll.insert_many([{"unit": u, "cycle": c} for u in ("u2", "u1", "u3") for c in (3, 1, 2)])
+    docs = list(
+        coll.find({"unit": {"$in": ["u1", "u2"]}}).sort([("unit", ASCENDING), ("cycle", ASCENDING)])
+    )
+    assert [(d["unit"], d["cycle"]) for d in docs] == [
+        ("u1", 1), ("u1", 2), ("u1", 3), ("u2", 1), ("u2", 2), ("u2", 3),
+    ]  # fmt: skip
+
+
+def test_update_many_backfills_by_string_key(db: Database) -> None:
+    """Turbofan failure back-fill: one update per unit on a string foreign key."""
+    coll = db["t"]
+    coll.insert_many(
+        [{"unit": "u1", "cycle": c} for c in range(1, 6)] + [{"unit": "u2", "cycle": 1}]
+    )
+    result = coll.update_many({"unit": "u1", "cycle": {"$lte": 5}}, {"$set": {"label": 1.0}})
+    assert result.modified_count == 5
+    assert [d.get("label") for d in coll.find({"unit": "u2"})] == [None]
+
+
+def test_objectid_equality_on_id_and_binary_roundtrip(db: Database) -> None:
+    coll = db["b"]
+    samples = np.random.default_rng(0).standard_normal(2048).astype("<f4")
+    oid = coll.insert_one({"samples": samples.tobytes(), "n": 2048}).inserted_id
+    assert isinstance(oid, ObjectId)
+    doc = coll.find_one({"_id": oid})
+    assert doc is not None
+    np.testing.assert_array_equal(np.frombuffer(doc["samples"], dtype="<f4"), samples)
+
+
+def test_find_one_and_update_upsert_is_atomic_counter(db: Database) -> None:
+    """Login throttling counts failures with an upserted $inc."""
+    coll = db["f"]
+    for _ in range(4):
+        coll.find_one_and_update({"key": "user:bob"}, {"$inc": {"n": 1}}, upsert=True)
+    assert coll.find_one({"key": "user:bob"})["n"] == 4
+
+
+def test_async_client_reads_what_the_sync_client_wrote(settings: Settings, db: Database) -> None:
+    db["x"].insert_many([{"k": i} for i in range(10)])
+
+    async def read() -> list[int]:
+        client = archive_client.async_client(settings)
+        try:
+            cursor = client[settings.mongodb_db]["x"].find({"k": {"$gte": 5}}).sort("k", 1)
+            return [d["k"] async for d in cursor]
+        finally:
+            await client.close()
+
+    assert asyncio.run(read()) == [5, 6, 7, 8, 9]
