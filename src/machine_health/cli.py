@@ -22,11 +22,17 @@ from machine_health.config import Settings, get_settings
 from machine_health.errors import MachineHealthError
 from machine_health.logs import configure_logging
 
-app = typer.Typer(help="machine-health: predictive maintenance, prediction to retraining.", no_args_is_help=True)
+app = typer.Typer(
+    help="machine-health: predictive maintenance, prediction to retraining.", no_args_is_help=True
+)
 store_app = typer.Typer(help="The embedded document store (nx-27017).", no_args_is_help=True)
-benchmark_app = typer.Typer(help="Train and score every model of a domain on real data.", no_args_is_help=True)
+benchmark_app = typer.Typer(
+    help="Train and score every model of a domain on real data.", no_args_is_help=True
+)
 train_app = typer.Typer(help="Train a domain's model and register it.", no_args_is_help=True)
-evaluate_app = typer.Typer(help="Score a trained or registered model on labelled data.", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Score a trained or registered model on labelled data.", no_args_is_help=True
+)
 app.add_typer(store_app, name="store")
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(train_app, name="train")
@@ -38,7 +44,9 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data root (default: settings).")]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data root (default: settings).")
+]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")]
 
 
@@ -79,7 +87,9 @@ def store_start() -> None:
     from machine_health import embedded_store
 
     st = embedded_store.start(get_settings())
-    console.print(f"[green]store running[/] at {st.uri} (pid {st.pid}, data {st.data_dir}, log {st.log_file})")
+    console.print(
+        f"[green]store running[/] at {st.uri} (pid {st.pid}, data {st.data_dir}, log {st.log_file})"
+    )
 
 
 @store_app.command("stop")
@@ -105,13 +115,30 @@ def store_status() -> None:
         raise typer.Exit(3)
 
 
+@app.command("stack")
+@command
+def stack(
+    airflow: Annotated[bool, typer.Option(help="Start Airflow and run a retrain.")] = True,
+    demo: Annotated[bool, typer.Option(help="Replay real test data as traffic.")] = True,
+) -> None:
+    """Run the whole loop locally in the foreground (what `make run` does)."""
+    from machine_health.stack import run_stack
+
+    run_stack(get_settings(), with_airflow=airflow, demo=demo)
+
+
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A rich table of `rows` restricted to `columns` (floats rounded)."""
     table = Table(title=title)
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*[f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+        table.add_row(
+            *[
+                f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, ""))
+                for c in columns
+            ]
+        )
     console.print(table)
 
 

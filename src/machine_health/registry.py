@@ -61,7 +61,9 @@ class _BundlePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
         records = (
-            model_input.to_dict(orient="records") if hasattr(model_input, "to_dict") else model_input
+            model_input.to_dict(orient="records")
+            if hasattr(model_input, "to_dict")
+            else model_input
         )
         return self.bundle.predict(records)
 
@@ -100,7 +102,9 @@ def start_run(
     """An MLflow run tagged with the code version; nested inside an active run if any."""
     configure(settings)
     all_tags = {"machine_health.version": __version__, "git_commit": git_commit(), **(tags or {})}
-    with mlflow.start_run(run_name=run_name, tags=all_tags, nested=mlflow.active_run() is not None) as run:
+    with mlflow.start_run(
+        run_name=run_name, tags=all_tags, nested=mlflow.active_run() is not None
+    ) as run:
         yield run
 
 
@@ -131,21 +135,27 @@ def log_bundle(
             registered_model_name=name if register else None,
         )
     if not register:
-        return ModelRef(name=name, version="", alias=None, run_id=run.info.run_id, source=info.model_uri)
+        return ModelRef(
+            name=name, version="", alias=None, run_id=run.info.run_id, source=info.model_uri
+        )
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_model_version_tag(name, version, "domain", bundle.domain)
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version)
     logger.info("registered %s version %s (aliases %s)", name, version, ",".join(aliases) or "-")
-    return ModelRef(name=name, version=version, alias=aliases[0] if aliases else None, run_id=run.info.run_id)
+    return ModelRef(
+        name=name, version=version, alias=aliases[0] if aliases else None, run_id=run.info.run_id
+    )
 
 
 def _client(settings: Settings) -> MlflowClient:
     return configure(settings)
 
 
-def resolve(settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None) -> ModelRef:
+def resolve(
+    settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None
+) -> ModelRef:
     """The registry version behind `alias` (or the explicit `version`) of a domain's model."""
     client = _client(settings)
     name = settings.model_name(domain)
@@ -158,7 +168,9 @@ def resolve(settings: Settings, domain: str, *, alias: str | None = CHAMPION, ve
     except MlflowException as exc:
         what = f"version {version}" if version is not None else f"alias @{alias}"
         raise ModelNotFound(f"no {what} for model {name!r} ({exc.error_code})") from exc
-    return ModelRef(name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, source=mv.source)
+    return ModelRef(
+        name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, source=mv.source
+    )
 
 
 def load(
@@ -175,7 +187,9 @@ def load(
             raise ModelError(f"cannot download {ref.name} v{ref.version}: {exc}") from exc
         bundle = load_bundle(Path(local) / "artifacts" / _BUNDLE_ARTIFACT)
     if bundle.domain != domain:
-        raise ModelError(f"{ref.name} v{ref.version} holds a {bundle.domain!r} model, not {domain!r}")
+        raise ModelError(
+            f"{ref.name} v{ref.version} holds a {bundle.domain!r} model, not {domain!r}"
+        )
     return bundle, ref
 
 

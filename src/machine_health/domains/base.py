@@ -77,11 +77,15 @@ def load_bundle(path: Path) -> ModelBundle:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{manifest_path}: not a model bundle ({exc})") from exc
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ModelError(f"{manifest_path}: unsupported bundle format {manifest.get('format_version')!r}")
+        raise ModelError(
+            f"{manifest_path}: unsupported bundle format {manifest.get('format_version')!r}"
+        )
     module_name, _, class_name = str(manifest.get("class", "")).partition(":")
     # Only our own domain modules may be imported from a manifest read off the registry.
     if not module_name.startswith("machine_health.domains."):
-        raise ModelError(f"{manifest_path}: bundle class {module_name!r} is not a machine-health domain")
+        raise ModelError(
+            f"{manifest_path}: bundle class {module_name!r} is not a machine-health domain"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
