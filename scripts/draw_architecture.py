@@ -1,4 +1,7 @@
-"""Draw images/architecture.png (the README's picture of the loop). Run: .venv/bin/python scripts/draw_architecture.py"""
+"""Draw images/architecture.png, the README's picture of the loop.
+
+Run: .venv/bin/python scripts/draw_architecture.py
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pydantic.fields import FieldInfo
+
 from machine_health.config import Settings
 
 BEGIN = "<!-- settings-table:begin -->"
@@ -15,11 +17,8 @@ END = "<!-- settings-table:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _default(field) -> str:  # noqa: ANN001 (pydantic FieldInfo)
-    if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = field.default
+def _default(field: FieldInfo) -> str:
+    value = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
     if value is None:
         return "unset"
     if isinstance(value, list):

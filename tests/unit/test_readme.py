@@ -18,7 +18,8 @@ spec.loader.exec_module(settings_table)
 def test_readme_configuration_table_is_current() -> None:
     readme = (REPO / "README.md").read_text()
     assert settings_table.render(readme) == readme, (
-        "README configuration table is stale: run `.venv/bin/python scripts/settings_table.py --write`"
+        "README configuration table is stale: "
+        "run `.venv/bin/python scripts/settings_table.py --write`"
     )
 
 
