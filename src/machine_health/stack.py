@@ -9,6 +9,7 @@ replicas. Every child runs in its own process group, so stopping kills whole tre
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -19,10 +20,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from machine_health import embedded_store
+from machine_health import embedded_store, local_airflow
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError, StoreError
 
@@ -66,9 +68,8 @@ class Supervisor:
         for child in self.children:
             if child.process.poll() is not None:
                 tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
-                raise MachineHealthError(
-                    f"{child.name} exited with code {child.process.returncode}; log {child.log}:\n{tail}"
-                )
+                code = child.process.returncode
+                raise MachineHealthError(f"{child.name} exited ({code}); {child.log}:\n{tail}")
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every process group (newest first), then SIGKILL what is left."""
@@ -77,10 +78,8 @@ class Supervisor:
                 os.killpg(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for child in reversed(self.children):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -119,6 +118,62 @@ def start_store(settings: Settings, supervisor: Supervisor) -> str:
     return settings.store_uri
 
 
+def ensure_champions(settings: Settings, supervisor: Supervisor) -> None:
+    """Train and register version 1 of each domain that has no champion yet (first run only)."""
+    from machine_health import registry
+
+    for domain in DOMAINS:
+        if registry.CHAMPION in registry.aliases(settings, domain):
+            continue
+        logger.info("no %s champion yet: training one on the real data (first run only)", domain)
+        child = supervisor.start(f"train-{domain}", cli("train", domain), child_env(settings))
+        if child.process.wait() != 0:
+            raise MachineHealthError(f"training {domain} failed; see {child.log}")
+        supervisor.children.remove(child)
+
+
+def ensure_users(settings: Settings) -> dict[str, str]:
+    """A local admin and the demo's operator, with passwords generated once (never defaults)."""
+    path = settings.var_dir / "secrets" / "local-users.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    users = {"admin": generated_password(), "demo-operator": generated_password()}
+    roles = {"admin": "admin", "demo-operator": "operator"}
+    for name, password in users.items():
+        env = {**child_env(settings), "MH_NEW_PASSWORD": password}
+        args = ["users", "create", name, "--role", roles[name], "--password-env", "MH_NEW_PASSWORD"]
+        result = subprocess.run(
+            cli(*args),
+            env=env, capture_output=True, text=True, cwd=REPO, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise MachineHealthError(f"creating user {name} failed: {result.stderr[-500:]}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(users))
+    path.chmod(0o600)
+    return users
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {**os.environ, **settings.as_env(), **extra}
+
+
+def start_replicas(settings: Settings, supervisor: Supervisor, count: int = 2) -> list[str]:
+    """`count` API replicas on consecutive ports, each knowing all of them (reload fan-out)."""
+    urls = [f"http://{settings.api_host}:{settings.api_port + i}" for i in range(count)]
+    for i in range(count):
+        env = child_env(
+            settings, MH_REPLICA_NAME=f"replica-{i + 1}", MH_SERVING_URLS=",".join(urls)
+        )
+        port = str(settings.api_port + i)
+        supervisor.start(
+            f"api-{i + 1}", cli("serve", "--host", settings.api_host, "--port", port), env
+        )
+    for url in urls:
+        wait_http(f"{url}/ready", 180, supervisor)
+    return urls
+
+
 def run_stack(settings: Settings, *, with_airflow: bool = True, demo: bool = True) -> None:
     """Start everything, print the banner, then wait for Ctrl-C (or SIGTERM)."""
     supervisor = Supervisor(settings.var_dir / "logs")
@@ -133,7 +188,23 @@ def run_stack(settings: Settings, *, with_airflow: bool = True, demo: bool = Tru
     try:
         urls["store"] = start_store(settings, supervisor)
         logger.info("store: %s", urls["store"])
+        ensure_champions(settings, supervisor)
+        users = ensure_users(settings)
+        replicas = start_replicas(settings, supervisor)
+        settings = settings.model_copy(update={"serving_urls": replicas})
+        for i, url in enumerate(replicas):
+            urls[f"api replica {i + 1}"] = f"{url}/docs"
+        urls["ui"] = start_ui(settings, supervisor, replicas[0])
+        urls["mlflow store"] = settings.tracking_uri
+        urls["admin login"] = f"admin / {users['admin']}  (generated, var/secrets/)"
+        airflow = None
+        if with_airflow:
+            airflow = local_airflow.start(settings, supervisor, REPO, child_env(settings))
+            urls["airflow"] = f"{airflow.base_url}  (admin / {airflow.password})"
         print_banner(urls)
+        if demo:
+            run_demo(settings, supervisor, replicas[0], users, airflow)
+        print_banner({"logs": str(supervisor.log_dir), **urls})
         while not stop:
             supervisor.check()
             time.sleep(0.5)
@@ -142,6 +213,52 @@ def run_stack(settings: Settings, *, with_airflow: bool = True, demo: bool = Tru
     finally:
         supervisor.stop_all()
         logger.info("every process started by the stack is stopped")
+
+
+def start_ui(settings: Settings, supervisor: Supervisor, api_url: str) -> str:
+    url = f"http://127.0.0.1:{settings.ui_port}"
+    supervisor.start("ui", cli("ui"), child_env(settings, MH_API_URL=api_url))
+    wait_http(f"{url}/_stcore/health", 120, supervisor)
+    return url
+
+
+def run_demo(
+    settings: Settings,
+    supervisor: Supervisor,
+    api_url: str,
+    users: dict[str, str],
+    airflow: local_airflow.LocalAirflow | None,
+) -> None:
+    """Replay real test data, then retrain each domain and show the replicas reload."""
+    env = child_env(settings, MH_SIMULATOR_PASSWORD=users["demo-operator"])
+    args = ["simulate", "--api-url", api_url, "--username", "demo-operator"]
+    args += ["--password-env", "MH_SIMULATOR_PASSWORD"]
+    child = supervisor.start("simulate", cli(*args), env)
+    logger.info("demo traffic: replaying real test data into %s (log %s)", api_url, child.log)
+    if child.process.wait() != 0:
+        raise MachineHealthError(f"the traffic simulator failed; see {child.log}")
+    supervisor.children.remove(child)
+    if airflow is None:
+        return
+    for domain in DOMAINS:
+        before = versions(settings.serving_urls)
+        state = airflow.retrain(domain)
+        after = versions(settings.serving_urls)
+        logger.info("retrain_%s: %s; served versions %s -> %s", domain, state, before, after)
+
+
+def versions(urls: list[str]) -> dict[str, Any]:
+    """Per replica, the model versions it reports on GET /version."""
+    out: dict[str, Any] = {}
+    for url in urls:
+        try:
+            body = httpx.get(f"{url}/version", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            out[url] = "unreachable"
+            continue
+        models = body.get("models", body)
+        out[url] = {d: (m or {}).get("version") for d, m in models.items() if isinstance(m, dict)}
+    return out
 
 
 def print_banner(urls: dict[str, str]) -> None:
