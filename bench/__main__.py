@@ -1,0 +1,45 @@
+"""Run every benchmark script in turn (`make bench`); each records its figures in docs/BENCHMARKS.md.
+
+`python -m bench NAME ...` runs only the named ones (module names in this folder).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("bench")
+
+
+def available() -> list[str]:
+    here = Path(__file__).parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    names = argv or available()
+    failed = []
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        if not hasattr(module, "main"):
+            continue
+        started = time.monotonic()
+        logger.info("=== bench %s", name)
+        try:
+            module.main([])
+        except Exception:
+            logger.exception("bench %s failed", name)
+            failed.append(name)
+        logger.info("=== bench %s done in %.0fs", name, time.monotonic() - started)
+    if failed:
+        logger.error("failed benchmarks: %s", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
