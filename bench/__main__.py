@@ -1,4 +1,4 @@
-"""Run every benchmark script in turn (`make bench`); each records its figures in docs/BENCHMARKS.md.
+"""Run every benchmark script in turn (`make bench`); each records its figures in BENCHMARKS.md.
 
 `python -m bench NAME ...` runs only the named ones (module names in this folder).
 """
