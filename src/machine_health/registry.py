@@ -53,7 +53,7 @@ class ModelRef:
         return asdict(self)
 
 
-class _BundlePyfunc(mlflow.pyfunc.PythonModel):
+class BundlePyfunc(mlflow.pyfunc.PythonModel):
     """Lets generic MLflow tooling (`mlflow models serve`, pyfunc.load_model) use a bundle."""
 
     def load_context(self, context: Any) -> None:
@@ -128,7 +128,7 @@ def log_bundle(
         bundle_dir = bundle.save(Path(tmp) / _BUNDLE_ARTIFACT)
         info = mlflow.pyfunc.log_model(
             name=_MODEL_NAME_IN_RUN,
-            python_model=_BundlePyfunc(),
+            python_model=str(Path(__file__).with_name("registry_pyfunc.py")),
             artifacts={_BUNDLE_ARTIFACT: str(bundle_dir)},
             # Explicit requirements: inferring them re-imports the model in a subprocess.
             pip_requirements=[f"machine-health=={__version__}"],
