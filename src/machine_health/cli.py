@@ -127,6 +127,40 @@ def stack(
     run_stack(get_settings(), with_airflow=airflow, demo=demo)
 
 
+@app.command("simulate")
+@command
+def simulate(
+    api_url: Annotated[
+        str, typer.Option(help="Base URL of one API replica.")
+    ] = "http://127.0.0.1:8000",
+    domain: Annotated[str, typer.Option(help="vibration, turbofan or all.")] = "all",
+    limit: Annotated[int, typer.Option(help="Vibration windows to send.")] = 210,
+    units: Annotated[int, typer.Option(help="Turbofan test units to replay.")] = 8,
+    username: Annotated[str, typer.Option(help="An operator's user name.")] = "demo-operator",
+    password_env: Annotated[
+        str, typer.Option(help="Variable holding the password.")
+    ] = "MH_SIMULATOR_PASSWORD",  # noqa: S107 (the name of a variable, not a password)
+    data_dir: DataDirOption = None,
+    json_out: JsonOption = None,
+) -> None:
+    """Replay real test data (C-MAPSS units, CWRU windows) and their labels into the API."""
+    import asyncio
+    import os
+
+    from machine_health.simulate import simulate as run_simulation
+
+    password = os.environ.get(password_env)
+    if not password:
+        raise typer.BadParameter(f"set ${password_env}", param_hint="--password-env")
+    domains = ["turbofan", "vibration"] if domain == "all" else [domain]
+    settings = settings_with_data_dir(data_dir)
+    result = asyncio.run(
+        run_simulation(api_url, username, password, settings.data_dir, domains=domains,
+                       turbofan_units_count=units, vibration_limit=limit)
+    )  # fmt: skip
+    write_json(result, json_out)
+
+
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A rich table of `rows` restricted to `columns` (floats rounded)."""
     table = Table(title=title)
