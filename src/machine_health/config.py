@@ -73,6 +73,22 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:8000"],
         description="Comma-separated API replicas the reload step calls (local mode).",
     )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body the API reads (else 413)."
+    )
+    predict_batch_limit: int = Field(
+        64, ge=1, description="Most items in one POST /predict/{domain}/batch."
+    )
+    model_batch_max: int = Field(
+        64, ge=1, description="Most concurrent requests the API scores in one model call."
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Spool size (store down) beyond which API says 503."
+    )
+    turbofan_cache_units: int = Field(
+        10_000, ge=1, description="Units whose recent cycles the API keeps in memory."
+    )
+    bench_routes: bool = Field(False, description="Expose POST /echo (the load benchmark's base).")
     ui_port: int = Field(8501, description="Port of the Streamlit UI.")
     airflow_port: int = Field(8080, description="Port of the Airflow api-server.")
 
@@ -91,6 +107,12 @@ class Settings(BaseSettings):
         None, description="Bearer token of the pipeline's reload calls; dev generates one."
     )
     self_registration: bool = Field(False, description="Let anyone POST /register as viewer.")
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per user or client before 429 (within the window)."
+    )
+    login_window_seconds: int = Field(
+        300, ge=1, description="Window of the login throttle (and how long a lockout lasts)."
+    )
 
     # --- domains ----------------------------------------------------------------------------
     rul_cap: int = Field(125, ge=1, description="Cap of the piecewise-linear RUL target.")
