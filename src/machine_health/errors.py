@@ -14,7 +14,8 @@ tree to HTTP statuses in one place (`api/errors.py`), the CLI prints the message
     │   ├── ModelNotFound         no registry version for a domain/alias/version
     │   └── ModelRejected         a candidate failed its smoke prediction or the gate
     ├── InputError                a request is well-formed JSON but semantically invalid
-    │   └── SequenceConflict      a turbofan cycle repeats or goes backwards for its unit
+    │   ├── SequenceConflict      a turbofan cycle repeats or goes backwards for its unit (409)
+    │   └── AlreadyExists         the object to create exists already, e.g. a user (409)
     ├── AuthError                 bad credentials or token (401)
     │   ├── Forbidden             authenticated but the role does not allow it (403)
     │   └── Throttled             too many failed logins (429)
@@ -72,6 +73,10 @@ class InputError(MachineHealthError):
 
 class SequenceConflict(InputError):
     """A turbofan cycle repeats or goes backwards for its unit."""
+
+
+class AlreadyExists(InputError):
+    """The object to create exists already (a user name, ...)."""
 
 
 class AuthError(MachineHealthError):
