@@ -121,6 +121,20 @@ class Settings(BaseSettings):
         0.01, gt=0, lt=1, description="Anomaly detector's false-alarm rate on normal windows."
     )
 
+    # --- monitoring -------------------------------------------------------------------------
+    drift_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of drifted input features that flags a domain's drift."
+    )
+    live_rmse_max: float = Field(
+        25.0, gt=0, description="Turbofan live RMSE (known failures) above which to retrain."
+    )
+    live_recall_min: float = Field(
+        0.8, ge=0, le=1, description="Vibration live fault recall below which to retrain."
+    )
+    retrain_cooldown_hours: float = Field(
+        24.0, ge=0, description="Quiet time after a drift/performance retrain before the next one."
+    )
+
     @field_validator("serving_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

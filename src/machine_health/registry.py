@@ -193,6 +193,20 @@ def load(
     return bundle, ref
 
 
+def load_run_dict(
+    settings: Settings, domain: str, version: str, artifact_file: str
+) -> dict[str, Any] | None:
+    """A JSON artifact (`log_dict`) of the run that registered a version; None when absent."""
+    ref = resolve(settings, domain, version=version)
+    if not ref.run_id:
+        return None
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{ref.run_id}/{artifact_file}")
+    except (MlflowException, OSError) as exc:
+        logger.info("%s v%s: no %s (%s)", ref.name, version, artifact_file, exc)
+        return None
+
+
 def aliases(settings: Settings, domain: str) -> dict[str, str]:
     """alias -> version of a domain's registered model (empty when none is registered)."""
     client = _client(settings)
