@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     target_fpr: float = Field(
         0.01, gt=0, lt=1, description="Anomaly detector's false-alarm rate on normal windows."
     )
+    vibration_min_samples: int = Field(
+        256, ge=16, description="Fewest waveform samples one vibration/acoustic request may carry."
+    )
+    vibration_max_samples: int = Field(
+        65_536, ge=1024, description="Most waveform samples one vibration/acoustic request carries."
+    )
 
     # --- monitoring -------------------------------------------------------------------------
     drift_threshold: float = Field(

@@ -1,0 +1,105 @@
+"""The vibration / acoustic domain: request and answer schemas, and its `Domain` object."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from machine_health.config import get_settings
+from machine_health.domains.base import Domain
+from machine_health.domains.vibration.data import (
+    load_manifest,
+    make_windows,
+    resolve_manifest_dir,
+)
+from machine_health.errors import DataError
+
+#: physical bounds of a request (not deployment knobs): accelerometers and microphones of
+#: motor test benches sample between 1 and 200 kHz; motors turn between 60 and 30,000 rpm.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000.0, 200_000.0
+MIN_RPM, MAX_RPM = 60.0, 30_000.0
+EXAMPLE_WINDOW = 2048
+
+
+class VibrationInput(BaseModel):
+    """One waveform window of one asset, from an accelerometer or a microphone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    samples: list[float] = Field(
+        description="The waveform (any unit: g for accelerometers, Pa or normalised for "
+        "microphones); length within the configured vibration_min/max_samples."
+    )
+    sample_rate: float = Field(
+        ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE, description="Sample rate of `samples` in Hz."
+    )
+    rpm: float | None = Field(
+        None,
+        ge=MIN_RPM,
+        le=MAX_RPM,
+        description="Shaft speed; places the bearing defect frequencies (training rpm if unset).",
+    )
+    channel: Literal["accelerometer", "microphone"] = "accelerometer"
+
+    @field_validator("samples")
+    @classmethod
+    def _finite_and_sized(cls, samples: list[float]) -> list[float]:
+        settings = get_settings()
+        low, high = settings.vibration_min_samples, settings.vibration_max_samples
+        if not low <= len(samples) <= high:
+            raise ValueError(f"samples must hold {low}..{high} values, got {len(samples)}")
+        for index, value in enumerate(samples):
+            if not math.isfinite(value):
+                raise ValueError(f"samples must be finite numbers: {value} at index {index}")
+        return samples
+
+
+class VibrationOutput(BaseModel):
+    """The answer for one window."""
+
+    anomaly_score: float = Field(description="Distance to normal operation (higher = stranger).")
+    is_anomaly: bool = Field(description="anomaly_score > threshold.")
+    threshold: float = Field(description="Set on held-out normal windows at the target FPR.")
+    fault_class: str = Field(description="Most probable class (normal, inner_race, ...).")
+    probabilities: dict[str, float] = Field(description="Probability of every class.")
+
+
+class VibrationDomain(Domain):
+    """Motor vibration / acoustic windows -> anomaly score and bearing fault class."""
+
+    name: ClassVar[str] = "vibration"
+    input_model: ClassVar[type[BaseModel]] = VibrationInput
+    output_model: ClassVar[type[BaseModel]] = VibrationOutput
+    primary_metrics: ClassVar[dict[str, Literal["min", "max"]]] = {
+        "recall_at_fpr": "max",
+        "macro_f1": "max",
+    }
+
+    def example_input(self, data_dir: Path, label: str = "inner_race") -> dict[str, Any]:
+        """The first 2048-sample window of the test portion of a real `label` recording."""
+        directory = resolve_manifest_dir(data_dir)
+        recordings = load_manifest(directory, labels={label})
+        if not recordings:
+            raise DataError(f"{directory}: no {label!r} recording for an example input")
+        rec = recordings[0]
+        windows = make_windows(
+            [rec],
+            portion="test",
+            window=EXAMPLE_WINDOW,
+            hop=EXAMPLE_WINDOW,
+            sample_rate=rec.sample_rate,
+        )
+        return {
+            "asset_id": f"cwru-{Path(rec.file).stem}"[:64].replace("@", "-"),
+            "samples": [round(float(v), 6) for v in windows.windows[0]],
+            "sample_rate": rec.sample_rate,
+            "rpm": rec.rpm,
+            "channel": rec.channel,
+        }
+
+
+DOMAIN = VibrationDomain()
