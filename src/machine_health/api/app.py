@@ -1,0 +1,128 @@
+"""The app factory: `uvicorn --factory machine_health.api.app:create_app`.
+
+Startup (lifespan): connect the async store client and create the indexes (a store that is down
+does not stop the API: predictions are spooled), open the spool and replay what a previous run
+left, load every domain's @champion (smoke-tested), start the micro-batchers and the group-commit
+writer. Shutdown drains the writer and releases the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+from pymongo.asynchronous.database import AsyncDatabase
+
+from machine_health import __version__
+from machine_health.api import errors as api_errors
+from machine_health.api.middleware import RequestContext
+from machine_health.api.routes import archive, auth, ops, predict
+from machine_health.api.scoring import Scorer
+from machine_health.archive import client as archive_client
+from machine_health.archive.spool import Spool
+from machine_health.archive.writer import ArchiveWriter
+from machine_health.config import Settings, get_settings
+from machine_health.domains import DOMAINS, get_domain
+from machine_health.domains.base import Domain
+from machine_health.errors import MachineHealthError, StoreError
+from machine_health.logs import configure_logging
+from machine_health.serving import ModelHolder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """Everything a request needs, built at startup and kept on `app.state.mh`."""
+
+    settings: Settings
+    client: Any
+    db: AsyncDatabase
+    holder: ModelHolder
+    writer: ArchiveWriter
+    scorer: Scorer
+
+
+def load_domains(names: list[str] | None = None) -> dict[str, Domain]:
+    """The domain objects (an uninstallable domain is logged and left out)."""
+    domains: dict[str, Domain] = {}
+    for name in names or list(DOMAINS):
+        try:
+            domains[name] = get_domain(name)
+        except (ImportError, AttributeError) as exc:
+            logger.error("domain %s cannot be imported, not served: %s", name, exc)
+    return domains
+
+
+async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
+    client = archive_client.async_client(settings)
+    db = client[settings.mongodb_db]
+    try:
+        await archive_client.ensure_indexes(db)
+    except StoreError as exc:
+        logger.warning("store unreachable at startup, predictions will be spooled: %s", exc)
+    spool = Spool(
+        settings.spool_dir, owner=settings.replica_name, max_bytes=settings.spool_max_bytes
+    )
+    writer = ArchiveWriter(db[archive_client.PREDICTIONS], spool)
+    await writer.start()
+    holder = ModelHolder(settings, list(domains))
+    for name in domains:
+        try:
+            await holder.load(name)
+        except MachineHealthError as exc:
+            logger.warning("%s: no model served yet (%s)", name, exc)
+    scorer = Scorer(settings, db, domains, holder, writer)
+    scorer.start()
+    return AppState(settings, client, db, holder, writer, scorer)
+
+
+async def _shutdown(state: AppState) -> None:
+    await state.scorer.close()
+    await state.writer.close()
+    await state.client.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for `settings` (default: the process settings, i.e. the MH_* environment)."""
+    if settings is None:
+        settings = get_settings()
+        configure_logging(settings)
+    settings = settings.ensure_dev_secrets()
+    domains = load_domains()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.mh = await _startup(settings, domains)
+        logger.info("API ready (replica %s)", settings.replica_name)
+        try:
+            yield
+        finally:
+            await _shutdown(app.state.mh)
+
+    app = FastAPI(
+        title="machine-health",
+        version=__version__,
+        description="Predictive maintenance: vibration anomalies and turbofan remaining useful "
+        "life. Every prediction is archived; `POST /token` for a bearer token.",
+        lifespan=lifespan,
+    )
+    api_errors.install(app)
+    app.include_router(auth.router)
+    app.include_router(
+        predict.build_router(domains, settings.data_dir, settings.predict_batch_limit)
+    )
+    app.include_router(archive.router)
+    app.include_router(ops.router)
+    if settings.bench_routes:
+        ops.add_echo(app.router)
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, endpoint="/metrics", include_in_schema=False
+    )
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,74 @@
+"""Dependencies of the route handlers, as `Annotated` aliases (`SettingsDep`, `OperatorUser`...)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.security import OAuth2PasswordBearer
+from pymongo.asynchronous.database import AsyncDatabase
+
+from machine_health.api.scoring import Scorer
+from machine_health.api.security import Principal, authenticate_bearer
+from machine_health.config import Settings
+from machine_health.errors import AuthError
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
+
+
+def get_state(request: Request) -> Any:
+    return request.app.state.mh
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.mh.settings
+
+
+def get_db(request: Request) -> AsyncDatabase:
+    return request.app.state.mh.db
+
+
+def get_scorer(request: Request) -> Scorer:
+    return request.app.state.mh.scorer
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DbDep = Annotated[AsyncDatabase, Depends(get_db)]
+ScorerDep = Annotated[Scorer, Depends(get_scorer)]
+StateDep = Annotated[Any, Depends(get_state)]
+TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Retry-safe key: a repeated request returns the first result, writes nothing.",
+    ),
+]
+
+
+def optional_principal(settings: SettingsDep, token: TokenDep) -> Principal | None:
+    return authenticate_bearer(settings, token) if token else None
+
+
+def current_principal(settings: SettingsDep, token: TokenDep) -> Principal:
+    if not token:
+        raise AuthError("not authenticated: send `Authorization: Bearer <token>` (POST /token)")
+    return authenticate_bearer(settings, token)
+
+
+def _requires(permission: str) -> Any:
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        return principal.require(permission)
+
+    return Depends(check)
+
+
+OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+Predictor = Annotated[Principal, _requires("predict")]
+Reader = Annotated[Principal, _requires("read")]
+Labeller = Annotated[Principal, _requires("feedback")]
+Reloader = Annotated[Principal, _requires("reload")]

@@ -1,0 +1,133 @@
+"""The ONE place where errors become HTTP responses.
+
+Every error body is JSON: `{"error": <kind>, "reason": <human sentence>}` (plus `errors` with the
+failing fields for a 422 on request validation, and `request_id`). Unexpected exceptions become a
+500 whose reason names the request id to look up in the logs, never the exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from machine_health import errors
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides the status.
+STATUS: list[tuple[type[errors.MachineHealthError], int, str]] = [
+    (errors.Throttled, 429, "throttled"),
+    (errors.Forbidden, 403, "forbidden"),
+    (errors.AuthError, 401, "unauthorized"),
+    (errors.SequenceConflict, 409, "sequence_conflict"),
+    (errors.AlreadyExists, 409, "already_exists"),
+    (errors.InputError, 422, "invalid_input"),
+    (errors.NotFound, 404, "not_found"),
+    (errors.SpoolFull, 503, "spool_full"),
+    (errors.StoreError, 503, "store_unavailable"),
+    (errors.ModelNotFound, 404, "model_not_found"),
+    (errors.ModelRejected, 422, "model_rejected"),
+    (errors.ModelError, 503, "model_unavailable"),
+    (errors.DataError, 500, "data_error"),
+    (errors.ConfigurationError, 500, "configuration_error"),
+    (errors.PipelineError, 500, "pipeline_error"),
+    (errors.MachineHealthError, 500, "error"),
+]
+_HTTP_KINDS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def status_of(exc: errors.MachineHealthError) -> tuple[int, str]:
+    for cls, status, kind in STATUS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 500, "error"
+
+
+def error_body(request: Request | None, kind: str, reason: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": kind, "reason": reason, **extra}
+    request_id = getattr(getattr(request, "state", None), "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def _finite(value: Any) -> Any:
+    """Validation errors echo the input; NaN/inf are not JSON, so they are named instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value[:8]]
+    return value
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _on_ours(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.MachineHealthError)
+    status, kind = status_of(exc)
+    if status >= 500:
+        logger.error("%s on %s %s: %s", kind, request.method, request.url.path, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 429:
+        headers = {"Retry-After": "60"}
+    return JSONResponse(error_body(request, kind, str(exc)), status_code=status, headers=headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        {
+            "field": _field(tuple(e.get("loc", ()))),
+            "message": e.get("msg", ""),
+            "type": e.get("type"),
+        }
+        for e in exc.errors()
+    ]
+    first = fields[0] if fields else {"field": "body", "message": "invalid"}
+    reason = f"{first['field']}: {first['message']}"
+    if len(fields) > 1:
+        reason += f" (and {len(fields) - 1} more)"
+    body = error_body(request, "validation_error", reason, errors=_finite(fields))
+    return JSONResponse(body, status_code=422)
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = _HTTP_KINDS.get(exc.status_code, "http_error")
+    reason = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse(
+        error_body(request, kind, reason),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    reason = "internal error; the server log has the details under this request id"
+    return JSONResponse(error_body(request, "internal_error", reason), status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+    app.add_exception_handler(errors.MachineHealthError, _on_ours)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,1 @@
+"""Route modules: thin `verb_noun` handlers; the work happens in scoring, archive and serving."""

@@ -1,0 +1,132 @@
+"""GET /, /health, /ready, /version; PUT /reload; POST /echo (benchmark base, off by default)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from machine_health import __version__
+from machine_health.api.deps import Predictor, Reloader, StateDep
+from machine_health.api.errors import status_of
+from machine_health.api.schemas import ReloadRequest
+from machine_health.errors import MachineHealthError, NotFound
+
+router = APIRouter(tags=["operations"])
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>machine-health API</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:3rem auto;line-height:1.5}}
+code{{background:#eee;padding:0 .2rem}}</style></head>
+<body><h1>machine-health</h1>
+<p>Predictive maintenance API, replica <code>{replica}</code>, version {version}.
+Serving: {models}.</p>
+<ul>
+<li><a href="docs">API documentation (Swagger UI)</a> and <a href="redoc">ReDoc</a></li>
+<li><a href="openapi.json">OpenAPI schema</a></li>
+<li><a href="version">Served model versions</a></li>
+<li><a href="health">Health</a> and <a href="ready">readiness</a></li>
+<li><a href="metrics">Prometheus metrics</a></li>
+</ul></body></html>
+"""
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def read_index(state: StateDep) -> str:
+    """A small HTML page with links."""
+    models = ", ".join(
+        f"{d} v{m.ref.version}" if (m := state.holder.loaded(d)) else f"{d} (none)"
+        for d in state.holder.domains
+    )
+    return _INDEX.format(replica=state.settings.replica_name, version=__version__, models=models)
+
+
+@router.get("/health")
+async def read_health(state: StateDep) -> dict[str, Any]:
+    """Liveness: the process answers."""
+    return {"status": "ok", "replica": state.settings.replica_name}
+
+
+@router.get("/ready")
+async def read_ready(state: StateDep) -> JSONResponse:
+    """Readiness: every domain has a model loaded and the store answers a ping."""
+    missing = [d for d in state.holder.domains if state.holder.loaded(d) is None]
+    try:
+        await asyncio.wait_for(state.db.command("ping"), timeout=1.0)
+        store = "ok"
+    except Exception:  # any failure of the ping means "not reachable"
+        store = "unreachable"
+    ready = not missing and store == "ok"
+    body = {
+        "ready": ready,
+        "store": store,
+        "models_missing": missing,
+        "spool_depth": state.writer.spool.depth,
+        "replica": state.settings.replica_name,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/version")
+async def read_version(state: StateDep) -> dict[str, Any]:
+    """Per domain, the served model name, version, alias and load time; this replica's name."""
+    models = {}
+    for domain in state.holder.domains:
+        loaded = state.holder.loaded(domain)
+        models[domain] = loaded.info() if loaded else None
+    return {"replica": state.settings.replica_name, "app_version": __version__, "models": models}
+
+
+@router.put("/reload")
+async def update_models(
+    state: StateDep,
+    _: Reloader,
+    body: ReloadRequest | None = Body(None),
+    domain: str | None = Query(None, max_length=32),
+    version: str | None = Query(None, pattern=r"^[0-9]+$"),
+    alias: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]+$"),
+) -> JSONResponse:
+    """Load @champion (or a version) for one or all domains; smoke-tested, swapped atomically."""
+    request = body or ReloadRequest(domain=domain, version=version, alias=alias)
+    if request.domain is not None and request.domain not in state.holder.domains:
+        raise NotFound(f"unknown domain {request.domain!r}")
+    domains = [request.domain] if request.domain else state.holder.domains
+    if request.version is not None and len(domains) != 1:
+        raise NotFound("a version needs one domain (versions are per domain)")
+    results: list[dict[str, Any]] = []
+    refused: list[MachineHealthError] = []
+    for name in domains:
+        try:
+            results.append(
+                await state.holder.load(
+                    name, alias=request.alias or "champion", version=request.version
+                )
+            )
+        except MachineHealthError as exc:
+            refused.append(exc)
+            current = state.holder.loaded(name)
+            results.append(
+                {
+                    "domain": name,
+                    "refused": True,
+                    "reason": str(exc),
+                    "serving": current.info() if current else None,
+                }
+            )
+    body_out = {"replica": state.settings.replica_name, "results": results}
+    if not refused:
+        return JSONResponse(body_out)
+    status, kind = status_of(refused[0])
+    reason = "; ".join(f"{r['domain']}: {r['reason']}" for r in results if r.get("refused"))
+    return JSONResponse({"error": kind, "reason": reason, **body_out}, status_code=status)
+
+
+async def create_echo(body: dict[str, Any], _: Predictor) -> dict[str, Any]:
+    """Return the JSON body as it came (the load benchmark's baseline route)."""
+    return body
+
+
+def add_echo(router_: APIRouter) -> None:
+    router_.add_api_route("/echo", create_echo, methods=["POST"], include_in_schema=False)

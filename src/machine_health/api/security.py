@@ -1,0 +1,172 @@
+"""Passwords (pwdlib argon2), JWT access tokens (PyJWT), roles and login throttling.
+
+Tokens carry `sub`, `role`, `exp`, `iat`, `iss`, `aud` and `jti`, are signed with the shared
+`MH_JWT_SECRET` (HS256 by default) and verified against it or, during a key rotation, against
+`MH_JWT_PREVIOUS_SECRET`. The algorithm is fixed by the settings, so `alg=none` or any other
+algorithm in a token header is refused. Every verification failure is an `AuthError` (401).
+
+The pipeline authenticates with the static `MH_SERVICE_TOKEN` as a bearer token (role
+`service`). Nothing in this module logs a token, a password or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.bcrypt import BcryptHasher
+from pymongo.asynchronous.database import AsyncDatabase
+
+from machine_health.archive import users
+from machine_health.config import Settings
+from machine_health.errors import AuthError, ConfigurationError, Forbidden, Throttled
+from machine_health.monitoring import metrics
+
+logger = logging.getLogger(__name__)
+
+# argon2 for every new hash; bcrypt only to verify imported hashes.
+_HASHER = PasswordHash((Argon2Hasher(), BcryptHasher()))
+# Verified when the user does not exist, so a wrong name costs the same time as a wrong password.
+_DUMMY_HASH = _HASHER.hash("machine-health-timing-equaliser")
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
+MIN_PASSWORD_LENGTH = 8
+
+# What each role may do; admin may do everything.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset({"predict", "feedback", "read", "reload", "register"}),
+    "operator": frozenset({"predict", "feedback", "read"}),
+    "viewer": frozenset({"read"}),
+    "service": frozenset({"reload", "read"}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user from a JWT, or the pipeline with the service token."""
+
+    username: str
+    role: str
+    token_id: str | None = None
+
+    def can(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+    def require(self, permission: str) -> Principal:
+        if not self.can(permission):
+            raise Forbidden(f"role {self.role!r} may not {permission}")
+        return self
+
+
+# --- passwords --------------------------------------------------------------------------------
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+    return _HASHER.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Constant-time check; also spends the time of a check when there is no hash."""
+    try:
+        return _HASHER.verify(password, password_hash or _DUMMY_HASH) and bool(password_hash)
+    except Exception:  # a corrupt or unknown hash format must read as "wrong password"
+        return False
+
+
+# --- tokens -----------------------------------------------------------------------------------
+def _secret(settings: Settings) -> str:
+    if settings.jwt_secret is None:
+        raise ConfigurationError("MH_JWT_SECRET is not set")
+    return settings.jwt_secret.get_secret_value()
+
+
+def create_access_token(
+    settings: Settings, username: str, role: str, *, ttl: timedelta | None = None
+) -> tuple[str, datetime]:
+    """A signed JWT for `username` and its expiry time."""
+    now = datetime.now(UTC)
+    expires = now + (ttl or timedelta(minutes=settings.jwt_ttl_minutes))
+    claims = {
+        "sub": username,
+        "role": role,
+        "iat": now,
+        "exp": expires,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, _secret(settings), algorithm=settings.jwt_algorithm)
+    return token, expires
+
+
+def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
+    """The claims of a valid token; AuthError (401) for anything else."""
+    keys = [_secret(settings)]
+    if settings.jwt_previous_secret is not None:
+        keys.append(settings.jwt_previous_secret.get_secret_value())
+    last_error: Exception | None = None
+    for key in keys:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[settings.jwt_algorithm],
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                options={"require": _REQUIRED_CLAIMS},
+                leeway=5,
+            )
+        except jwt.InvalidSignatureError as exc:
+            last_error = exc  # maybe signed with the previous key: try it
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token ({type(exc).__name__})") from exc
+        except Exception as exc:  # e.g. a header that is not a JSON object
+            raise AuthError("invalid token (malformed)") from exc
+    raise AuthError("invalid token (signature)") from last_error
+
+
+def authenticate_bearer(settings: Settings, token: str) -> Principal:
+    """The principal behind a bearer token (the service token or a user JWT)."""
+    service = settings.service_token.get_secret_value() if settings.service_token else None
+    if service and hmac.compare_digest(token.encode(), service.encode()):
+        return Principal(username="service", role="service")
+    claims = decode_access_token(settings, token)
+    role = claims.get("role")
+    if role not in PERMISSIONS:
+        raise AuthError("invalid token (role)")
+    return Principal(username=str(claims["sub"]), role=str(role), token_id=str(claims["jti"]))
+
+
+# --- login ------------------------------------------------------------------------------------
+async def login(
+    db: AsyncDatabase, settings: Settings, username: str, password: str, client: str
+) -> Principal:
+    """Check a password, throttled per user and per client address; Throttled (429) when over."""
+    keys = [f"user:{username}", f"client:{client}"]
+    for key in keys:
+        failures = await users.recent_failures(db, key, settings.login_window_seconds)
+        if failures >= settings.login_max_failures:
+            metrics.LOGIN_FAILURES.labels(reason="throttled").inc()
+            raise Throttled(
+                f"too many failed logins; retry in up to {settings.login_window_seconds} s"
+            )
+    user = await users.get_user(db, username)
+    hashed = user.get("password_hash") if user and not user.get("disabled") else None
+    # argon2 is CPU-bound on purpose: keep it off the event loop.
+    if not await asyncio.to_thread(verify_password, password, hashed):
+        await users.record_failure(db, keys, settings.login_window_seconds)
+        metrics.LOGIN_FAILURES.labels(reason="bad_credentials").inc()
+        logger.info("failed login for a user from %s", client)
+        raise AuthError("incorrect username or password")
+    await users.clear_failures(db, keys[0])
+    assert user is not None
+    return Principal(username=user["username"], role=user["role"])

@@ -1,0 +1,213 @@
+"""Queries and updates of archived predictions: async for the API, sync for pipeline and CLI.
+
+Filters are built here from typed arguments only; no caller passes a query document, an
+operator or a field name, so a request can never inject one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from machine_health.archive.client import PREDICTIONS
+from machine_health.errors import InputError, NotFound, StoreError
+
+_NAMESPACE = uuid.UUID("6f1c1a52-4f7e-4d4e-9a51-8f3a3b7c2d10")
+
+
+def new_prediction_id(user: str, idempotency_key: str | None) -> str:
+    """A fresh id, or, for an idempotent request, the SAME id for the same user and key.
+
+    The unique index on `prediction_id` then makes a second document impossible, even when two
+    replicas receive the retry at the same moment.
+    """
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_NAMESPACE, f"{user}\x00{idempotency_key}").hex
+
+
+def _query(
+    *,
+    domain: str | None = None,
+    asset_id: str | None = None,
+    model_version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    if domain is not None:
+        query["domain"] = str(domain)
+    if asset_id is not None:
+        query["asset_id"] = str(asset_id)
+    if model_version is not None:
+        query["model_version"] = str(model_version)
+    window: dict[str, datetime] = {}
+    if since is not None:
+        window["$gte"] = since
+    if until is not None:
+        window["$lt"] = until
+    if window:
+        query["created_at"] = window
+    return query
+
+
+def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+    doc.pop("_id", None)
+    return doc
+
+
+# --- async (API) ---------------------------------------------------------------------------
+async def find_predictions(
+    db: AsyncDatabase,
+    *,
+    domain: str | None = None,
+    asset_id: str | None = None,
+    model_version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    skip: int = 0,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Archived predictions matching the filters, newest first, one page."""
+    query = _query(
+        domain=domain, asset_id=asset_id, model_version=model_version, since=since, until=until
+    )
+    try:
+        cursor = (
+            db[PREDICTIONS]
+            .find(query)
+            .sort([("created_at", DESCENDING), ("prediction_id", ASCENDING)])
+            .skip(int(skip))
+            .limit(int(limit))
+        )
+        return [_clean(doc) async for doc in cursor]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read the archive: {exc}") from exc
+
+
+async def get_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, Any]:
+    doc = await find_prediction(db, prediction_id)
+    if doc is None:
+        raise NotFound(f"no archived prediction {prediction_id!r}")
+    return doc
+
+
+async def find_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, Any] | None:
+    try:
+        doc = await db[PREDICTIONS].find_one({"prediction_id": str(prediction_id)})
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read the archive: {exc}") from exc
+    return _clean(doc) if doc else None
+
+
+async def set_label(
+    db: AsyncDatabase, prediction_id: str, *, domain: str, label: str | float, source: str
+) -> dict[str, Any]:
+    """Attach ground truth to one archived prediction of `domain`; NotFound when absent."""
+    now = datetime.now(UTC)
+    try:
+        result = await db[PREDICTIONS].update_one(
+            {"prediction_id": str(prediction_id), "domain": str(domain)},
+            {"$set": {"label": label, "labelled_at": now, "label_source": source}},
+        )
+    except PyMongoError as exc:
+        raise StoreError(f"cannot update the archive: {exc}") from exc
+    if result.matched_count == 0:
+        raise NotFound(f"no archived {domain} prediction {prediction_id!r} (or not archived yet)")
+    return {"prediction_id": prediction_id, "label": label, "labelled_at": now}
+
+
+async def backfill_failure(
+    db: AsyncDatabase, unit_id: str, failure_cycle: int, *, domain: str = "turbofan"
+) -> dict[str, Any]:
+    """Label every archived cycle of a unit with its true RUL = failure_cycle - cycle."""
+    coll = db[PREDICTIONS]
+    query = {"domain": domain, "asset_id": str(unit_id)}
+    try:
+        docs = [d async for d in coll.find(query, {"prediction_id": 1, "cycle": 1, "_id": 0})]
+        cycles = [int(d["cycle"]) for d in docs if d.get("cycle") is not None]
+        if not cycles:
+            raise NotFound(f"no archived cycles for unit {unit_id!r}")
+        if max(cycles) > failure_cycle:
+            raise InputError(
+                f"failure_cycle {failure_cycle} is before archived cycle {max(cycles)} "
+                f"of unit {unit_id!r}"
+            )
+        now = datetime.now(UTC)
+        updates = [
+            UpdateOne(
+                {"prediction_id": d["prediction_id"]},
+                {
+                    "$set": {
+                        "label": float(failure_cycle - int(d["cycle"])),
+                        "labelled_at": now,
+                        "label_source": "failure",
+                    }
+                },
+            )
+            for d in docs
+            if d.get("cycle") is not None
+        ]
+        result = await coll.bulk_write(updates, ordered=False)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot update the archive: {exc}") from exc
+    return {
+        "unit_id": str(unit_id),
+        "failure_cycle": failure_cycle,
+        "labelled": len(updates),
+        "modified": result.modified_count,
+        "labelled_at": now,
+    }
+
+
+async def unit_history(
+    db: AsyncDatabase, unit_id: str, limit: int, *, domain: str = "turbofan"
+) -> list[dict[str, Any]]:
+    """The last `limit` archived cycles of a unit, oldest first."""
+    try:
+        cursor = (
+            db[PREDICTIONS]
+            .find(
+                {"domain": domain, "asset_id": str(unit_id)},
+                {"cycle": 1, "input": 1, "_id": 0},
+            )
+            .sort([("cycle", DESCENDING)])
+            .limit(int(limit))
+        )
+        rows = [doc async for doc in cursor]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read the unit's history: {exc}") from exc
+    return rows[::-1]
+
+
+# --- sync (pipeline steps, CLI) -------------------------------------------------------------
+def iter_labelled(
+    db: Database, domain: str, *, labelled_until: datetime, labelled_since: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """Labelled predictions of a domain, in creation order (what retraining extracts)."""
+    window: dict[str, datetime] = {"$lte": labelled_until}
+    if labelled_since is not None:
+        window["$gt"] = labelled_since
+    query = {"domain": str(domain), "label": {"$ne": None}, "labelled_at": window}
+    try:
+        for doc in db[PREDICTIONS].find(query).sort([("created_at", ASCENDING)]):
+            yield _clean(doc)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read the archive: {exc}") from exc
+
+
+def count_predictions(db: Database, domain: str | None = None) -> int:
+    """Archived predictions (of a domain), counted by an aggregate (fast on the embedded store)."""
+    pipeline: list[dict[str, Any]] = [{"$match": _query(domain=domain)}, {"$count": "n"}]
+    try:
+        rows = list(db[PREDICTIONS].aggregate(pipeline))
+    except PyMongoError as exc:
+        raise StoreError(f"cannot count the archive: {exc}") from exc
+    return int(rows[0]["n"]) if rows else 0
