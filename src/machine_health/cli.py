@@ -176,6 +176,67 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> N
     console.print(table)
 
 
+# --- API: serve, users -------------------------------------------------------------------------
+users_app = typer.Typer(help="Users of the API (stored in the archive).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@app.command("serve")
+@command
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the prediction API with uvicorn (models @champion, archive, metrics)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "machine_health.api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@users_app.command("create")
+@command
+def users_create(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option(help="admin, operator, viewer or service.")],
+    password_env: Annotated[
+        str | None,
+        typer.Option(help="Read the password from this environment variable (else prompt)."),
+    ] = None,
+) -> None:
+    """Create an API user (there is no default user or password)."""
+    import os
+
+    from machine_health.api.security import hash_password
+    from machine_health.archive import client as archive_client
+    from machine_health.archive import users
+
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise MachineHealthError(f"environment variable {password_env} is empty or unset")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = get_settings()
+    client = archive_client.sync_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        archive_client.ensure_indexes_sync(db)
+        user = users.create_user_sync(db, name, hash_password(password), role)
+    finally:
+        client.close()
+    console.print(f"[green]user created[/] {user['username']} (role {user['role']})")
+
+
 def main() -> None:
     app()
 
