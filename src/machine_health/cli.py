@@ -176,6 +176,78 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> N
     console.print(table)
 
 
+# --- vibration -------------------------------------------------------------------------------
+SeedOption = Annotated[int, typer.Option(help="Random seed of the training.")]
+
+
+def _print_vibration(title: str, result: dict[str, Any]) -> None:
+    rows = [
+        {"metric": f"{section}.{key}", "value": value}
+        for section in ("classifier", "anomaly")
+        for key, value in result[section].items()
+        if key not in ("confusion", "labels")
+    ]
+    rows += [
+        {"metric": key, "value": result[key]} for key in ("train_seconds", "predict_ms_per_window")
+    ]
+    print_table(title, rows, ["metric", "value"])
+
+
+@benchmark_app.command("vibration")
+@command
+def benchmark_vibration(
+    data_dir: DataDirOption = None, json_out: JsonOption = None, seed: SeedOption = 0
+) -> None:
+    """Train on the first 70 % of every recording, score the last 30 %, log an MLflow run."""
+    from machine_health.domains.vibration import workflow
+
+    settings = settings_with_data_dir(data_dir)
+    result = workflow.benchmark(settings, settings.data_dir, seed=seed)
+    _print_vibration("vibration benchmark (time split, test portion)", result)
+    write_json(result, json_out)
+
+
+@train_app.command("vibration")
+@command
+def train_vibration(
+    data_dir: DataDirOption = None, json_out: JsonOption = None, seed: SeedOption = 0
+) -> None:
+    """Train on the train portion, register it (version 1 becomes champion when none exists)."""
+    from machine_health.domains.vibration import workflow
+
+    settings = settings_with_data_dir(data_dir)
+    result = workflow.train_and_register(settings, settings.data_dir, seed=seed)
+    _print_vibration(f"{result['model']} v{result['version']} (test portion)", result)
+    console.print(f"champion: {'yes' if result['champion'] else 'unchanged'}")
+    write_json(result, json_out)
+
+
+@evaluate_app.command("vibration")
+@command
+def evaluate_vibration(
+    model_uri: Annotated[
+        str, typer.Option("--model-uri", help="models:/name@alias, models:/name/N or a folder.")
+    ],
+    data_dir: DataDirOption = None,
+    portion: Annotated[str, typer.Option(help="test (last 30 %) or all.")] = "test",
+    json_out: JsonOption = None,
+) -> None:
+    """Score a trained or registered model on a labelled manifest directory."""
+    from machine_health.domains.vibration import workflow
+
+    if portion not in ("test", "all"):
+        raise typer.BadParameter("--portion must be test or all")
+    settings = settings_with_data_dir(data_dir)
+    result = workflow.evaluate_model(
+        settings,
+        model_uri,
+        settings.data_dir,
+        portion=portion,  # type: ignore[arg-type]
+    )
+    _print_vibration(f"{model_uri} on {settings.data_dir} ({portion})", result)
+    write_json(result, json_out)
+
+
 # --- API: serve, users -------------------------------------------------------------------------
 users_app = typer.Typer(help="Users of the API (stored in the archive).", no_args_is_help=True)
 app.add_typer(users_app, name="users")

@@ -193,6 +193,48 @@ def load(
     return bundle, ref
 
 
+def load_uri(settings: Settings, uri: str, domain: str) -> tuple[ModelBundle, ModelRef | None]:
+    """A `domain` bundle from `models:/<name>@<alias>`, `models:/<name>/<version>`, or a local
+    directory (a bundle, or a downloaded MLflow model holding one; its ModelRef is None)."""
+    ref: ModelRef | None = None
+    if not uri.startswith("models:/"):
+        path = Path(uri)
+        nested = path / "artifacts" / _BUNDLE_ARTIFACT
+        bundle = load_bundle(nested if nested.is_dir() else path)
+    else:
+        spec = uri.removeprefix("models:/")
+        name, at, alias = spec.partition("@")
+        version = ""
+        if not at:
+            name, _, version = spec.rpartition("/")
+        if not name or not (alias or version):
+            raise ModelNotFound(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<n>")
+        client = _client(settings)
+        try:
+            mv = (
+                client.get_model_version_by_alias(name, alias)
+                if at
+                else client.get_model_version(name, version)
+            )
+        except MlflowException as exc:
+            raise ModelNotFound(f"{uri}: no such model version ({exc.error_code})") from exc
+        ref = ModelRef(
+            name=name, version=str(mv.version), alias=alias or None, run_id=mv.run_id,
+            source=mv.source,
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="mh-load-") as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp
+                )
+            except (MlflowException, OSError) as exc:
+                raise ModelError(f"cannot download {uri}: {exc}") from exc
+            bundle = load_bundle(Path(local) / "artifacts" / _BUNDLE_ARTIFACT)
+    if bundle.domain != domain:
+        raise ModelError(f"{uri} holds a {bundle.domain!r} model, not {domain!r}")
+    return bundle, ref
+
+
 def load_run_dict(
     settings: Settings, domain: str, version: str, artifact_file: str
 ) -> dict[str, Any] | None:
