@@ -199,7 +199,8 @@ def vibration_features_from_records(
 ) -> pd.DataFrame:
     """Features of archived vibration windows, resampled to the reference's sample rate.
 
-    Windows of one length are featurised together (one batch call per length).
+    A long window is cut into model-length chunks, as the vibration bundle scores it; windows
+    of one length are featurised together (one batch call per length).
     """
     from machine_health.archive.records import decode_samples
     from machine_health.domains.vibration.physics import resample
@@ -210,10 +211,13 @@ def vibration_features_from_records(
         samples = resample(
             decode_samples(body["samples"]), float(body["sample_rate"]), config.sample_rate
         )
+        count = len(samples) // config.window
+        chunks = samples[: count * config.window].reshape(count, -1) if count else [samples]
         rpm = body.get("rpm")
-        windows, speeds = by_length.setdefault(len(samples), ([], []))
-        windows.append(samples)
-        speeds.append(np.nan if rpm is None else float(rpm))
+        for chunk in chunks:
+            windows, speeds = by_length.setdefault(len(chunk), ([], []))
+            windows.append(chunk)
+            speeds.append(np.nan if rpm is None else float(rpm))
     frames = [
         vibration_features(np.stack(windows), np.asarray(speeds), config)
         for windows, speeds in by_length.values()
