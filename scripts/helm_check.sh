@@ -24,7 +24,7 @@ NAMESPACE="machine-health"
 # K3s line the chart is checked against. kubernetes-validate 1.37 carries schemas up to 1.37.
 KUBE_VERSIONS="${KUBE_VERSIONS:-1.35.0 1.33.0}"
 OUT="$ROOT/var/helm-rendered"
-POD_SPECS="$ROOT/var/pod-specs"
+POD_SPECS="${POD_SPECS:-$ROOT/var/pod-specs}"
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { echo "helm-check: FAILED: $*" >&2; exit 1; }

@@ -238,7 +238,10 @@ def test_pod_specs_rendered_by_the_dags_follow_the_same_rules() -> None:
     """Issue 6 writes KubernetesPodOperator pods to var/pod-specs/; each must be hardened too."""
     from tests.helm.conftest import pod_spec_files
 
-    for path in pod_spec_files():
+    files = pod_spec_files()
+    if not files:
+        pytest.skip("no var/pod-specs/ yet: the DAGs of issue 6 render their pods there")
+    for path in files:
         text = path.read_text()
         docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
         for doc in filter(None, docs):
