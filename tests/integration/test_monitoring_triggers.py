@@ -298,3 +298,17 @@ def test_a_version_without_reference_is_a_clear_error(
         drift.run_drift(
             settings, "vibration", window=timedelta(hours=1), now=T0 + timedelta(minutes=30)
         )
+
+
+def test_the_vibration_training_path_registers_its_reference(settings: Settings) -> None:
+    from machine_health.domains.vibration.features import feature_names
+    from machine_health.domains.vibration.workflow import train_and_register
+    from machine_health.monitoring.reference import load_reference
+
+    result = train_and_register(settings)
+    reference = load_reference(settings, "vibration", result["version"])
+    bundle, _ = registry.load(settings, "vibration", version=result["version"])
+    assert reference.features == feature_names(bundle.config)
+    assert reference.meta["feature_config"] == bundle.config.as_dict()
+    # non-overlapping training windows: 70 % of each recording, 2048 samples apart
+    assert reference.n_rows == reference.n_groups == len(reference.sample) > 400

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,3 +242,23 @@ def vibration_reference(
     """Reference of a vibration model trained on `windows` (at `config.sample_rate`)."""
     features = vibration_features(windows, rpm, config)
     return build_reference("vibration", features, meta={"feature_config": config.as_dict(), **meta})
+
+
+def vibration_training_reference(data_dir: Path, config: Any, **meta: Any) -> Reference:
+    """Reference of a vibration model trained on the train portion of a manifest directory.
+
+    Built from NON-overlapping windows whatever hop training used: overlapping windows repeat
+    the same samples and would overstate the reference's sample size in the KS test.
+    """
+    from machine_health.domains.vibration.data import (
+        load_manifest,
+        make_windows,
+        resolve_manifest_dir,
+    )
+
+    recordings = load_manifest(resolve_manifest_dir(data_dir))
+    train = make_windows(
+        recordings, portion="train", window=config.window, hop=config.window,
+        sample_rate=config.sample_rate,
+    )  # fmt: skip
+    return vibration_reference(train.windows, train.rpm, config, data_dir=str(data_dir), **meta)

@@ -31,6 +31,7 @@ from machine_health.domains.vibration.plots import (
 )
 from machine_health.domains.vibration.training import evaluate_bundle, flat_metrics, train_bundle
 from machine_health.errors import ModelError
+from machine_health.monitoring.reference import log_reference, vibration_training_reference
 
 logger = logging.getLogger(__name__)
 
@@ -142,16 +143,23 @@ def _log_run(
     _log_plots(bundle, test, result)
 
 
-def benchmark(
+def run_benchmark(
     settings: Settings, data_dir: Path | None = None, *, seed: int = 0, hop: int = HOP
-) -> dict[str, Any]:
-    """Train on the train portion, score the test portion, log an MLflow run (no registration)."""
+) -> tuple[dict[str, Any], dict[str, Any], VibrationBundle]:
+    """`benchmark` plus its details (window counts, latency percentiles) and the bundle."""
     data_dir = Path(data_dir or settings.data_dir)
     with registry.start_run(settings, run_name="vibration-benchmark", tags={"domain": DOMAIN}):
         bundle, result, details, test = _train_and_score(settings, data_dir, seed=seed, hop=hop)
         _log_run(bundle, result, details, test)
     logger.info("vibration benchmark: %s", flat_metrics(result))
-    return result
+    return result, details, bundle
+
+
+def benchmark(
+    settings: Settings, data_dir: Path | None = None, *, seed: int = 0, hop: int = HOP
+) -> dict[str, Any]:
+    """Train on the train portion, score the test portion, log an MLflow run (no registration)."""
+    return run_benchmark(settings, data_dir, seed=seed, hop=hop)[0]
 
 
 def train_and_register(
@@ -162,6 +170,8 @@ def train_and_register(
     with registry.start_run(settings, run_name="vibration-train", tags={"domain": DOMAIN}):
         bundle, result, details, test = _train_and_score(settings, data_dir, seed=seed, hop=hop)
         _log_run(bundle, result, details, test)
+        # The drift reference travels with the version (monitoring/reference.py).
+        log_reference(vibration_training_reference(data_dir, bundle.config))
         ref = registry.log_bundle(settings, bundle)
     champion = registry.ensure_champion(settings, DOMAIN, ref.version)
     return {"model": ref.name, "version": ref.version, "champion": champion, **result}
