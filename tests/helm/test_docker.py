@@ -100,6 +100,14 @@ def test_application_images_are_multi_stage_with_a_health_check(name: str) -> No
     assert any(i.startswith("COPY --from=build") for i in runtime)
 
 
+def test_airflow_image_installs_only_prebuilt_wheels() -> None:
+    built = stages(DOCKER / "airflow.Dockerfile")
+    assert len(built) == 2
+    install = next(i for i in built[-1] if i.startswith("RUN ") and "pip install" in i)
+    assert "--mount=type=bind,from=wheels" in install and "--no-index" in install
+    assert "apache-airflow==${AIRFLOW_VERSION}" in install, "pip must not move Airflow itself"
+
+
 def test_no_secret_or_local_state_enters_the_build_context() -> None:
     lines = [
         line.strip()
