@@ -195,8 +195,10 @@ class Spool:
         return self.own.append(docs, self.max_bytes)
 
     def drop_adopted(self, spool_file: SpoolFile) -> None:
-        """Forget and delete an adopted file once it is fully replayed."""
-        spool_file.close(delete_if_empty=True)
+        """Forget and delete an adopted file once it is fully replayed (a torn tail included)."""
+        spool_file.close(delete_if_empty=False)
+        spool_file.path.unlink(missing_ok=True)
+        spool_file.path.with_name(spool_file.path.name + ".offset").unlink(missing_ok=True)
         self.adopted.remove(spool_file)
 
     def close(self) -> None:

@@ -1,0 +1,97 @@
+"""Integration fixtures of the API: real models trained ONCE per session, API users, clients.
+
+`trained_models` trains both domains with their own training functions (small, fast settings)
+into a session MLflow store; every API test points `MH_MLFLOW_TRACKING_URI` at it, so servers
+load real `@champion` models without training again.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from machine_health.config import Settings
+from tests.conftest import DATA_DIR, make_settings
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    tracking_uri: str
+    vibration_version: str
+    turbofan_version: str
+
+
+def train_small_models(var_dir: Path) -> TrainedModels:
+    """Register version 1 (@champion) of both domains, trained with fast settings."""
+    from machine_health.domains.turbofan.models import FitConfig
+    from machine_health.domains.turbofan.training import train_and_register as train_turbofan
+    from machine_health.domains.vibration.workflow import train_and_register as train_vibration
+
+    settings = Settings(
+        _env_file=None, env="test", var_dir=var_dir, data_dir=DATA_DIR,
+        jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
+    )  # fmt: skip
+    vibration = train_vibration(settings)
+    turbofan = train_turbofan(settings, model_name="cnn", config=FitConfig(epochs=3, patience=2))
+    return TrainedModels(
+        tracking_uri=settings.tracking_uri,
+        vibration_version=str(vibration["version"]),
+        turbofan_version=str(turbofan["version"]),
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+    return train_small_models(tmp_path_factory.mktemp("models") / "var")
+
+
+def api_settings(
+    tmp_path: Path, store_uri: str, models: TrainedModels, **overrides: object
+) -> Settings:
+    """Test settings whose registry is the session's trained models."""
+    return make_settings(tmp_path, store_uri, mlflow_tracking_uri=models.tracking_uri, **overrides)
+
+
+def create_user(settings: Settings, name: str, role: str, password: str) -> None:
+    from machine_health.api.security import hash_password
+    from machine_health.archive import client as archive_client
+    from machine_health.archive import users
+
+    client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
+    try:
+        db = client[settings.mongodb_db]
+        archive_client.ensure_indexes_sync(db)
+        users.create_user_sync(db, name, hash_password(password), role)
+    finally:
+        client.close()
+
+
+PASSWORDS = {role: f"{role}-{secrets.token_hex(8)}" for role in ("admin", "operator", "viewer")}
+
+
+def create_users(settings: Settings) -> None:
+    """One user per role, named after it (passwords in PASSWORDS)."""
+    for role, password in PASSWORDS.items():
+        create_user(settings, role, role, password)
+
+
+def login(url: str, role: str) -> dict[str, str]:
+    """Authorization headers of the user named `role`."""
+    response = httpx.post(
+        f"{url}/token", data={"username": role, "password": PASSWORDS[role]}, timeout=30
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+def archive_db(settings: Settings) -> Iterator[MongoClient]:
+    client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
+    yield client
+    client.close()
