@@ -54,9 +54,10 @@ helm-check: install  ## helm lint + template + schema validation of the chart (r
 test-fast: install  ## tests without the slow model-training ones
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: install  ## ruff check + format check
+lint: install  ## ruff check + format check, hadolint on every Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash scripts/lint_docker.sh
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
