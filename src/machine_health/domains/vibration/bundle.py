@@ -83,8 +83,14 @@ class VibrationBundle(ModelBundle):
         return self.score_features(features)
 
     def score_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One detector call and one classifier call for a whole batch of feature rows."""
         scores = mahalanobis(self.detector, self.detector_scaler.transform(features))
-        return scores, self.classifier.predict_proba(features)
+        if len(features) > _SMALL_BATCH:
+            return scores, self.classifier.predict_proba(features)
+        # The boosted trees predict with OpenMP: for a few rows the thread wake-ups cost more
+        # than the work, and on a busy host one barrier can stall for tens of ms.
+        with _threadpools().limit(limits=1, user_api="openmp"):
+            return scores, self.classifier.predict_proba(features)
 
     def _chunks(self, item: Any) -> tuple[list[np.ndarray], float]:
         get = item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d)
@@ -131,13 +137,7 @@ class VibrationBundle(ModelBundle):
             if features.shape[1] == 0:
                 features = np.empty((len(chunks), block.shape[1]))
             features[rows] = block
-        if len(features) <= _SMALL_BATCH:
-            # The boosted trees predict with OpenMP: for a few rows the thread wake-ups cost
-            # more than the work, and on a busy host one barrier can stall for tens of ms.
-            with _threadpools().limit(limits=1, user_api="openmp"):
-                scores, proba = self.score_features(features)
-        else:
-            scores, proba = self.score_features(features)
+        scores, proba = self.score_features(features)
         results = []
         for index in range(len(inputs)):
             rows = owner == index
