@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     retrain_cooldown_hours: float = Field(
         24.0, ge=0, description="Quiet time after a drift/performance retrain before the next one."
     )
+    metrics_refresh_seconds: float = Field(
+        30.0, gt=0, description="How often the API re-reads drift/performance reports for /metrics."
+    )
 
     @field_validator("serving_urls", mode="before")
     @classmethod

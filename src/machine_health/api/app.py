@@ -8,6 +8,7 @@ writer. Shutdown drains the writer and releases the spool.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
 from machine_health.errors import MachineHealthError, StoreError
 from machine_health.logs import configure_logging
+from machine_health.monitoring import metrics
 from machine_health.serving import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -99,10 +101,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.mh = await _startup(settings, domains)
+        # Drift / live-performance gauges follow the reports the pipeline stores.
+        refresher = asyncio.create_task(
+            metrics.refresh_loop(app.state.mh.db, list(domains), settings.metrics_refresh_seconds)
+        )
         logger.info("API ready (replica %s)", settings.replica_name)
         try:
             yield
         finally:
+            refresher.cancel()
             await _shutdown(app.state.mh)
 
     app = FastAPI(

@@ -285,6 +285,7 @@ class Scorer:
             created_at=now_ms(),
         ).to_document()
         version = model.ref.version
+        metrics.observe_output(domain_name, version, output)
         if not archive:
             metrics.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
             return response_from(record, "not_archived")

@@ -8,7 +8,13 @@ prometheus-fastapi-instrumentator. Names follow Prometheus conventions (`_total`
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -76,3 +82,122 @@ def set_model_info(domain: str, version: str, alias: str | None) -> None:
         if labels[0] == domain:
             MODEL_INFO.remove(*labels)
     MODEL_INFO.labels(domain=domain, version=version, alias=alias or "").set(1)
+
+
+# --- model outputs, drift and live performance (monitoring issue) ----------------------------
+ANOMALY_OUTPUTS = Counter(
+    "machine_health_anomaly_outputs_total",
+    "Scored vibration windows by anomaly verdict (anomaly=true/false); their ratio is the "
+    "anomaly rate.",
+    ["domain", "model_version", "anomaly"],
+)
+PREDICTED_RUL = Histogram(
+    "machine_health_predicted_rul_cycles",
+    "Predicted remaining useful life of scored turbofan cycles.",
+    ["model_version"],
+    buckets=(0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 125, 150),
+)
+DRIFT_SCORE = Gauge(
+    "machine_health_drift_score",
+    "Latest drift report per input feature: test=psi (effect size), ks (statistic) or "
+    "p_adjusted (Benjamini-Hochberg).",
+    ["domain", "feature", "test"],
+)
+DRIFT_SHARE = Gauge(
+    "machine_health_drift_share",
+    "Share of drifted input features in the latest drift report of a domain.",
+    ["domain"],
+)
+DRIFT_FLAGGED = Gauge(
+    "machine_health_drift_flagged",
+    "1 when the latest drift report of a domain reached MH_DRIFT_THRESHOLD.",
+    ["domain"],
+)
+LIVE_METRIC = Gauge(
+    "machine_health_live_metric",
+    "Live performance from labels per model version (rmse, phm08, precision, recall...).",
+    ["domain", "model_version", "metric"],
+)
+LIVE_DEGRADED = Gauge(
+    "machine_health_live_degraded",
+    "1 when a model version's live performance crossed its retraining threshold.",
+    ["domain", "model_version"],
+)
+REPORTS_READ = Counter(
+    "machine_health_monitoring_refresh_total",
+    "Reads of the latest drift/performance reports by this replica, by result (ok, error).",
+    ["result"],
+)
+_DRIFT_TESTS = ("psi", "ks", "p_adjusted")
+_LIVE_METRICS = (
+    "rmse", "phm08", "rmse_all_cycles", "precision", "recall", "false_alarm_rate",
+    "class_accuracy", "macro_f1",
+)  # fmt: skip
+
+
+def observe_output(domain: str, model_version: str, output: dict[str, Any]) -> None:
+    """Count what a model answered: anomaly verdicts (vibration), predicted RUL (turbofan)."""
+    if "is_anomaly" in output:
+        verdict = "true" if output["is_anomaly"] else "false"
+        ANOMALY_OUTPUTS.labels(domain, model_version, verdict).inc()
+    if "rul" in output:
+        PREDICTED_RUL.labels(model_version).observe(float(output["rul"]))
+
+
+def _clear(gauge: Gauge, domain: str) -> None:
+    for labels in list(gauge._metrics):  # type: ignore[attr-defined]
+        if labels[0] == domain:
+            gauge.remove(*labels)
+
+
+def publish_drift(report: dict[str, Any]) -> None:
+    """Gauges of a domain's latest drift report (`monitoring.drift`), replacing the previous."""
+    domain = str(report["domain"])
+    _clear(DRIFT_SCORE, domain)
+    for row in report.get("features", []):
+        for test in _DRIFT_TESTS:
+            DRIFT_SCORE.labels(domain, row["feature"], test).set(float(row[test]))
+    DRIFT_SHARE.labels(domain).set(float(report.get("drift_share", 0.0)))
+    DRIFT_FLAGGED.labels(domain).set(1.0 if report.get("flagged") else 0.0)
+
+
+def publish_performance(report: dict[str, Any]) -> None:
+    """Gauges of a domain's latest live-performance report (`monitoring.performance`)."""
+    domain = str(report["domain"])
+    _clear(LIVE_METRIC, domain)
+    _clear(LIVE_DEGRADED, domain)
+    for row in report.get("versions", []):
+        version = str(row["model_version"])
+        for metric in _LIVE_METRICS:
+            if metric in row:
+                LIVE_METRIC.labels(domain, version, metric).set(float(row[metric]))
+        LIVE_DEGRADED.labels(domain, version).set(1.0 if row.get("degraded") else 0.0)
+
+
+async def refresh_from_reports(db: Any, domains: list[str]) -> None:
+    """Publish the latest stored drift and performance reports of `domains` (async store).
+
+    Reports are written by `machine-health drift` / `performance` (pipeline or CLI); every
+    replica reads them, so any replica's /metrics carries the same monitoring gauges.
+    """
+    from machine_health.archive.client import REPORTS
+
+    try:
+        for domain in domains:
+            for kind, publish in (("drift", publish_drift), ("performance", publish_performance)):
+                cursor = db[REPORTS].find({"kind": kind, "domain": domain})
+                found = await cursor.sort("created_at", -1).limit(1).to_list(1)
+                if found:
+                    publish(found[0])
+    except Exception:  # a monitoring read must never take the API down; counted and logged
+        REPORTS_READ.labels("error").inc()
+        logger.warning("cannot refresh monitoring gauges from the store", exc_info=True)
+        return
+    REPORTS_READ.labels("ok").inc()
+
+
+async def refresh_loop(db: Any, domains: list[str], interval_s: float = 30.0) -> None:
+    """`refresh_from_reports` now and every `interval_s` seconds (an API background task)."""
+    while True:
+        await refresh_from_reports(db, domains)
+        await asyncio.sleep(interval_s)
