@@ -309,6 +309,120 @@ def users_create(
     console.print(f"[green]user created[/] {user['username']} (role {user['role']})")
 
 
+# --- retraining pipeline and registry versions ------------------------------------------------
+pipeline_app = typer.Typer(
+    help="Retraining steps (each prints a small JSON result; in a pod also the XCom file).",
+    no_args_is_help=True,
+)
+models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(models_app, name="models")
+
+DomainOption = Annotated[str, typer.Option("--domain", help="vibration or turbofan.")]
+RunIdOption = Annotated[str, typer.Option("--run-id", help="The run's id (Airflow run id).")]
+StartOption = Annotated[str, typer.Option("--interval-start", help="ISO start of the interval.")]
+EndOption = Annotated[str, typer.Option("--interval-end", help="ISO end of the data interval.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Run again even if already done.")]
+
+
+def _pipeline_step(step: str) -> None:
+    def step_command(
+        domain: DomainOption, run_id: RunIdOption, interval_start: StartOption,
+        interval_end: EndOption, force: ForceOption = False,
+    ) -> None:  # fmt: skip
+        from machine_health.pipeline import emit_xcom, step_function
+
+        result = step_function(step)(
+            settings=get_settings(), domain=domain, run_id=run_id,
+            interval_start=interval_start, interval_end=interval_end, force=force,
+        )  # fmt: skip
+        emit_xcom(result)
+        write_json(result, None)
+
+    step_command.__doc__ = f"Pipeline step `{step}` of one run (see machine_health.pipeline)."
+    pipeline_app.command(step)(command(step_command))
+
+
+for _step in ("check", "extract", "validate", "rescale", "train", "evaluate", "register", "reload"):
+    _pipeline_step(_step)
+
+
+@pipeline_app.command("run-all")
+@command
+def pipeline_run_all(
+    domain: DomainOption, run_id: RunIdOption, interval_start: StartOption,
+    interval_end: EndOption, force: ForceOption = False,
+) -> None:  # fmt: skip
+    """Every step in order on this machine (the local runner, no Airflow needed)."""
+    from machine_health.pipeline import run_all
+
+    results = run_all(
+        settings=get_settings(), domain=domain, run_id=run_id,
+        interval_start=interval_start, interval_end=interval_end, force=force,
+    )  # fmt: skip
+    write_json({step: _brief_step(r) for step, r in results.items()}, None)
+
+
+def _brief_step(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in ("step", "domain", "run_id", "interval")}
+
+
+@models_app.command("list")
+@command
+def models_list(domain: DomainOption) -> None:
+    """Every registered version of a domain with its aliases and main metrics."""
+    from machine_health import registry
+    from machine_health.domains import get_domain
+
+    rows = registry.list_versions(get_settings(), domain)
+    primary = list(get_domain(domain).primary_metrics)
+    table_rows = [
+        {"version": r["version"], "aliases": ",".join(r["aliases"]) or "-",
+         "created_at": r["created_at"][:19], "run": r["tags"].get("pipeline_run_id", "-"),
+         **{m: r["metrics"].get(f"eval_{m}", r["metrics"].get(m)) for m in primary}}
+        for r in rows
+    ]  # fmt: skip
+    print_table(
+        f"{domain} versions", table_rows, ["version", "aliases", "created_at", "run", *primary]
+    )
+
+
+@models_app.command("promote")
+@command
+def models_promote(
+    domain: DomainOption,
+    version: Annotated[str, typer.Option("--version", help="Version to serve.")],
+    reload: Annotated[bool, typer.Option(help="Reload every serving replica.")] = True,
+) -> None:
+    """Make a version the champion (the old one becomes previous) and reload every replica."""
+    from machine_health import registry
+    from machine_health.pipeline.reload import reload_replicas
+
+    settings = get_settings()
+    registry.resolve(settings, domain, version=version)  # fail before touching any alias
+    result: dict[str, Any] = {"domain": domain, **registry.promote(settings, domain, version)}
+    if reload:
+        result["reload"] = reload_replicas(settings, domain, version)
+    write_json(result, None)
+
+
+@models_app.command("rollback")
+@command
+def models_rollback(
+    domain: DomainOption,
+    reload: Annotated[bool, typer.Option(help="Reload every serving replica.")] = True,
+) -> None:
+    """Move champion back to previous and reload every serving replica."""
+    from machine_health import registry
+    from machine_health.pipeline.reload import reload_replicas
+
+    settings = get_settings()
+    result: dict[str, Any] = {"domain": domain, **registry.rollback(settings, domain)}
+    if reload and result["new"] is not None:
+        result["reload"] = reload_replicas(settings, domain, str(result["new"]))
+    write_json(result, None)
+
+
 def main() -> None:
     app()
 

@@ -144,6 +144,41 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often the API re-reads drift/performance reports for /metrics."
     )
 
+    # --- retraining pipeline ------------------------------------------------------------------
+    execution_mode: Literal["local", "kubernetes"] = Field(
+        "local",
+        description="How the retrain DAGs run steps: `local` = this machine's CLI, `kubernetes` = "
+        "one KubernetesPodOperator pod per step; also where reload finds the replicas.",
+    )
+    retrain_schedule: str = Field(
+        "@daily", description="Schedule of the retrain DAGs (cron or preset; `none` = manual)."
+    )
+    retrain_min_new_labels: int = Field(
+        50, ge=1, description="New labelled predictions a scheduled run needs to retrain."
+    )
+    gate_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description="Relative margin by which a challenger may trail the champion on each "
+        "primary metric and still pass the gate.",
+    )
+    retrain_turbofan_model: str = Field(
+        "cnn", description="Turbofan model the retrain step trains (hgb, cnn, lstm, ensemble...)."
+    )
+    retrain_epochs: int = Field(30, ge=1, description="Most epochs of a retrained Keras model.")
+    reload_timeout_s: float = Field(
+        60.0, gt=0, description="Time every replica has to report the new version after reload."
+    )
+    serving_service: str | None = Field(
+        None, description="Kubernetes Service of the API (its EndpointSlices = the replicas)."
+    )
+    serving_label_selector: str | None = Field(
+        None, description="Label selector of the API pods (used when no Service is named)."
+    )
+    kubernetes_namespace: str | None = Field(
+        None, description="Namespace of the API pods; unset = the pipeline pod's own namespace."
+    )
+
     @field_validator("serving_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -149,6 +149,45 @@ def log_bundle(
     )
 
 
+def register_logged(
+    settings: Settings,
+    domain: str,
+    model_uri: str,
+    *,
+    tags: Mapping[str, str] | None = None,
+    aliases: tuple[str, ...] = (CHALLENGER,),
+) -> ModelRef:
+    """Register a bundle logged earlier (`log_bundle(register=False)`) as a new version.
+
+    Lets a pipeline train in one step and register in another, after its gate.
+    """
+    configure(settings)
+    name = settings.model_name(domain)
+    try:
+        mv = mlflow.register_model(model_uri, name, tags={"domain": domain, **(tags or {})})
+    except MlflowException as exc:
+        raise ModelError(f"cannot register {model_uri} as {name}: {exc}") from exc
+    client = MlflowClient()
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, str(mv.version))
+    logger.info("registered %s version %s (aliases %s)", name, mv.version, ",".join(aliases))
+    return ModelRef(
+        name=name,
+        version=str(mv.version),
+        alias=aliases[0] if aliases else None,
+        run_id=mv.run_id,
+        source=mv.source,
+    )
+
+
+@contextmanager
+def resume_run(settings: Settings, run_id: str) -> Iterator[Run]:
+    """Re-open a finished run to add artifacts or metrics (e.g. a gate report)."""
+    configure(settings)
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run:
+        yield run
+
+
 def _client(settings: Settings) -> MlflowClient:
     return configure(settings)
 
@@ -247,6 +286,33 @@ def load_run_dict(
     except (MlflowException, OSError) as exc:
         logger.info("%s v%s: no %s (%s)", ref.name, version, artifact_file, exc)
         return None
+
+
+def run_artifact_texts(
+    settings: Settings, domain: str, version: str, keyword: str, *, max_bytes: int = 1_000_000
+) -> dict[str, str]:
+    """Path -> text of the JSON/markdown artifacts whose name holds `keyword` (e.g. the gate
+    report), in the run that registered a version and one folder deep; empty when none."""
+    ref = resolve(settings, domain, version=version)
+    if not ref.run_id:
+        return {}
+    client = _client(settings)
+    found: dict[str, str] = {}
+    try:
+        entries = list(client.list_artifacts(ref.run_id))
+        for entry in list(entries):
+            if entry.is_dir and keyword in entry.path:
+                entries += client.list_artifacts(ref.run_id, entry.path)
+        for entry in entries:
+            name = entry.path.rsplit("/", 1)[-1]
+            if entry.is_dir or keyword not in entry.path or not name.endswith((".json", ".md")):
+                continue
+            if (entry.file_size or 0) > max_bytes:
+                continue
+            found[entry.path] = mlflow.artifacts.load_text(f"runs:/{ref.run_id}/{entry.path}")
+    except (MlflowException, OSError) as exc:
+        logger.info("%s v%s: cannot list %s artifacts (%s)", ref.name, version, keyword, exc)
+    return found
 
 
 def aliases(settings: Settings, domain: str) -> dict[str, str]:

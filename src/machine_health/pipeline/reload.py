@@ -1,0 +1,112 @@
+"""Step 7: make EVERY serving replica serve the new champion, and wait until each one does.
+
+`PUT /reload?domain=D` (service token) on all replicas at once, then `GET /version` on each
+until it reports the expected version of the domain; `ReloadNotConverged` names the replicas
+that did not within `reload_timeout_s`. Nothing to do when the run did not promote a version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from machine_health.config import Settings
+from machine_health.errors import ConfigurationError, ReloadNotConverged
+from machine_health.pipeline.replicas import serving_replicas
+from machine_health.pipeline.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+STEP = "reload"
+POLL_S = 0.2
+
+
+def served_version(client: httpx.Client, url: str, domain: str) -> str | None:
+    """The version of `domain` a replica reports in GET /version (None if none or unreachable)."""
+    try:
+        response = client.get(f"{url}/version")
+        response.raise_for_status()
+        model = (response.json().get("models") or {}).get(domain)
+    except (httpx.HTTPError, ValueError):
+        return None
+    return None if not model else str(model.get("version"))
+
+
+def _put_reload(client: httpx.Client, url: str, domain: str) -> dict[str, Any]:
+    try:
+        response = client.put(f"{url}/reload", params={"domain": domain})
+    except httpx.HTTPError as exc:
+        return {"url": url, "status": None, "error": f"{type(exc).__name__}: {exc}"}
+    answer: dict[str, Any] = {"url": url, "status": response.status_code}
+    if response.status_code >= 400:
+        answer["error"] = response.text[:300]
+    return answer
+
+
+def reload_replicas(
+    settings: Settings,
+    domain: str,
+    version: str,
+    *,
+    urls: list[str] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Reload every replica and wait until all serve `version` of `domain`."""
+    if settings.service_token is None:
+        raise ConfigurationError("MH_SERVICE_TOKEN is not set: the replicas would refuse reload")
+    urls = urls or serving_replicas(settings)
+    timeout_s = timeout_s or settings.reload_timeout_s
+    headers = {"Authorization": f"Bearer {settings.service_token.get_secret_value()}"}
+    started = time.perf_counter()
+    with httpx.Client(headers=headers, timeout=timeout_s) as client:
+        with ThreadPoolExecutor(max_workers=min(len(urls), 16)) as pool:
+            puts = list(pool.map(lambda u: _put_reload(client, u, domain), urls))
+        converged: dict[str, float] = {}
+        deadline = started + timeout_s
+        while True:
+            for url in urls:
+                if url not in converged and served_version(client, url, domain) == str(version):
+                    converged[url] = round(time.perf_counter() - started, 3)
+            if len(converged) == len(urls) or time.perf_counter() > deadline:
+                break
+            time.sleep(POLL_S)
+        lagging = {u: served_version(client, u, domain) for u in urls if u not in converged}
+    if lagging:
+        errors = {p["url"]: p.get("error") for p in puts if p.get("error")}
+        raise ReloadNotConverged(
+            f"{domain} v{version}: {len(lagging)} of {len(urls)} replica(s) did not converge in "
+            f"{timeout_s:g}s (they serve {lagging}; reload errors {errors or 'none'})"
+        )
+    seconds = round(time.perf_counter() - started, 3)
+    logger.info("%s v%s served by %d replica(s) after %.2fs", domain, version, len(urls), seconds)
+    return {"version": str(version), "replicas": converged, "convergence_s": seconds}
+
+
+def run(
+    *,
+    settings: Settings,
+    domain: str,
+    run_id: str,
+    interval_start: str | datetime,
+    interval_end: str | datetime,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Reload every replica when the run promoted a new champion (re-running re-checks)."""
+    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
+    if (nothing := ws.short_circuited()) is not None:
+        return ws.skipped(STEP, nothing)
+    registered = ws.require("register")
+    if not registered["promoted"]:
+        return ws.record(
+            STEP,
+            {"reloaded": False, "reason": "the challenger did not pass the gate: champion kept"},
+        )
+    # Always re-checked (never served from the stored result): a replica that restarted since
+    # must still be shown to serve the champion.
+    outcome = reload_replicas(settings, domain, registered["version"])
+    return ws.record(STEP, {"reloaded": True, **outcome})
