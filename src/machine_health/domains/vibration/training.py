@@ -16,7 +16,6 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
-from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from machine_health.config import Settings
@@ -87,21 +86,15 @@ def train_bundle(
     calibration_scores = mahalanobis(detector, scaler.transform(features[calibration]))
     threshold = conformal_threshold(calibration_scores, settings.target_fpr)
 
-    classifier = Pipeline(
-        [
-            ("scale", StandardScaler()),
-            (
-                "model",
-                HistGradientBoostingClassifier(
-                    max_iter=CLASSIFIER_ROUNDS,
-                    learning_rate=0.2,
-                    max_leaf_nodes=15,
-                    class_weight="balanced",
-                    random_state=seed,
-                ),
-            ),
-        ]
-    ).fit(features, windows.labels)
+    # Trees do not need scaling; the classifier sees the same normal-relative z-scores as the
+    # detector so that one fitted scaler serves both models.
+    classifier = HistGradientBoostingClassifier(
+        max_iter=CLASSIFIER_ROUNDS,
+        learning_rate=0.2,
+        max_leaf_nodes=15,
+        class_weight="balanced",
+        random_state=seed,
+    ).fit(scaler.transform(features), windows.labels)
 
     # Smoke inputs: one normal and one fault window (the first of each), kept from training.
     classes, counts = np.unique(windows.labels, return_counts=True)
@@ -124,7 +117,7 @@ def train_bundle(
     bundle = VibrationBundle(
         config=config,
         labels=[str(c) for c in classifier.classes_],
-        detector_scaler=scaler,
+        scaler=scaler,
         detector=detector,
         threshold=threshold,
         target_fpr=settings.target_fpr,
