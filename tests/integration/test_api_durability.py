@@ -1,0 +1,202 @@
+"""Durability: every acknowledged prediction is archived exactly once, whatever fails.
+
+Each test runs its OWN embedded store (file-backed, in tmp_path, so its data survives a restart)
+and its own API, then stops the store in the middle of real traffic, or kills the API with
+SIGKILL while records wait in its spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from machine_health import embedded_store
+from machine_health.domains import get_domain
+from tests.conftest import DATA_DIR, Server, free_port, start_uvicorn
+from tests.integration.conftest import TrainedModels, api_settings, create_users, login
+
+
+class Store:
+    """An embedded store on a fixed port and data dir that can be stopped and started again."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.data_dir = tmp_path / "store-data"
+        self.log = tmp_path / "store.log"
+        self.uri = f"mongodb://127.0.0.1:{self.port}/"
+        self.process: Any = None
+
+    def start(self) -> None:
+        self.process = embedded_store.launch("127.0.0.1", self.port, self.data_dir, self.log)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+        self.process = None
+
+
+@pytest.fixture
+def own_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path)
+    store.start()
+    yield store
+    store.stop()
+
+
+class Traffic:
+    """Operators posting real inputs from a thread until stopped; keeps every answer."""
+
+    def __init__(self, url: str, headers: dict[str, str], units: list[str]) -> None:
+        self.url, self.headers, self.units = url, headers, units
+        self.answers: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.vibration = get_domain("vibration").example_input(DATA_DIR)
+        self.turbofan = get_domain("turbofan").example_input(DATA_DIR)
+        self.cycles = dict.fromkeys(units, 1)
+
+    def start(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def count(self, status: str) -> int:
+        return sum(1 for a in self.answers if a["archived"] == status)
+
+    async def _client(self, client: httpx.AsyncClient, worker: int) -> None:
+        while not self._stop.is_set():
+            if worker < len(self.units):
+                unit = self.units[worker]
+                body = {**self.turbofan, "unit_id": unit, "cycle": self.cycles[unit]}
+                path = "/predict/turbofan"
+            else:
+                body = {**self.vibration, "asset_id": f"motor-{worker}"}
+                path = "/predict/vibration"
+            try:
+                response = await client.post(path, json=body)
+            except httpx.HTTPError as exc:  # the API was killed: not acknowledged
+                self.failures.append(type(exc).__name__)
+                await asyncio.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                self.answers.append(response.json())
+                if path.endswith("turbofan"):
+                    self.cycles[unit] += 1
+            else:
+                self.failures.append(f"{response.status_code} {response.text[:200]}")
+                await asyncio.sleep(0.05)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=30) as c:
+            await asyncio.gather(*(self._client(c, w) for w in range(8)))
+
+
+def _wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _spool_empty(url: str) -> bool:
+    try:
+        body = httpx.get(f"{url}/ready", timeout=5).json()
+    except httpx.HTTPError:
+        return False
+    return body["store"] == "ok" and body["spool_depth"] == 0
+
+
+def _assert_archived_exactly_once(uri: str, db_name: str, answers: list[dict[str, Any]]) -> None:
+    client: MongoClient = MongoClient(uri, tz_aware=True)
+    try:
+        coll = client[db_name]["predictions"]
+        per_id = {
+            row["_id"]: row["n"]
+            for row in coll.aggregate([{"$group": {"_id": "$prediction_id", "n": {"$sum": 1}}}])
+        }
+        docs = {d["prediction_id"]: d for d in coll.find({}, {"_id": 0, "input": 0})}
+    finally:
+        client.close()
+    assert all(n == 1 for n in per_id.values())
+    acknowledged = {a["prediction_id"]: a for a in answers}
+    assert len(acknowledged) == len(answers)
+    missing = set(acknowledged) - set(docs)
+    assert not missing, f"{len(missing)} acknowledged predictions are not archived"
+    for pid, answer in acknowledged.items():
+        assert docs[pid]["output"] == answer["prediction"]
+        assert docs[pid]["model_version"] == answer["model"]["version"]
+
+
+def test_store_down_mid_traffic_spools_then_replays_everything(
+    tmp_path: Path, own_store: Store, trained_models: TrainedModels
+) -> None:
+    settings = api_settings(tmp_path, own_store.uri, trained_models, store_timeout_ms=800)
+    create_users(settings)
+    server = start_uvicorn(settings, tmp_path / "logs")
+    try:
+        headers = login(server.url, "operator")
+        traffic = Traffic(server.url, headers, units=["down-u1", "down-u2"]).start()
+        _wait_for(lambda: traffic.count("archived") >= 30, 60, "traffic before the outage")
+        own_store.stop()
+        _wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
+        own_store.start()
+        _wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
+        archived_after = traffic.count("archived")
+        _wait_for(lambda: traffic.count("archived") >= archived_after + 20, 60, "traffic after")
+        traffic.stop()
+        assert traffic.failures == []  # the outage cost no request
+        _wait_for(lambda: _spool_empty(server.url), 30, "the spool replay")
+        _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, traffic.answers)
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "machine_health_spool_depth 0.0" in metrics
+        assert 'machine_health_archive_failures_total{reason="store_down"}' in metrics
+    finally:
+        server.stop()
+
+
+def test_killed_api_replays_its_spool_at_restart(
+    tmp_path: Path, own_store: Store, trained_models: TrainedModels
+) -> None:
+    settings = api_settings(tmp_path, own_store.uri, trained_models, store_timeout_ms=800)
+    create_users(settings)
+    server: Server = start_uvicorn(settings, tmp_path / "logs")
+    port = int(server.url.rsplit(":", 1)[1])
+    headers = login(server.url, "operator")
+    traffic = Traffic(server.url, headers, units=["kill-u1"]).start()
+    try:
+        _wait_for(lambda: traffic.count("archived") >= 20, 60, "traffic before the outage")
+        own_store.stop()
+        _wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
+        server.kill()  # SIGKILL: no shutdown, the spool file and its lock are left behind
+        time.sleep(0.5)
+        traffic.stop()
+    finally:
+        server.stop()
+    spooled = traffic.count("spooled")
+    spool_files = list(settings.spool_dir.glob("spool-*.jsonl"))
+    assert spool_files and sum(f.stat().st_size for f in spool_files) > 0
+
+    own_store.start()
+    restarted = start_uvicorn(settings, tmp_path / "logs", port=port)
+    try:
+        _wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
+        _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, traffic.answers)
+        assert spooled >= 30
+        assert not [f for f in spool_files if f.exists()]  # the dead process's file is gone
+    finally:
+        restarted.stop()
