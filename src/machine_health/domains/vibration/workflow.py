@@ -119,8 +119,20 @@ def _train_and_score(
         # Non-overlapping-equivalent normal test windows: the real resolution of observed_fpr.
         "n_test_normal_independent": int((~test.is_fault).sum() * hop // WINDOW),
         "latency": latency,
+        **_score_margins(bundle, test),
     }
     return bundle, result, details, test
+
+
+def _score_margins(bundle: VibrationBundle, test: WindowSet) -> dict[str, float]:
+    """How far the test scores sit from the threshold (ratios > 1 are flagged)."""
+    scores, _ = bundle.score_windows(test.windows, test.rpm)
+    normal, fault = scores[~test.is_fault], scores[test.is_fault]
+    return {
+        "threshold": bundle.threshold,
+        "max_normal_test_score_over_threshold": float(normal.max() / bundle.threshold),
+        "min_fault_test_score_over_threshold": float(fault.min() / bundle.threshold),
+    }
 
 
 def _log_run(
