@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -421,6 +422,92 @@ def models_rollback(
     if reload and result["new"] is not None:
         result["reload"] = reload_replicas(settings, domain, str(result["new"]))
     write_json(result, None)
+
+
+# --- monitoring: drift, live performance, retrain triggers ----------------------------------
+AtOption = Annotated[
+    str | None, typer.Option("--at", help="ISO time the report speaks for (default: now, UTC).")
+]
+
+
+def _at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("drift")
+@command
+def drift_command(
+    domain: Annotated[str, typer.Option("--domain", help="vibration or turbofan.")],
+    window: Annotated[
+        str, typer.Option("--window", help="Archive window: 24h, 30m, 7d...")
+    ] = "24h",
+    version: Annotated[
+        str | None, typer.Option("--version", help="Reference version (default: most served).")
+    ] = None,
+    at: AtOption = None,
+    json_out: JsonOption = None,
+) -> None:
+    """Compare the window's archived inputs with the training reference; store the report."""
+    from machine_health.monitoring import drift
+
+    report = drift.run_drift(
+        get_settings(), domain, window=drift.parse_window(window), now=_at(at), version=version
+    )
+    title = (
+        f"{domain} drift vs v{report.get('model_version')}: {report['n_rows']} inputs, "
+        f"{len(report['drifted_features'])} drifted (share {report['drift_share']:.2f}), "
+        f"flagged={report['flagged']}"
+    )
+    print_table(title, report["features"], ["feature", "psi", "ks", "p_adjusted", "drifted"])
+    write_json(report, json_out)
+
+
+@app.command("performance")
+@command
+def performance_command(
+    domain: Annotated[str, typer.Option("--domain", help="vibration or turbofan.")],
+    window: Annotated[
+        str | None, typer.Option("--window", help="Only predictions of this window (e.g. 7d).")
+    ] = None,
+    at: AtOption = None,
+    json_out: JsonOption = None,
+) -> None:
+    """Score archived predictions against the labels that arrived, per model version."""
+    from machine_health.monitoring import drift, performance
+
+    span = drift.parse_window(window) if window else None
+    report = performance.run_performance(get_settings(), domain, now=_at(at), window=span)
+    columns = ["model_version", "status", "degraded"]
+    columns += (
+        ["n_units", "rmse", "phm08", "rmse_all_cycles"]
+        if domain == "turbofan"
+        else ["n_predictions", "precision", "recall", "false_alarm_rate", "macro_f1"]
+    )
+    print_table(f"{domain} live performance", report["versions"], columns)
+    write_json(report, json_out)
+
+
+@app.command("retrain-check")
+@command
+def retrain_check_command(
+    domain: Annotated[str, typer.Option("--domain", help="vibration or turbofan.")],
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Record the decision under this run id.")
+    ] = None,
+    at: AtOption = None,
+) -> None:
+    """Whether drift or live performance asks for a retrain now (records a firing decision)."""
+    from machine_health.monitoring.triggers import should_retrain
+
+    decision = should_retrain(get_settings(), domain, now=_at(at), run_id=run_id)
+    console.print(
+        f"{domain}: retrain={decision['retrain']} reason={decision['reason']} "
+        f"cooldown_until={decision['cooldown_until']}"
+    )
+    write_json(decision, None)
 
 
 def main() -> None:
