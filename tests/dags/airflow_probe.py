@@ -1,0 +1,59 @@
+"""Run INSIDE `.venv-airflow` by the DAG tests: parse the DAGs and print facts as JSON.
+
+python airflow_probe.py dagbag            -> import errors, tags, retries, tasks per DAG
+python airflow_probe.py pods <out_dir>    -> every KubernetesPodOperator's pod (dry run),
+                                             as dicts, and as YAML files in <out_dir>
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from airflow.dag_processing.dagbag import DagBag
+
+DAGS = Path(__file__).resolve().parents[2] / "airflow" / "dags"
+
+
+def dagbag() -> dict:
+    bag = DagBag(str(DAGS))
+    dags = {}
+    for dag_id, dag in bag.dags.items():
+        dags[dag_id] = {
+            "tags": sorted(dag.tags),
+            "retries": {t.task_id: t.retries for t in dag.tasks},
+            "tasks": [t.task_id for t in dag.topological_sort()],
+            "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+            "catchup": dag.catchup,
+            "max_active_runs": dag.max_active_runs,
+            "schedule": str(dag.schedule),
+            "doc_md": bool(dag.doc_md),
+            "operators": {t.task_id: type(t).__name__ for t in dag.tasks},
+            "params": sorted(dag.params.keys()),
+        }
+    return {"import_errors": {str(k): v for k, v in bag.import_errors.items()}, "dags": dags}
+
+
+def pods(out_dir: Path) -> dict:
+    import yaml
+    from kubernetes.client import ApiClient
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bag = DagBag(str(DAGS))
+    rendered = {}
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            if type(task).__name__ != "KubernetesPodOperator":
+                continue
+            pod = task.build_pod_request_obj(context=None, dry_run=True)
+            data = ApiClient().sanitize_for_serialization(pod)
+            rendered[f"{dag_id}.{task.task_id}"] = data
+            (out_dir / f"{dag_id}.{task.task_id}.yaml").write_text(yaml.safe_dump(data))
+    return {"import_errors": {str(k): v for k, v in bag.import_errors.items()}, "pods": rendered}
+
+
+if __name__ == "__main__":
+    action = sys.argv[1]
+    result = dagbag() if action == "dagbag" else pods(Path(sys.argv[2]))
+    print(json.dumps(result, default=str))

@@ -1,0 +1,130 @@
+"""The retrain DAGs, parsed by the REAL Airflow of `.venv-airflow` (a subprocess: the test venv
+has no Airflow, and the Airflow venv has no machine_health)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
+PROBE = Path(__file__).with_name("airflow_probe.py")
+STEPS = ["extract", "validate", "rescale", "train", "evaluate", "register", "reload"]
+
+# What the chart's pipeline ConfigMap publishes (kubernetes/chart/.../pipeline-configmap.yaml).
+CHART_ENV = {
+    "MH_PIPELINE_NAMESPACE": "mh-test",
+    "MH_PIPELINE_IMAGE": "registry.example.com/machine-health/pipeline:1.2.3",
+    "MH_PIPELINE_IMAGE_PULL_POLICY": "Always",
+    "MH_PIPELINE_SERVICE_ACCOUNT": "mh-pipeline-sa",
+    "MH_PIPELINE_CONFIG_MAP": "mh-config",
+    "MH_PIPELINE_SECRET_NAME": "mh-secret",
+    "MH_PIPELINE_WORKSPACE_CLAIM": "mh-workspace",
+    "MH_PIPELINE_WORKSPACE_MOUNT": "/workspace",
+    "MH_PIPELINE_VAR_DIR": "/workspace/var",
+    "MH_PIPELINE_POD_LABELS": json.dumps(
+        {"app.kubernetes.io/name": "machine-health", "app.kubernetes.io/component": "pipeline"}
+    ),
+    "MH_PIPELINE_RESOURCES": json.dumps(
+        {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "6Gi"}}
+    ),
+    "MH_PIPELINE_SECURITY_CONTEXT": json.dumps(
+        {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    ),
+    "MH_PIPELINE_POD_SECURITY_CONTEXT": json.dumps({"runAsUser": 10001, "fsGroup": 10001}),
+}
+
+
+def probe(
+    tmp_path: Path, *args: str, mode: str = "local", extra_env: dict[str, str] | None = None
+) -> dict:
+    if not AIRFLOW_PYTHON.exists():
+        pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `make install`")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
+        # The dag-processor puts the DAG bundle on sys.path; a bare DagBag needs it here.
+        "PYTHONPATH": str(REPO / "airflow" / "dags"),
+        "MH_EXECUTION_MODE": mode,
+        **(CHART_ENV if mode == "kubernetes" else {}),
+        **(extra_env or {}),
+    }
+    out = subprocess.run(
+        [str(AIRFLOW_PYTHON), str(PROBE), *args], env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["local", "kubernetes"])
+def test_dagbag_has_tagged_retrying_dags(tmp_path: Path, mode: str) -> None:
+    result = probe(tmp_path, "dagbag", mode=mode)
+    assert result["import_errors"] == {}
+    dags = result["dags"]
+    assert set(dags) == {"retrain_vibration", "retrain_turbofan", "retrain_on_demand"}
+    expected_operator = "KubernetesPodOperator" if mode == "kubernetes" else "BashOperator"
+    for dag_id, dag in dags.items():
+        assert dag["tags"] and "machine-health" in dag["tags"], dag_id
+        assert min(dag["retries"].values()) >= 2, dag_id
+        assert dag["catchup"] is False and dag["max_active_runs"] == 1
+        assert dag["doc_md"]
+        # check -> short-circuit -> the seven steps, in order.
+        assert dag["tasks"] == ["check", "enough_new_data", *STEPS]
+        assert dag["upstream"]["extract"] == ["enough_new_data"]
+        assert dag["operators"]["enough_new_data"] == "ShortCircuitOperator"
+        assert {dag["operators"][s] for s in ["check", *STEPS]} == {expected_operator}
+    assert dags["retrain_vibration"]["schedule"] == "@daily"
+    assert "domain" in dags["retrain_on_demand"]["params"]
+
+
+def test_schedule_comes_from_the_environment(tmp_path: Path) -> None:
+    dags = probe(tmp_path, "dagbag", extra_env={"MH_RETRAIN_SCHEDULE": "0 3 * * 1"})["dags"]
+    assert dags["retrain_turbofan"]["schedule"] == "0 3 * * 1"
+    assert dags["retrain_on_demand"]["schedule"] in ("None", "")
+
+
+def test_rendered_pod_of_every_step(tmp_path: Path) -> None:
+    """Each step's pod: image, command, env, volumes, service account; YAML to var/pod-specs/."""
+    out_dir = REPO / "var" / "pod-specs"
+    result = probe(tmp_path, "pods", str(out_dir), mode="kubernetes")
+    assert result["import_errors"] == {}
+    pods = result["pods"]
+    for dag_id, domain in (("retrain_vibration", "vibration"), ("retrain_turbofan", "turbofan")):
+        for step in ["check", *STEPS]:
+            pod = pods[f"{dag_id}.{step}"]
+            spec = pod["spec"]
+            assert pod["metadata"]["namespace"] == "mh-test"
+            assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "pipeline"
+            assert spec["serviceAccountName"] == "mh-pipeline-sa"
+            assert spec["securityContext"] == {"runAsUser": 10001, "fsGroup": 10001}
+            base = next(c for c in spec["containers"] if c["name"] == "base")
+            assert base["image"] == CHART_ENV["MH_PIPELINE_IMAGE"]
+            assert base["imagePullPolicy"] == "Always"
+            assert base["command"] == ["machine-health"]
+            assert base["args"][:4] == ["pipeline", step, "--domain", domain]
+            assert {"--run-id", "--interval-start", "--interval-end"} <= set(base["args"])
+            assert base["resources"]["limits"] == {"cpu": "2", "memory": "6Gi"}
+            assert base["securityContext"]["runAsNonRoot"] is True
+            env = {e["name"]: e["value"] for e in base["env"]}
+            assert env == {"MH_VAR_DIR": "/workspace/var", "MH_EXECUTION_MODE": "kubernetes"}
+            sources = {(k, v["name"]) for s in base["envFrom"] for k, v in s.items()}
+            assert sources == {("configMapRef", "mh-config"), ("secretRef", "mh-secret")}
+            mounts = {m["name"]: m["mountPath"] for m in base["volumeMounts"]}
+            assert mounts["workspace"] == "/workspace" and mounts["xcom"] == "/airflow/xcom"
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert volumes["workspace"]["persistentVolumeClaim"]["claimName"] == "mh-workspace"
+            sidecar = next(c for c in spec["containers"] if c["name"] != "base")
+            assert sidecar["securityContext"]["runAsNonRoot"] is True
+        yaml_file = out_dir / f"{dag_id}.train.yaml"
+        assert yaml_file.exists() and "kind: Pod" in yaml_file.read_text()
+    # The on-demand DAG takes its domain from the trigger's params.
+    assert pods["retrain_on_demand.train"]["spec"]["containers"][0]["args"][3] == (
+        "{{ params.domain }}"
+    )
