@@ -32,7 +32,10 @@ QUICK_HOP = 1024
 
 
 def local_settings(tmp_path: Path, data_dir: Path) -> Settings:
-    return Settings(_env_file=None, var_dir=tmp_path / "var", data_dir=data_dir)  # type: ignore[call-arg]
+    """A temporary sqlite MLflow under tmp_path, whatever MH_MLFLOW_TRACKING_URI says."""
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, var_dir=tmp_path / "var", data_dir=data_dir, mlflow_tracking_uri=None
+    )
 
 
 @pytest.fixture(scope="module")
