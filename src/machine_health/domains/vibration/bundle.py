@@ -34,7 +34,7 @@ _CONFIG_FILE = "vibration.json"
 _SMOKE_FILE = "smoke.npz"
 # skops refuses to load any type it does not know; we accept only scikit-learn's own.
 _TRUSTED_PREFIXES = ("sklearn.",)
-#: up to this many chunks, score on one thread (see `VibrationBundle.predict`).
+#: up to this many rows, the classifier runs on one thread (see `score_features`).
 _SMALL_BATCH = 64
 
 
