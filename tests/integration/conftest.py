@@ -46,9 +46,19 @@ def train_small_models(var_dir: Path) -> TrainedModels:
     )
 
 
+_SESSION_MODELS: list[TrainedModels] = []
+
+
+def session_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+    """The session's models, trained on first use (shared with tests/reliability)."""
+    if not _SESSION_MODELS:
+        _SESSION_MODELS.append(train_small_models(tmp_path_factory.mktemp("models") / "var"))
+    return _SESSION_MODELS[0]
+
+
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
-    return train_small_models(tmp_path_factory.mktemp("models") / "var")
+    return session_models(tmp_path_factory)
 
 
 def api_settings(

@@ -1,0 +1,32 @@
+"""Fixtures of the reliability tests: the session's trained models in a private registry.
+
+The models are the ones tests/integration trains once per session (`session_models`); they are
+copied, not retrained, into a registry of our own, so that promotions, rollbacks and corrupt
+versions registered here never touch what the other tests serve. For local iteration,
+MH_TEST_TRAINED_TRACKING_URI may name a tracking store that already holds version 1 of both
+domains (e.g. one `make run` trained): training is then skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.integration.conftest import TrainedModels, session_models
+from tests.reliability.scenarios import ReliabilityRegistry, build_registry
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+    existing = os.environ.get("MH_TEST_TRAINED_TRACKING_URI")
+    if existing:
+        return TrainedModels(existing, vibration_version="1", turbofan_version="1")
+    return session_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def reliability_registry(
+    tmp_path_factory: pytest.TempPathFactory, trained_models: TrainedModels
+) -> ReliabilityRegistry:
+    return build_registry(tmp_path_factory.mktemp("reliability") / "var", trained_models)
