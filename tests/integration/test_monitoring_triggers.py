@@ -29,6 +29,7 @@ from machine_health.monitoring.reference import (
     turbofan_reference,
     vibration_reference,
 )
+from tests.integration.conftest import TrainedModels, api_settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.slow  # trains a turbofan and a vibration model on the real data
@@ -124,6 +125,16 @@ def vibration_documents(
     ]  # fmt: skip
 
 
+def check_step(settings: Settings, run_id: str, end: datetime, **kwargs: Any) -> dict[str, Any]:
+    """The retrain DAG's first task (`machine-health pipeline check`), new labels set aside."""
+    from machine_health.pipeline import check
+
+    return check.run(
+        settings=settings, domain="turbofan", run_id=run_id, interval_start=end - timedelta(days=1),
+        interval_end=end, min_new_labels=10**9, **kwargs,
+    )  # fmt: skip
+
+
 def first_units(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     return frame[frame["unit"].isin(sorted(frame["unit"].unique())[:n])]
 
@@ -133,28 +144,33 @@ def test_drift_above_threshold_triggers_once_then_cools_down(
 ) -> None:
     version = register(settings, turbofan["bundle"], turbofan["reference"])
     # FD002 cycles (six operating regimes) served by a model trained on FD001 (one regime).
-    archive(db, turbofan_documents(first_units(turbofan["fd002"].test, 40), version=version,
+    archive(db, turbofan_documents(first_units(turbofan["fd002"].test, 25), version=version,
                                    start=T0))  # fmt: skip
     report = drift.run_drift(
         settings, "turbofan", window=timedelta(hours=24), now=T0 + timedelta(hours=20)
     )
     assert report["flagged"]
     assert report["model_version"] == version
-    assert report["n_groups"] == 40
+    assert report["n_groups"] == 25
     stored = reports.latest(db, reports.DRIFT, "turbofan")
     assert stored is not None
     assert stored["drift_share"] == report["drift_share"]
 
+    # The next scheduled DAG run: its `check` step (the short-circuit) retrains although far
+    # fewer labels than MH_RETRAIN_MIN_NEW_LABELS arrived.
+    checked = check_step(settings, "r1", T0 + timedelta(days=1))
+    assert checked["retrain"] is True
+    assert checked["reasons"] == ["monitoring: drift"]
     decision = triggers.should_retrain(
         settings, "turbofan", now=T0 + timedelta(days=1), run_id="r1"
     )
+    assert decision["replayed"]
     assert (decision["retrain"], decision["reason"]) == (True, "drift")
     assert decision["cooldown_until"] == T0 + timedelta(
         days=1, hours=settings.retrain_cooldown_hours
     )
-    # a retry of the same run decides the same, from its record
-    again = triggers.should_retrain(settings, "turbofan", now=T0 + timedelta(days=1), run_id="r1")
-    assert again["retrain"] and again["replayed"]
+    # a retry of the same run's check decides the same
+    assert check_step(settings, "r1", T0 + timedelta(days=1), force=True)["retrain"] is True
 
     # After the cooldown, the report already acted on does not fire again...
     later = T0 + timedelta(days=3)
@@ -176,13 +192,15 @@ def test_drift_below_threshold_short_circuits(
 ) -> None:
     version = register(settings, turbofan["bundle"], turbofan["reference"])
     # FD001 test engines: same engines and conditions, earlier in life.
-    archive(db, turbofan_documents(first_units(turbofan["fd001"].test, 60), version=version,
+    archive(db, turbofan_documents(first_units(turbofan["fd001"].test, 40), version=version,
                                    start=T0))  # fmt: skip
     report = drift.run_drift(
         settings, "turbofan", window=timedelta(hours=24), now=T0 + timedelta(hours=20)
     )
     assert report["status"] == "ok"
     assert not report["flagged"]
+    checked = check_step(settings, "r1", T0 + timedelta(days=1))
+    assert checked["retrain"] is False  # the DAG's short-circuit stops the run here
     decision = triggers.should_retrain(
         settings, "turbofan", now=T0 + timedelta(days=1), run_id="r1"
     )
@@ -239,9 +257,10 @@ def test_performance_report_matches_offline_evaluation_and_triggers(
     last_cycle = test.groupby("unit")["cycle"].transform("max").to_numpy()
     true_end = pd.Series(fd001.rul, index=sorted(test["unit"].unique()))
     true_rul = true_end.loc[test["unit"]].to_numpy() + last_cycle - test["cycle"].to_numpy()
-    archive(
-        db, turbofan_documents(test, version=version, start=T0, outputs=predicted, labels=true_rul)
-    )
+    # Every unit's last 15 cycles are archived (the last one is what RMSE / PHM08 score).
+    recent = (test.groupby("unit").cumcount(ascending=False) < 15).to_numpy()
+    archive(db, turbofan_documents(test[recent], version=version, start=T0,
+                                   outputs=predicted[recent], labels=true_rul[recent]))  # fmt: skip
 
     report = performance.run_performance(settings, "turbofan", now=T0 + timedelta(days=2))
     (mine,) = report["versions"]
@@ -300,14 +319,17 @@ def test_a_version_without_reference_is_a_clear_error(
         )
 
 
-def test_the_vibration_training_path_registers_its_reference(settings: Settings) -> None:
+def test_the_vibration_training_path_registers_its_reference(
+    tmp_path: Path, store_uri: str, trained_models: TrainedModels
+) -> None:
+    """The session's models come from the domains' own `train_and_register`."""
     from machine_health.domains.vibration.features import feature_names
-    from machine_health.domains.vibration.workflow import train_and_register
     from machine_health.monitoring.reference import load_reference
 
-    result = train_and_register(settings)
-    reference = load_reference(settings, "vibration", result["version"])
-    bundle, _ = registry.load(settings, "vibration", version=result["version"])
+    settings = api_settings(tmp_path, store_uri, trained_models)
+    version = trained_models.vibration_version
+    reference = load_reference(settings, "vibration", version)
+    bundle, _ = registry.load(settings, "vibration", version=version)
     assert reference.features == feature_names(bundle.config)
     assert reference.meta["feature_config"] == bundle.config.as_dict()
     # non-overlapping training windows: 70 % of each recording, 2048 samples apart
