@@ -1,0 +1,379 @@
+"""API load benchmark: one uvicorn worker on loopback, 64 concurrent clients, locust headless.
+
+    .venv/bin/python -m bench api_load [--duration 20] [--users 64] [--tracking-uri URI]
+
+In ONE run against the same server (embedded store on a free port, in memory): a bare JSON echo
+route of the app (`POST /echo`, authenticated like the others, enabled by MH_BENCH_ROUTES), posted
+the same vibration window as the vibration routes (the target's comparison) and a small body,
+`/predict-test/vibration`, `/predict/vibration`, `/predict-test/turbofan`, `/predict/turbofan`,
+each for `--duration` seconds after all users are spawned (`--reset-stats`). Bodies are real:
+a CWRU test window (2048 samples at 48 kHz) and C-MAPSS FD001 test rows, each turbofan user being
+one unit posting its cycles in order (so /predict/turbofan builds windows from the archive).
+
+Baseline of the turbofan batching target: the served bundle called in-process ONE request at a
+time on real 30-cycle histories. Models: unless `--tracking-uri` names a registry with
+@champion versions, both domains are trained first with their default model kinds (turbofan:
+the Keras ensemble, with 2 epochs: inference cost does not depend on the epochs).
+
+Writes docs/benchmarks/api_load.json and the `api_load` section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from machine_health import embedded_store
+from machine_health.config import Settings
+
+logger = logging.getLogger("bench.api_load")
+REPO = Path(__file__).resolve().parents[1]
+OUT_JSON = REPO / "docs" / "benchmarks" / "api_load.json"
+BENCHMARKS_MD = REPO / "docs" / "BENCHMARKS.md"
+LOCUSTFILE = Path(__file__).with_name("_api_locustfile.py")
+# (label, path, body): the echo route is measured with the vibration window (the same bytes
+# to parse and validate as /predict-test/vibration: the target's comparison) and with a small body.
+PHASES = [
+    ("/echo", "/echo", "vibration"),
+    ("/echo (small body)", "/echo", "small"),
+    ("/predict-test/vibration", "/predict-test/vibration", "vibration"),
+    ("/predict/vibration", "/predict/vibration", "vibration"),
+    ("/predict-test/turbofan", "/predict-test/turbofan", "turbofan"),
+    ("/predict/turbofan", "/predict/turbofan", "turbofan"),
+]
+START, END = "<!-- api_load:start -->", "<!-- api_load:end -->"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(settings: Settings) -> dict[str, str]:
+    from machine_health.domains.turbofan.models import FitConfig
+    from machine_health.domains.turbofan.training import train_and_register as train_turbofan
+    from machine_health.domains.vibration.workflow import train_and_register as train_vibration
+
+    vibration = train_vibration(settings)
+    turbofan = train_turbofan(settings, config=FitConfig(epochs=2, patience=1))
+    return {"vibration": str(vibration["version"]), "turbofan": str(turbofan["version"])}
+
+
+def _payloads(settings: Settings) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    from machine_health.domains import get_domain
+    from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
+
+    test = load_subset(settings.data_dir, "FD001").test
+    rows = [
+        {"settings": [float(r[c]) for c in SETTINGS], "sensors": [float(r[c]) for c in SENSORS]}
+        for _, r in test.head(400).iterrows()
+    ]
+    histories = [
+        group.sort_values("cycle").tail(30).to_dict(orient="records")
+        for _, group in list(test.groupby("unit"))[:50]
+    ]
+    payloads = {
+        "small": get_domain("turbofan").example_input(settings.data_dir),
+        "vibration": get_domain("vibration").example_input(settings.data_dir),
+        "turbofan_rows": rows,
+    }
+    return payloads, histories
+
+
+def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """The served turbofan bundle, called in-process one request at a time."""
+    from machine_health import registry
+
+    bundle, ref = registry.load(settings, "turbofan")
+    for history in histories[:5]:
+        bundle.predict([history])
+    times = []
+    for history in histories * 2:
+        started = time.perf_counter()
+        bundle.predict([history])
+        times.append(time.perf_counter() - started)
+    batch_started = time.perf_counter()
+    bundle.predict(histories[:64])
+    return {
+        "model": bundle.describe().get("model", ""),
+        "version": ref.version,
+        "calls": len(times),
+        "req_per_s": len(times) / sum(times),
+        "p50_ms": float(np.percentile(times, 50) * 1000),
+        "batch_of_50_ms": (time.perf_counter() - batch_started) * 1000,
+    }
+
+
+def _start_api(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, **settings.as_env(), "MH_API_PORT": str(port)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "machine_health.api.app:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+             "--log-level", "warning"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited; see {log}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the API was not ready in 180 s; see {log}")
+
+
+def _token(settings: Settings, url: str) -> str:
+    from machine_health.api.security import hash_password
+    from machine_health.archive import client as archive_client
+    from machine_health.archive import users
+
+    password = secrets.token_urlsafe(16)
+    client = archive_client.sync_client(settings)
+    try:
+        users.create_user_sync(
+            client[settings.mongodb_db], "bench", hash_password(password), "operator"
+        )
+    finally:
+        client.close()
+    response = httpx.post(f"{url}/token", data={"username": "bench", "password": password})
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def _locust(
+    url: str, phase: tuple[str, str, str], token: str, payloads: Path, users: int,
+    duration: int, work: Path,
+) -> dict[str, Any]:  # fmt: skip
+    label, route, body = phase
+    prefix = work / re.sub(r"\W+", "_", label).strip("_")
+    env = {
+        **os.environ,
+        "MH_BENCH_ROUTE": route,
+        "MH_BENCH_BODY": body,
+        "MH_BENCH_TOKEN": token,
+        "MH_BENCH_PAYLOADS": str(payloads),
+    }
+    locust = Path(sys.executable).with_name("locust")
+    subprocess.run(
+        [str(locust), "-f", str(LOCUSTFILE), "--headless", "--host", url, "-u", str(users),
+         "-r", str(users), "-t", f"{duration}s", "--reset-stats", "--only-summary",
+         "--csv", str(prefix), "--loglevel", "WARNING", "--stop-timeout", "10"],
+        env=env, cwd=REPO, check=False, capture_output=True,
+    )  # fmt: skip
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return {
+        "route": label,
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "req_per_s": float(row["Requests/s"]),
+        "p50_ms": float(row["50%"]),
+        "p99_ms": float(row["99%"]),
+    }
+
+
+def _batch_sizes(url: str) -> dict[str, float]:
+    """Mean requests per model call, per domain, from the API's own histogram."""
+    text = httpx.get(f"{url}/metrics").text
+    out = {}
+    for domain in ("vibration", "turbofan"):
+        total = re.search(rf'machine_health_model_batch_size_sum{{domain="{domain}"}} (\S+)', text)
+        count = re.search(
+            rf'machine_health_model_batch_size_count{{domain="{domain}"}} (\S+)', text
+        )
+        if total and count and float(count.group(1)):
+            out[domain] = float(total.group(1)) / float(count.group(1))
+    return out
+
+
+def _archived(settings: Settings) -> dict[str, int]:
+    from machine_health.archive import client as archive_client
+    from machine_health.archive import repository
+
+    client = archive_client.sync_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        return {d: repository.count_predictions(db, d) for d in ("vibration", "turbofan")}
+    finally:
+        client.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mh-bench-api-") as tmp:
+        work = Path(tmp)
+        store_port = _free_port()
+        store = embedded_store.launch("127.0.0.1", store_port, "memory", work / "store.log")
+        api = None
+        try:
+            settings = Settings(
+                _env_file=None, env="test", var_dir=work / "var",
+                mongodb_uri=f"mongodb://127.0.0.1:{store_port}/", mongodb_db="bench",
+                jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
+                mlflow_tracking_uri=args.tracking_uri, bench_routes=True, log_level="WARNING",
+            )  # fmt: skip
+            if args.tracking_uri is None:
+                logger.info("training both domains into a temporary registry")
+                _train(settings)
+            payloads, histories = _payloads(settings)
+            payload_file = work / "payloads.json"
+            payload_file.write_text(json.dumps(payloads))
+            baseline = _one_at_a_time(settings, histories)
+            logger.info("turbofan one request at a time: %.1f req/s", baseline["req_per_s"])
+            api, url = _start_api(settings, work / "api.log")
+            token = _token(settings, url)
+            version = httpx.get(f"{url}/version").json()["models"]
+            results = []
+            for phase in PHASES:
+                result = _locust(url, phase, token, payload_file, args.users, args.duration, work)
+                logger.info("%s", result)
+                results.append(result)
+            batch_sizes = _batch_sizes(url)
+            archived = _archived(settings)
+        finally:
+            if api is not None:
+                api.terminate()
+                api.wait(30)
+            store.terminate()
+            store.wait(10)
+    by_route = {r["route"]: r for r in results}
+    predicted = {
+        d: by_route[f"/predict/{d}"]["requests"] - by_route[f"/predict/{d}"]["failures"]
+        for d in ("vibration", "turbofan")
+    }
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",  # noqa: E501
+        "command": "make bench (.venv/bin/python -m bench api_load)",
+        "users": args.users,
+        "duration_s": args.duration,
+        "models": {
+            d: {k: (m or {}).get(k) for k in ("name", "version")} for d, m in version.items()
+        },
+        "routes": results,
+        "turbofan_one_at_a_time": baseline,
+        "mean_model_batch": batch_sizes,
+        "archive": {"acknowledged_ok": predicted, "archived_docs": archived},
+    }
+
+
+def _targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    r = {x["route"]: x for x in result["routes"]}
+    out = []
+    for domain in ("vibration", "turbofan"):
+        ratio = r[f"/predict/{domain}"]["req_per_s"] / r[f"/predict-test/{domain}"]["req_per_s"]
+        out.append(
+            (
+                f"archiving costs <= 20 % ({domain})",
+                f"/predict = {ratio:.2f} x /predict-test",
+                ratio >= 0.8,
+            )
+        )
+    ratio = r["/predict-test/vibration"]["req_per_s"] / r["/echo"]["req_per_s"]
+    out.append(("/predict-test/vibration >= 0.5 x echo", f"{ratio:.2f} x", ratio >= 0.5))
+    small = r["/predict-test/vibration"]["req_per_s"] / r["/echo (small body)"]["req_per_s"]
+    out.append(("(same, echo of a small body)", f"{small:.2f} x", small >= 0.5))
+    base = result["turbofan_one_at_a_time"]["req_per_s"]
+    for route in ("/predict-test/turbofan", "/predict/turbofan"):
+        ratio = r[route]["req_per_s"] / base
+        out.append((f"{route} >= 3 x one-at-a-time model calls", f"{ratio:.1f} x", ratio >= 3))
+        p99 = r[route]["p99_ms"]
+        out.append((f"{route} p99 <= 100 ms", f"{p99:.0f} ms", p99 <= 100))
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        START,
+        "## API load (`bench/api_load.py`)",
+        "",
+        "Command: `make bench` (or `.venv/bin/python -m bench api_load`). One uvicorn worker on "
+        f"loopback, {result['users']} concurrent locust users (FastHttpUser, no wait), "
+        f"{result['duration_s']} s per route after spawning, all routes in one run against one "
+        "server and one embedded store (in memory); `/echo` is posted the vibration window (the "
+        "same bytes to parse as the vibration routes) and, for reference, a small body. The "
+        "load generator and the store share the "
+        "2 cores with the API, so these are lower bounds for a dedicated server. "
+        f"Measured {result['measured_at']} on {result['machine']}; models served: "
+        + ", ".join(f"{d} v{m['version']}" for d, m in result["models"].items())
+        + f" (turbofan: {result['turbofan_one_at_a_time']['model']}).",
+        "",
+        "| route | req/s | p50 ms | p99 ms | requests | failures |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["routes"]:
+        lines.append(
+            f"| `{r['route']}` | {r['req_per_s']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
+            f"| {r['requests']} | {r['failures']} |"
+        )
+    base = result["turbofan_one_at_a_time"]
+    batches = ", ".join(f"{d} {v:.1f}" for d, v in result["mean_model_batch"].items())
+    lines += [
+        "",
+        f"Turbofan model called in-process one request at a time: {base['req_per_s']:.1f} req/s "
+        f"(p50 {base['p50_ms']:.1f} ms per call; one call on 50 histories: "
+        f"{base['batch_of_50_ms']:.0f} ms). Mean requests per model call during the run: "
+        f"{batches}. Archived documents after the run: {result['archive']['archived_docs']} "
+        "(more than the counted requests: the ramp-up before `--reset-stats` is archived too).",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for name, value, met in _targets(result):
+        lines.append(f"| {name} | {value} | {'yes' if met else '**no**'} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_docs(result: dict[str, Any]) -> None:
+    OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
+    OUT_JSON.write_text(json.dumps(result, indent=2) + "\n")
+    section = markdown(result)
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    BENCHMARKS_MD.write_text(text)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench api_load", description=__doc__)
+    parser.add_argument("--duration", type=int, default=20, help="Seconds per route.")
+    parser.add_argument("--users", type=int, default=64, help="Concurrent clients.")
+    parser.add_argument("--tracking-uri", default=None, help="Registry with @champion models.")
+    parser.add_argument("--no-write", action="store_true", help="Print only, write no docs.")
+    args = parser.parse_args(argv)
+    result = run(args)
+    logger.info("\n%s", markdown(result))
+    if not args.no_write:
+        write_docs(result)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    main(sys.argv[1:])
