@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Predictive maintenance: vibration anomalies and turbofan remaining useful "
         "life. Every prediction is archived; `POST /token` for a bearer token.",
         lifespan=lifespan,
+        responses=api_errors.ERROR_RESPONSES,
     )
     api_errors.install(app)
     app.include_router(auth.router)

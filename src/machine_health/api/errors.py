@@ -14,11 +14,45 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from machine_health import errors
 
 logger = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (extra keys, e.g. the results of a refused reload, may follow)."""
+
+    error: str = Field(description="Kind of error, e.g. `unauthorized`, `validation_error`.")
+    reason: str = Field(description="What went wrong, in one sentence.")
+    request_id: str | None = Field(None, description="Id of the request in the server log.")
+    errors: list[FieldError] | None = Field(None, description="Failing fields (422 only).")
+
+
+# Documented on every operation, so the OpenAPI schema describes what clients really get (the
+# default 422 body of FastAPI is replaced by ours). A 500 is never documented: it is a bug.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed request body",
+        401: "Missing, invalid or expired credentials",
+        403: "The caller's role may not do this",
+        404: "Unknown resource, domain or model version",
+        409: "Conflict (existing user, turbofan cycle out of order)",
+        413: "Request body over the size limit",
+        422: "Invalid input (fields named in `errors`) or a refused model",
+        429: "Too many failed logins",
+        503: "Store or model unavailable, or the spool is full",
+    }.items()
+}
 
 # Most specific first: the first matching class decides the status.
 STATUS: list[tuple[type[errors.MachineHealthError], int, str]] = [

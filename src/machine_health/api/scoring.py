@@ -27,7 +27,13 @@ from machine_health.config import Settings
 from machine_health.domains.base import Domain
 from machine_health.errors import InputError, SequenceConflict, StoreError
 from machine_health.monitoring import metrics
-from machine_health.serving import LoadedModel, MicroBatcher, ModelHolder, UnitHistories
+from machine_health.serving import (
+    LoadedModel,
+    MicroBatcher,
+    ModelHolder,
+    UnitHistories,
+    _non_finite,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +291,11 @@ class Scorer:
             created_at=now_ms(),
         ).to_document()
         version = model.ref.version
+        if _non_finite(output):  # inputs far outside the training data can overflow a model
+            raise InputError(
+                f"the {domain_name} model gave a non-finite output for this input (values far "
+                "outside the training data?); nothing was archived"
+            )
         metrics.observe_output(domain_name, version, output)
         if not archive:
             metrics.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
