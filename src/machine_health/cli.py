@@ -116,6 +116,41 @@ def store_status() -> None:
         raise typer.Exit(3)
 
 
+StoreDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Store data dir (default: var/store).")
+]
+
+
+@store_app.command("backup")
+@command
+def store_backup(
+    dest: Annotated[Path, typer.Argument(help="New directory for the snapshot.")],
+    data_dir: StoreDirOption = None,
+) -> None:
+    """Online, consistent snapshot of the embedded store's files (WAL included)."""
+    from machine_health import store_backup as backups
+
+    manifest = backups.backup(data_dir or get_settings().var_dir / "store", dest)
+    for entry in manifest["files"]:
+        console.print(f"{entry['name']}: {entry['bytes']} bytes, sha256 {entry['sha256'][:16]}")
+    console.print(f"[green]backup written[/] to {dest}")
+
+
+@store_app.command("restore")
+@command
+def store_restore(
+    src: Annotated[Path, typer.Argument(help="A directory written by `store backup`.")],
+    data_dir: StoreDirOption = None,
+) -> None:
+    """Replace the (stopped) embedded store's files by a snapshot; old files are kept aside."""
+    from machine_health import store_backup as backups
+
+    settings = get_settings()
+    result = backups.restore(src, data_dir or settings.var_dir / "store", settings.store_uri)
+    console.print(f"[green]restored[/] {', '.join(result['restored'])}; previous files in "
+                  f"{result['previous_files'] or '-'}")  # fmt: skip
+
+
 @app.command("stack")
 @command
 def stack(
