@@ -16,19 +16,19 @@ from machine_health.errors import AuthError
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
 
-def get_state(request: Request) -> Any:
+async def get_state(request: Request) -> Any:
     return request.app.state.mh
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.mh.settings
 
 
-def get_db(request: Request) -> AsyncDatabase:
+async def get_db(request: Request) -> AsyncDatabase:
     return request.app.state.mh.db
 
 
-def get_scorer(request: Request) -> Scorer:
+async def get_scorer(request: Request) -> Scorer:
     return request.app.state.mh.scorer
 
 
@@ -49,18 +49,18 @@ IdempotencyKey = Annotated[
 ]
 
 
-def optional_principal(settings: SettingsDep, token: TokenDep) -> Principal | None:
+async def optional_principal(settings: SettingsDep, token: TokenDep) -> Principal | None:
     return authenticate_bearer(settings, token) if token else None
 
 
-def current_principal(settings: SettingsDep, token: TokenDep) -> Principal:
+async def current_principal(settings: SettingsDep, token: TokenDep) -> Principal:
     if not token:
         raise AuthError("not authenticated: send `Authorization: Bearer <token>` (POST /token)")
     return authenticate_bearer(settings, token)
 
 
 def _requires(permission: str) -> Any:
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         return principal.require(permission)
 
     return Depends(check)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from machine_health.archive.repository import random_id
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -47,7 +48,7 @@ class RequestContext:
             return
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _SAFE_ID.match(given) else random_id()
         scope.setdefault("state", {})["request_id"] = request_id
         limit = self.max_body_bytes
         too_large = {

@@ -6,6 +6,9 @@ operator or a field name, so a request can never inject one.
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,10 +19,22 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from machine_health.archive.client import PREDICTIONS
+from machine_health.archive.client import PREDICTIONS, REPORTS
 from machine_health.errors import InputError, NotFound, StoreError
 
 _NAMESPACE = uuid.UUID("6f1c1a52-4f7e-4d4e-9a51-8f3a3b7c2d10")
+# Ids (not secrets) from a PRNG seeded by the OS once per process: os.urandom per request costs
+# ~0.1 ms on small VMs, which the load benchmark showed on every prediction.
+_rng = random.Random(os.urandom(32))  # noqa: S311 - ids, not secrets
+_rng_pid = os.getpid()
+
+
+def random_id() -> str:
+    """32 random hex digits, unique across processes (re-seeded after a fork)."""
+    global _rng, _rng_pid
+    if os.getpid() != _rng_pid:
+        _rng, _rng_pid = random.Random(os.urandom(32)), os.getpid()  # noqa: S311
+    return f"{_rng.getrandbits(128):032x}"
 
 
 def new_prediction_id(user: str, idempotency_key: str | None) -> str:
@@ -29,7 +44,7 @@ def new_prediction_id(user: str, idempotency_key: str | None) -> str:
     replicas receive the retry at the same moment.
     """
     if idempotency_key is None:
-        return uuid.uuid4().hex
+        return random_id()
     return uuid.uuid5(_NAMESPACE, f"{user}\x00{idempotency_key}").hex
 
 
@@ -211,3 +226,152 @@ def count_predictions(db: Database, domain: str | None = None) -> int:
     except PyMongoError as exc:
         raise StoreError(f"cannot count the archive: {exc}") from exc
     return int(rows[0]["n"]) if rows else 0
+
+
+# --- aggregations of the inspection UI (GET /stats/..., /reports/..., /projection/...) ----------
+# Inside the embedded store's subset: `$count`, `$group` on ONE key, `$bucket`, `$dateToString`
+# (not `$dateTrunc`/`$min` of dates, which it returns as JSON text), no `$cond`. They count ALL
+# time: the embedded store ignores a date range in an aggregate `$match` (`window_rows` serves
+# time windows).
+GROUP_KEYS: dict[str, str] = {
+    "model_version": "$model_version",
+    "asset_id": "$asset_id",
+    "fault_class": "$output.fault_class",
+    "is_anomaly": "$output.is_anomaly",
+    "label": "$label",
+}
+_BUCKET_FORMATS = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z"}
+
+
+async def _aggregate(db: AsyncDatabase, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    try:
+        cursor = await db[PREDICTIONS].aggregate(pipeline)
+        return [row async for row in cursor]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot aggregate the archive: {exc}") from exc
+
+
+def _stats_match(domain: str, *, labelled: bool = False) -> dict[str, Any]:
+    match = _query(domain=domain)
+    if labelled:
+        match["label"] = {"$ne": None}
+    return match
+
+
+async def count_archived(db: AsyncDatabase, domain: str, *, labelled: bool = False) -> int:
+    """Archived predictions of a domain (only the labelled ones if asked)."""
+    match = _stats_match(domain, labelled=labelled)
+    rows = await _aggregate(db, [{"$match": match}, {"$count": "n"}])
+    return int(rows[0]["n"]) if rows else 0
+
+
+async def count_by_time(
+    db: AsyncDatabase,
+    domain: str,
+    *,
+    bucket: str = "hour",
+) -> dict[str, int]:
+    """Predictions per UTC hour or day (ISO start of the bucket -> count), in time order."""
+    if bucket not in _BUCKET_FORMATS:
+        raise InputError(f"bucket: one of {', '.join(_BUCKET_FORMATS)}")
+    key = {"$dateToString": {"date": "$created_at", "format": _BUCKET_FORMATS[bucket]}}
+    pipeline = [
+        {"$match": _stats_match(domain)},
+        {"$group": {"_id": key, "n": {"$sum": 1}}},
+    ]
+    rows = await _aggregate(db, pipeline)
+    return {str(r["_id"]): int(r["n"]) for r in sorted(rows, key=lambda r: str(r["_id"]))}
+
+
+async def count_by(
+    db: AsyncDatabase,
+    domain: str,
+    key: str,
+) -> dict[str, int]:
+    """Predictions per value of one whitelisted field (`GROUP_KEYS`); None as "none"."""
+    if key not in GROUP_KEYS:
+        raise InputError(f"group key: one of {', '.join(GROUP_KEYS)}")
+    pipeline = [
+        {"$match": _stats_match(domain)},
+        {"$group": {"_id": GROUP_KEYS[key], "n": {"$sum": 1}}},
+    ]
+    out: dict[str, int] = {}
+    for row in await _aggregate(db, pipeline):
+        value = row["_id"]
+        if value is None:
+            name = "none"
+        elif key == "is_anomaly":  # the embedded store groups booleans as 0/1
+            name = "true" if value else "false"
+        else:
+            name = str(value)
+        out[name] = out.get(name, 0) + int(row["n"])
+    return dict(sorted(out.items()))
+
+
+async def rul_histogram(
+    db: AsyncDatabase,
+    edges: list[float],
+    *,
+    domain: str = "turbofan",
+) -> list[dict[str, Any]]:
+    """Predicted RUL counts per `[edges[i], edges[i+1])`; values beyond the edges as "other"."""
+    pipeline = [
+        {"$match": _stats_match(domain)},
+        {
+            "$bucket": {
+                "groupBy": "$output.rul",
+                "boundaries": [float(e) for e in edges],
+                "default": "other",
+                "output": {"n": {"$sum": 1}},
+            }
+        },
+    ]
+    counts: dict[float | str, int] = {}
+    for row in await _aggregate(db, pipeline):
+        # the bucket id is its lower boundary (an int or a float, by store) or "other"
+        key = row["_id"] if row["_id"] == "other" else float(row["_id"])
+        counts[key] = int(row["n"])
+    bins = [
+        {"low": float(lo), "high": float(hi), "n": counts.get(float(lo), 0)}
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    return [*bins, {"low": None, "high": None, "n": counts.get("other", 0)}]
+
+
+async def latest_reports(
+    db: AsyncDatabase, kind: str, *, domain: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Monitoring reports of one kind (and domain), newest first."""
+    query: dict[str, Any] = {"kind": str(kind)}
+    if domain is not None:
+        query["domain"] = str(domain)
+    try:
+        cursor = db[REPORTS].find(query).sort([("created_at", DESCENDING)]).limit(int(limit))
+        return [_clean(doc) async for doc in cursor]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read {kind} reports: {exc}") from exc
+
+
+async def window_rows(
+    db: AsyncDatabase,
+    domain: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 200_000,
+) -> list[dict[str, Any]]:
+    """The top-level fields the overview counts, of a domain's predictions in `[since, until)`.
+
+    For time windows: the embedded store applies date ranges in `find` but ignores them in an
+    aggregate `$match` (see tests/ui/test_api_routes.py), so windowed counts are made from these.
+    """
+    fields = {"created_at": 1, "asset_id": 1, "model_version": 1, "label": 1, "output": 1}
+    try:
+        cursor = (
+            db[PREDICTIONS]
+            .find(_query(domain=domain, since=since, until=until), {**fields, "_id": 0})
+            .limit(int(limit))
+        )
+        return [doc async for doc in cursor]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read the archive: {exc}") from exc
