@@ -311,6 +311,24 @@ def serve(
     )
 
 
+@app.command("ui")
+@command
+def ui(
+    port: Annotated[int | None, typer.Option(help="Port (default: MH_UI_PORT).")] = None,
+) -> None:
+    """Serve the Streamlit inspection UI on 127.0.0.1 (it talks to MH_API_URL)."""
+    import os
+    import sys
+
+    script = Path(__file__).with_name("ui") / "app.py"
+    args = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address",
+            "127.0.0.1", "--server.port", str(port or get_settings().ui_port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]  # fmt: skip
+    # exec, not a child: a supervisor's SIGTERM must reach Streamlit itself
+    os.execv(sys.executable, args)  # noqa: S606 - fixed argv, no shell
+
+
 @users_app.command("create")
 @command
 def users_create(

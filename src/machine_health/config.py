@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     )
     bench_routes: bool = Field(False, description="Expose POST /echo (the load benchmark's base).")
     ui_port: int = Field(8501, description="Port of the Streamlit UI.")
+    api_url: str = Field(
+        "http://127.0.0.1:8000", description="The API the UI (and other clients) talk to."
+    )
+    airflow_url: str | None = Field(
+        None, description="Airflow api-server the UI lists and triggers runs on; unset = local."
+    )
+    airflow_username: str = Field("admin", description="Airflow user of the UI's runs page.")
+    airflow_password: SecretStr | None = Field(
+        None, description="Its password; unset = the local stack's var/airflow/passwords.json."
+    )
     airflow_port: int = Field(8080, description="Port of the Airflow api-server.")
 
     # --- security ---------------------------------------------------------------------------

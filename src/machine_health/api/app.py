@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from machine_health import __version__
 from machine_health.api import errors as api_errors
 from machine_health.api.middleware import RequestContext
-from machine_health.api.routes import archive, auth, ops, predict
+from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats
 from machine_health.api.scoring import Scorer
 from machine_health.archive import client as archive_client
 from machine_health.archive.spool import Spool
@@ -127,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(archive.router)
     app.include_router(ops.router)
+    for router in (models.router, stats.router, reports.router):  # the UI's reads and admin
+        app.include_router(router)
     if settings.bench_routes:
         ops.add_echo(app.router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(

@@ -1,0 +1,37 @@
+"""GET /reports/{kind}: the monitoring reports (drift, live performance, retrain triggers)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from machine_health.api.deps import DbDep, Reader
+from machine_health.archive import repository
+
+router = APIRouter(tags=["monitoring"])
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/infinity (a KS p-value on constant inputs) as null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@router.get("/reports/{kind}")
+async def list_reports(
+    kind: Literal["drift", "performance", "retrain_trigger"],
+    db: DbDep,
+    _: Reader,
+    domain: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> dict[str, Any]:
+    """Stored reports of one kind (and domain), newest first."""
+    items = await repository.latest_reports(db, kind, domain=domain, limit=limit)
+    return {"kind": kind, "domain": domain, "items": [_json_safe(r) for r in items]}

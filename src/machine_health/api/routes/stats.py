@@ -1,0 +1,157 @@
+"""GET /stats/overview (archive aggregates for the UI) and GET /projection/{domain} (PCA)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Path, Query
+
+from machine_health.api import projection
+from machine_health.api.deps import DbDep, Reader, StateDep
+from machine_health.archive import repository
+from machine_health.errors import NotFound
+
+router = APIRouter(tags=["stats"])
+
+_RUL_STEP = 10
+
+
+async def _store_status(db: Any) -> str:
+    try:
+        await asyncio.wait_for(db.command("ping"), timeout=1.0)
+    except Exception:  # any failure of the ping means "not reachable"
+        return "unreachable"
+    return "ok"
+
+
+def _rul_edges(cap: int) -> list[float]:
+    return [float(e) for e in range(0, math.ceil(cap / _RUL_STEP) * _RUL_STEP + 1, _RUL_STEP)]
+
+
+async def _domain_stats(db: Any, domain: Any, bucket: str, cap: int) -> dict[str, Any]:
+    """All-time figures of a domain, aggregated by the store."""
+    name = domain.name
+    stats: dict[str, Any] = {
+        "total": await repository.count_archived(db, name),
+        "labelled": await repository.count_archived(db, name, labelled=True),
+        "assets": len(await repository.count_by(db, name, "asset_id")),
+        "over_time": await repository.count_by_time(db, name, bucket=bucket),
+        "by_model_version": await repository.count_by(db, name, "model_version"),
+    }
+    fields = domain.output_model.model_fields
+    if "is_anomaly" in fields:
+        stats["anomalies"] = (await repository.count_by(db, name, "is_anomaly")).get("true", 0)
+        stats["by_fault_class"] = await repository.count_by(db, name, "fault_class")
+    if "rul" in fields:
+        stats["rul_histogram"] = await repository.rul_histogram(db, _rul_edges(cap), domain=name)
+    return _with_rate(stats)
+
+
+async def _window_stats(
+    db: Any, domain: Any, bucket: str, cap: int, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    """The same figures for a time window, counted here from the window's rows."""
+    rows = await repository.window_rows(db, domain.name, since=since, until=until)
+    formats = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z"}
+    outputs = [r.get("output") or {} for r in rows]
+    stats: dict[str, Any] = {
+        "total": len(rows),
+        "labelled": sum(r.get("label") is not None for r in rows),
+        "assets": len({r.get("asset_id") for r in rows}),
+        "over_time": dict(
+            sorted(Counter(r["created_at"].strftime(formats[bucket]) for r in rows).items())
+        ),
+        "by_model_version": dict(
+            sorted(Counter(str(r.get("model_version")) for r in rows).items())
+        ),
+    }
+    fields = domain.output_model.model_fields
+    if "is_anomaly" in fields:
+        stats["anomalies"] = sum(bool(o.get("is_anomaly")) for o in outputs)
+        stats["by_fault_class"] = dict(
+            sorted(Counter(str(o.get("fault_class")) for o in outputs).items())
+        )
+    if "rul" in fields:
+        edges = _rul_edges(cap)
+        values = np.asarray([o["rul"] for o in outputs if o.get("rul") is not None], dtype=float)
+        inside = (values >= edges[0]) & (values < edges[-1])
+        counts = (
+            np.histogram(values[inside], bins=edges)[0] if len(values) else [0] * (len(edges) - 1)
+        )
+        stats["rul_histogram"] = [
+            {"low": lo, "high": hi, "n": int(n)}
+            for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True)
+        ] + [{"low": None, "high": None, "n": int((~inside).sum())}]
+    return _with_rate(stats)
+
+
+def _with_rate(stats: dict[str, Any]) -> dict[str, Any]:
+    if "anomalies" in stats:
+        stats["anomaly_rate"] = stats["anomalies"] / stats["total"] if stats["total"] else None
+    return stats
+
+
+@router.get("/stats/overview")
+async def read_overview(
+    db: DbDep,
+    state: StateDep,
+    _: Reader,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket: Literal["hour", "day"] = "hour",
+) -> dict[str, Any]:
+    """Per domain: counts over time, labels, anomaly rate / RUL histogram; archive health."""
+    cap = state.settings.rul_cap
+    domains = {}
+    for name, domain in state.scorer.domains.items():
+        if since is None and until is None:
+            domains[name] = await _domain_stats(db, domain, bucket, cap)
+        else:
+            domains[name] = await _window_stats(db, domain, bucket, cap, since, until)
+    served = {}
+    for name in state.holder.domains:
+        loaded = state.holder.loaded(name)
+        served[name] = loaded.info() if loaded else None
+    return {
+        "since": since,
+        "until": until,
+        "bucket": bucket,
+        "domains": domains,
+        "served": served,
+        "archive": {
+            "store": await _store_status(db),
+            "spool_depth": state.writer.spool.depth,
+            "replica": state.settings.replica_name,
+        },
+    }
+
+
+@router.get("/projection/{domain}")
+async def read_projection(
+    domain: Annotated[str, Path(max_length=32, pattern=r"^[a-z_]+$")],
+    db: DbDep,
+    state: StateDep,
+    _: Reader,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model_version: Annotated[str | None, Query(max_length=16, pattern=r"^[0-9]+$")] = None,
+    limit: Annotated[int, Query(ge=3, le=1000)] = 300,
+) -> dict[str, Any]:
+    """PCA of the newest archived predictions' feature vectors, with predictions and labels."""
+    if domain not in state.scorer.domains:
+        raise NotFound(f"unknown domain {domain!r}")
+    records = await repository.find_predictions(
+        db, domain=domain, model_version=model_version, since=since, until=until, limit=limit
+    )
+    loaded = state.holder.loaded(domain)
+    config = getattr(loaded.bundle, "config", None) if loaded else None
+    if domain == "vibration" and config is None:
+        from machine_health.domains.vibration.features import FeatureConfig
+
+        config = FeatureConfig()
+    return await asyncio.to_thread(projection.project, domain, records, config)

@@ -1,0 +1,121 @@
+"""Retraining: recent runs of the retrain DAGs (state, durations, per-step results); trigger one.
+
+Read from Airflow's REST API (v2) with `machine_health.airflow_client`; the trigger button is
+for admins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pandas as pd
+import streamlit as st
+
+from machine_health.airflow_client import AirflowClient
+from machine_health.errors import PipelineError
+from machine_health.ui import common
+from machine_health.ui.client import airflow_client
+
+RUNS_SHOWN = 15
+_PREFIX = "retrain"
+
+
+def _duration(item: dict[str, Any]) -> float | None:
+    if item.get("duration") is not None:
+        return round(float(item["duration"]), 1)
+    start, end = item.get("start_date"), item.get("end_date")
+    if not start or not end:
+        return None
+    return round((pd.Timestamp(end) - pd.Timestamp(start)).total_seconds(), 1)
+
+
+def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run": r["dag_run_id"],
+                "state": r.get("state"),
+                "type": r.get("run_type"),
+                "started (UTC)": r.get("start_date"),
+                "duration (s)": _duration(r),
+                "reason": (r.get("conf") or {}).get("reason"),
+            }
+            for r in runs
+        ]
+    )
+
+
+def steps_table(tasks: list[dict[str, Any]]) -> pd.DataFrame:
+    tasks = sorted(tasks, key=lambda t: t.get("start_date") or "9999")
+    return pd.DataFrame(
+        [
+            {
+                "step": t["task_id"],
+                "state": t.get("state"),
+                "duration (s)": _duration(t),
+                "try": t.get("try_number"),
+                "started (UTC)": t.get("start_date"),
+            }
+            for t in tasks
+        ]
+    )
+
+
+def explain_setup() -> None:
+    st.info(
+        "Airflow is not configured for this UI. Set `MH_AIRFLOW_URL` (e.g. "
+        "http://127.0.0.1:8080), `MH_AIRFLOW_USERNAME` and `MH_AIRFLOW_PASSWORD` in the UI's "
+        "environment and restart it. `make run` starts a local Airflow and the UI finds it by "
+        "itself (its generated password is in var/airflow/passwords.json)."
+    )
+
+
+def show_dag(client: AirflowClient, dag_id: str) -> None:
+    runs = client.runs(dag_id, limit=RUNS_SHOWN)
+    if not runs:
+        st.info(f"{dag_id} has not run yet: wait for its schedule or trigger it.")
+        return
+    states = pd.Series([r.get("state") for r in runs]).value_counts()
+    cols = st.columns(3)
+    cols[0].metric("Recent runs", len(runs))
+    cols[1].metric("Succeeded", int(states.get("success", 0)))
+    cols[2].metric("Failed", int(states.get("failed", 0)))
+    st.dataframe(runs_table(runs), hide_index=True)
+    run_id = st.selectbox("Steps of run", [r["dag_run_id"] for r in runs], key=f"run_{dag_id}")
+    st.dataframe(steps_table(client.task_instances(dag_id, run_id)), hide_index=True)
+
+
+def trigger(client: AirflowClient, dag_ids: list[str]) -> None:
+    st.subheader("Trigger a retrain (admin)")
+    cols = st.columns([2, 1])
+    dag_id = cols[0].selectbox("DAG", dag_ids, key="trigger_dag")
+    if cols[1].button("Trigger now", key="trigger_run"):
+        reason = f"triggered from the UI by {st.session_state.get('username')}"
+        run_id = client.trigger(dag_id, conf={"reason": reason})
+        st.success(f"{dag_id}: run {run_id} queued")
+
+
+def render() -> None:
+    st.title("Retraining")
+    client = airflow_client(common.settings())
+    if client is None:
+        explain_setup()
+        return
+    st.caption(f"Airflow: {client.base_url}")
+    try:
+        with st.spinner("Asking Airflow..."):
+            dag_ids = sorted(d["dag_id"] for d in client.dags() if d["dag_id"].startswith(_PREFIX))
+        if not dag_ids:
+            st.info("Airflow knows no retrain DAG yet: check its dag-processor and airflow/dags/.")
+            return
+        for dag_id, tab in zip(dag_ids, st.tabs(dag_ids), strict=True):
+            with tab:
+                show_dag(client, dag_id)
+        if common.is_admin():
+            trigger(client, dag_ids)
+    except (PipelineError, httpx.HTTPError) as exc:
+        st.error(f"Airflow at {client.base_url} did not answer: {exc}")
+
+
+render()
