@@ -284,6 +284,55 @@ def evaluate_vibration(
     write_json(result, json_out)
 
 
+# --- turbofan --------------------------------------------------------------------------------
+SubsetOption = Annotated[str, typer.Option("--subset", help="C-MAPSS subset FD001..FD004.")]
+_TURBOFAN_COLUMNS = ["name", "rmse", "rmse_std", "phm_score", "mae", "r2", "train_seconds",
+                     "predict_ms_per_unit", "seeds"]  # fmt: skip
+
+
+@benchmark_app.command("turbofan")
+@command
+def benchmark_turbofan(
+    data_dir: DataDirOption = None,
+    subset: SubsetOption = "FD001",
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated: hgb,cnn,lstm,cnn_gru,ensemble.")
+    ] = "hgb,cnn,lstm,cnn_gru,ensemble",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per model.")] = 3,
+    json_out: JsonOption = None,
+) -> None:
+    """Train and score every model (last cycle of each test unit), one MLflow run per seed."""
+    from machine_health.domains.turbofan.training import benchmark
+
+    settings = settings_with_data_dir(data_dir)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    result = benchmark(settings, subset=subset, models=names, seeds=seeds)
+    title = f"turbofan {subset}: mean over {seeds} seed(s)"
+    print_table(title, result["models"], _TURBOFAN_COLUMNS)
+    console.print(f"best: {result['best']}")
+    write_json(result, json_out)
+
+
+@train_app.command("turbofan")
+@command
+def train_turbofan(
+    data_dir: DataDirOption = None,
+    subset: SubsetOption = "FD001",
+    model: Annotated[str, typer.Option("--model", help="Model name (see benchmark).")] = "ensemble",
+    seed: SeedOption = 0,
+    json_out: JsonOption = None,
+) -> None:
+    """Train on the training file, score the test file, register (v1 becomes champion)."""
+    from machine_health.domains.turbofan.training import train_and_register
+
+    settings = settings_with_data_dir(data_dir)
+    result = train_and_register(settings, subset=subset, model_name=model, seed=seed)
+    result["name"] = f"{result['model']} v{result['version']}"
+    print_table(f"turbofan {subset} (test file)", [result], _TURBOFAN_COLUMNS[:-1])
+    console.print(f"champion: {'yes' if result['champion'] else 'unchanged'}")
+    write_json(result, json_out)
+
+
 # --- API: serve, users -------------------------------------------------------------------------
 users_app = typer.Typer(help="Users of the API (stored in the archive).", no_args_is_help=True)
 app.add_typer(users_app, name="users")

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
 
     # --- domains ----------------------------------------------------------------------------
     rul_cap: int = Field(125, ge=1, description="Cap of the piecewise-linear RUL target.")
-    turbofan_window: int = Field(30, ge=2, description="Cycles per turbofan model window.")
+    turbofan_window: int = Field(50, ge=2, description="Cycles per turbofan model window.")
     target_fpr: float = Field(
         0.01, gt=0, lt=1, description="Anomaly detector's false-alarm rate on normal windows."
     )

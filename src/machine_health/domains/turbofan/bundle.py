@@ -1,0 +1,174 @@
+"""`TurbofanBundle`: the fitted feature transform + the trained model(s), saved as one directory.
+
+Files: `transform.json` (regimes, dropped sensors, per-regime scaling, window, RUL cap),
+`members.json` + `member_<i>.keras` / `member_<i>.skops` (the estimators; an ensemble averages
+them), `smoke.json` (a few real unit histories kept from training).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from machine_health.domains.base import ModelBundle
+from machine_health.domains.turbofan.data import COLUMNS
+from machine_health.domains.turbofan.features import FeatureTransform
+from machine_health.domains.turbofan.models import Fitted, predict_member
+from machine_health.errors import InputError, ModelError
+
+logger = logging.getLogger(__name__)
+
+History = pd.DataFrame | Sequence[dict[str, Any]]
+
+
+def history_frame(history: History) -> pd.DataFrame:
+    """One unit's history as a DataFrame with `COLUMNS` (InputError when it cannot be scored)."""
+    frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
+    if frame.empty:
+        raise InputError("a unit history must hold at least one cycle")
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"unit history lacks columns: {', '.join(missing)}")
+    frame = frame[COLUMNS]
+    numbers = frame.drop(columns="unit").to_numpy(dtype="float64")
+    if not np.isfinite(numbers).all():
+        raise InputError("unit history holds NaN or infinite values")
+    cycles = frame["cycle"].to_numpy()
+    if (np.diff(cycles) <= 0).any():
+        raise InputError("cycles of a unit history must strictly increase (last row = scored)")
+    return frame
+
+
+class TurbofanBundle(ModelBundle):
+    """Feature transform + model(s) of the turbofan RUL domain.
+
+    `predict(batch)` takes a sequence of unit histories. Each history is ONE unit's cycles in
+    cycle order, as a pandas DataFrame or a list of dicts, with the columns `unit`, `cycle`,
+    `setting_1`..`setting_3`, `sensor_1`..`sensor_21` (extra columns are ignored). The LAST row is
+    the cycle to score; only the last `window` rows are used, and a shorter history is padded by
+    repeating its first row. It returns one dict per history:
+    `{"rul": float, "cycles_in_window": int, "regime": int}` (`rul` in cycles, >= 0).
+    The whole batch goes through each estimator in ONE call.
+    """
+
+    domain: ClassVar[str] = "turbofan"
+
+    def __init__(
+        self,
+        transform: FeatureTransform,
+        members: list[Fitted],
+        *,
+        model_name: str,
+        smoke: list[list[dict[str, Any]]] | None = None,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        if not members:
+            raise ModelError("a turbofan bundle needs at least one estimator")
+        self.transform = transform
+        self.members = members
+        self.model_name = model_name
+        self.smoke = smoke or []
+        self.facts = facts or {}
+
+    @property
+    def window(self) -> int:
+        return self.transform.window
+
+    @property
+    def cap(self) -> float:
+        return self.transform.cap
+
+    # --- scoring --------------------------------------------------------------------------
+    def predict_windows(self, windows: np.ndarray) -> np.ndarray:
+        """RUL in cycles for windows `(n, window, features)`: mean of the members, clipped at 0."""
+        scaled = np.mean([predict_member(m, windows) for m in self.members], axis=0)
+        return np.clip(scaled * self.cap, 0.0, None)
+
+    def predict(self, inputs: Sequence[History]) -> list[dict[str, Any]]:
+        """Score the LAST cycle of every unit history (format in the class docstring)."""
+        if len(inputs) == 0:
+            return []
+        frames = [history_frame(h).tail(self.transform.history_cycles) for h in inputs]
+        windows = np.concatenate(
+            [self.transform.windows(f.assign(unit=0), every_cycle=False) for f in frames]
+        )
+        rul = self.predict_windows(windows)
+        return [
+            {
+                "rul": float(r),
+                "cycles_in_window": min(len(f), self.window),
+                "regime": int(self.transform.regimes(f.tail(1))[0]),
+            }
+            for r, f in zip(rul, frames, strict=True)
+        ]
+
+    def smoke_inputs(self) -> list[list[dict[str, Any]]]:
+        return [list(h) for h in self.smoke]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "members": [m.name for m in self.members],
+            "window": self.window,
+            "rul_cap": self.cap,
+            "regimes": self.transform.n_regimes,
+            "sensors": self.transform.sensors,
+            "dropped_sensors": self.transform.dropped,
+            **self.facts,
+        }
+
+    # --- persistence ----------------------------------------------------------------------
+    def save_files(self, path: Path) -> None:
+        (path / "transform.json").write_text(json.dumps(self.transform.to_dict(), indent=1))
+        index = []
+        for i, member in enumerate(self.members):
+            if member.kind == "keras":
+                file = f"member_{i}.keras"
+                member.estimator.save(path / file)
+            else:
+                import skops.io as sio
+
+                file = f"member_{i}.skops"
+                sio.dump(member.estimator, path / file)
+            index.append({"name": member.name, "kind": member.kind, "file": file})
+        meta = {"model_name": self.model_name, "members": index, "facts": self.facts}
+        (path / "members.json").write_text(json.dumps(meta, indent=1, default=str))
+        (path / "smoke.json").write_text(json.dumps(self.smoke))
+
+    @classmethod
+    def load_files(cls, path: Path) -> TurbofanBundle:
+        transform = FeatureTransform.from_dict(json.loads((path / "transform.json").read_text()))
+        meta = json.loads((path / "members.json").read_text())
+        members = []
+        for entry in meta["members"]:
+            file = path / entry["file"]
+            if entry["kind"] == "keras":
+                import keras
+
+                estimator = keras.saving.load_model(file, compile=False)
+            elif entry["kind"] == "sklearn":
+                estimator = _load_skops(file)
+            else:
+                raise ModelError(f"{file}: unknown estimator kind {entry['kind']!r}")
+            members.append(Fitted(entry["name"], entry["kind"], estimator, history={}))
+        smoke = json.loads((path / "smoke.json").read_text())
+        return cls(
+            transform, members, model_name=meta["model_name"], smoke=smoke, facts=meta["facts"]
+        )
+
+
+def _load_skops(file: Path) -> Any:
+    """Load a scikit-learn estimator, trusting only scikit-learn and numpy types."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=file)
+    foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
+    if foreign:
+        raise ModelError(f"{file}: refuses to load foreign types {foreign}")
+    return sio.load(file, trusted=untrusted)

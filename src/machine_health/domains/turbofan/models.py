@@ -1,0 +1,172 @@
+"""Model builders: a scikit-learn baseline on rolling features and Keras sequence models.
+
+Every builder trains on windows `(n, window, features)` with targets scaled to [0, 1] (RUL / cap)
+and stops on a validation split made BY UNIT (`data.split_units`); nothing here sees test data.
+Keras is imported inside the functions so that importing the domain (the API's schemas) does not
+load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from machine_health.domains.turbofan.features import rolling_features
+from machine_health.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+KERAS_MODELS = ("cnn", "lstm", "cnn_gru")
+SKLEARN_MODELS = ("hgb",)
+#: name -> members averaged by the bundle (a plain model is its own single member).
+ENSEMBLES: dict[str, tuple[str, ...]] = {"ensemble": ("cnn", "cnn_gru", "lstm")}
+MODEL_NAMES = (*SKLEARN_MODELS, *KERAS_MODELS, *ENSEMBLES)
+DEFAULT_MODEL = "ensemble"
+
+
+@dataclass
+class FitConfig:
+    """Training knobs shared by the Keras models."""
+
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 10
+    hgb_max_iter: int = 300
+    use_cycle: bool = True  # the unit's age: tells early from late in a flat window
+    smoothing: float = 0.15  # causal exponential smoothing of the sensors (noise)
+
+
+@dataclass
+class Fitted:
+    """One trained member: its kind ('keras'/'sklearn'), estimator and learning curve."""
+
+    name: str
+    kind: str
+    estimator: Any
+    history: dict[str, list[float]]
+
+
+def members_of(model_name: str) -> tuple[str, ...]:
+    """The single models that make up `model_name` (ModelError for an unknown name)."""
+    if model_name in ENSEMBLES:
+        return ENSEMBLES[model_name]
+    if model_name in KERAS_MODELS or model_name in SKLEARN_MODELS:
+        return (model_name,)
+    raise ModelError(f"unknown turbofan model {model_name!r} (known: {', '.join(MODEL_NAMES)})")
+
+
+# --- Keras ------------------------------------------------------------------------------------
+def build_keras(name: str, window: int, n_features: int, learning_rate: float) -> Any:
+    """A compiled Keras regressor of windows; sigmoid output = RUL / cap."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(window, n_features))
+    if name == "cnn":
+        # 1D CNN in the spirit of Li et al. 2018 (DCNN): stacked wide temporal convolutions.
+        x = inputs
+        for _ in range(4):
+            x = layers.Conv1D(16, 9, padding="same", activation="tanh")(x)
+        x = layers.Conv1D(1, 3, padding="same", activation="tanh")(x)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(0.4)(x)
+        x = layers.Dense(100, activation="tanh")(x)
+    elif name == "lstm":
+        x = layers.LSTM(48, return_sequences=True)(inputs)
+        x = layers.LSTM(32)(x)
+        x = layers.Dropout(0.3)(x)
+        x = layers.Dense(32, activation="relu")(x)
+    elif name == "cnn_gru":
+        x = layers.Conv1D(32, 5, padding="same", activation="relu")(inputs)
+        x = layers.Conv1D(32, 5, padding="same", activation="relu")(x)
+        x = layers.GRU(48)(x)
+        x = layers.Dropout(0.3)(x)
+        x = layers.Dense(32, activation="relu")(x)
+    else:
+        raise ModelError(f"unknown Keras model {name!r}")
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    return model
+
+
+def fit_keras(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    seed: int,
+    config: FitConfig,
+) -> Fitted:
+    """Train one Keras model with early stopping on the unit-wise validation split."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x_train, y_train = train
+    model = build_keras(name, x_train.shape[1], x_train.shape[2], config.learning_rate)
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(config.patience // 3, 2)),
+        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+    ]
+    result = model.fit(
+        x_train, y_train, validation_data=val, epochs=config.epochs,
+        batch_size=config.batch_size, callbacks=callbacks, verbose=0, shuffle=True,
+    )  # fmt: skip
+    history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+    logger.info(
+        "%s seed %d: %d epochs, best val_loss %.5f",
+        name, seed, len(history["loss"]), min(history["val_loss"]),
+    )  # fmt: skip
+    return Fitted(name=name, kind="keras", estimator=model, history=history)
+
+
+# --- scikit-learn -----------------------------------------------------------------------------
+def fit_hgb(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    seed: int,
+    config: FitConfig,
+) -> Fitted:
+    """Gradient boosting on rolling features; the number of trees is chosen on validation units."""
+    x_train, y_train = rolling_features(train[0]), train[1]
+    x_val, y_val = rolling_features(val[0]), val[1]
+    params = {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 40,
+              "l2_regularization": 1.0, "random_state": seed, "early_stopping": False}  # fmt: skip
+    probe = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
+    probe.fit(x_train, y_train)
+    val_loss = [float(np.mean((p - y_val) ** 2)) for p in probe.staged_predict(x_val)]
+    train_loss = [float(np.mean((p - y_train) ** 2)) for p in probe.staged_predict(x_train)]
+    best = int(np.argmin(val_loss)) + 1
+    model = HistGradientBoostingRegressor(max_iter=best, **params).fit(x_train, y_train)
+    logger.info("hgb seed %d: %d trees, best val_loss %.5f", seed, best, val_loss[best - 1])
+    return Fitted(
+        name="hgb", kind="sklearn", estimator=model,
+        history={"loss": train_loss, "val_loss": val_loss},
+    )  # fmt: skip
+
+
+def fit_member(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    seed: int,
+    config: FitConfig,
+) -> Fitted:
+    if name in SKLEARN_MODELS:
+        return fit_hgb(train, val, seed=seed, config=config)
+    return fit_keras(name, train, val, seed=seed, config=config)
+
+
+def predict_member(member: Fitted, windows: np.ndarray) -> np.ndarray:
+    """Scaled RUL (RUL / cap) of windows, one estimator call for the whole array."""
+    if member.kind == "sklearn":
+        return np.asarray(member.estimator.predict(rolling_features(windows)), dtype="float64")
+    out = member.estimator.predict_on_batch(windows)
+    return np.asarray(out, dtype="float64").reshape(-1)

@@ -1,0 +1,316 @@
+"""Training, evaluation, benchmark and registration of turbofan RUL models.
+
+The pipeline steps and the CLI call these functions:
+- `train_bundle(settings, train_df, model_name=..., seed=...)` -> (TurbofanBundle, info)
+- `evaluate_bundle(bundle, test_df, rul_true)` -> metrics of the LAST cycle of each test unit
+- `benchmark(settings, subset=..., models=..., seeds=...)` -> the issue's JSON shape
+- `train_and_register(settings, subset=..., model_name=...)` -> registry version and metrics
+
+Model selection and early stopping use a validation split BY UNIT of the training histories;
+the test file is used only by `evaluate_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from machine_health.config import Settings
+from machine_health.domains.turbofan.bundle import TurbofanBundle
+from machine_health.domains.turbofan.data import Subset, load_subset, rul_targets, split_units
+from machine_health.domains.turbofan.features import FeatureTransform, fit_transform
+from machine_health.domains.turbofan.metrics import rul_metrics
+from machine_health.domains.turbofan.models import (
+    DEFAULT_MODEL,
+    FitConfig,
+    Fitted,
+    fit_member,
+    members_of,
+)
+
+logger = logging.getLogger(__name__)
+
+VAL_FRACTION = 0.2
+SMOKE_LENGTHS = (12, 60)  # one history shorter than the window (padding), one longer
+
+
+def merge_extra(train_df: pd.DataFrame, extra_df: pd.DataFrame | None) -> pd.DataFrame:
+    """Append extra run-to-failure histories, renumbering their units after the training ones."""
+    if extra_df is None or extra_df.empty:
+        return train_df
+    offset = int(train_df["unit"].max())
+    codes, _ = pd.factorize(extra_df["unit"])
+    extra = extra_df.assign(unit=codes + offset + 1)
+    return pd.concat([train_df, extra[train_df.columns]], ignore_index=True)
+
+
+def _xy(transform: FeatureTransform, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    windows = transform.windows(frame, every_cycle=True)
+    y = rul_targets(frame, transform.cap) / transform.cap
+    return windows, y.astype("float32")
+
+
+def _smoke_histories(frame: pd.DataFrame) -> list[list[dict[str, Any]]]:
+    """Real histories kept from training: the first cycles of two units, as JSON records."""
+    units = pd.unique(frame["unit"])[: len(SMOKE_LENGTHS)]
+    out = []
+    for unit, length in zip(units, SMOKE_LENGTHS, strict=False):
+        rows = frame[frame["unit"] == unit].head(length)
+        out.append(json.loads(rows.to_json(orient="records")))
+    return out
+
+
+def train_bundle(
+    settings: Settings,
+    train_df: pd.DataFrame,
+    *,
+    model_name: str = DEFAULT_MODEL,
+    seed: int = 0,
+    extra_df: pd.DataFrame | None = None,
+    config: FitConfig | None = None,
+    _cache: dict[tuple[str, int], tuple[Fitted, float]] | None = None,
+) -> tuple[TurbofanBundle, dict[str, Any]]:
+    """Fit the feature transform and the model on training histories (no test data).
+
+    `extra_df` holds more run-to-failure histories (same columns) appended to the training file.
+    The window and RUL cap come from `settings` (`turbofan_window`, `rul_cap`). Returns the bundle
+    and facts: train_seconds, validation RMSE (all cycles of the validation units), learning
+    curves per member, the validation units.
+    """
+    config = config or FitConfig()
+    names = members_of(model_name)
+    frame = merge_extra(train_df, extra_df)
+    fit_part, val_part = split_units(frame, val_fraction=VAL_FRACTION, seed=seed)
+    transform = fit_transform(
+        fit_part, window=settings.turbofan_window, cap=settings.rul_cap,
+        use_cycle=config.use_cycle, smoothing=config.smoothing,
+    )  # fmt: skip
+    train_xy = _xy(transform, fit_part)
+    val_xy = _xy(transform, val_part)
+    members, seconds = [], 0.0
+    for name in names:
+        cached = _cache.get((name, seed)) if _cache is not None else None
+        if cached is None:
+            started = time.perf_counter()
+            member = fit_member(name, train_xy, val_xy, seed=seed, config=config)
+            cached = (member, time.perf_counter() - started)
+            if _cache is not None:
+                _cache[(name, seed)] = cached
+        members.append(cached[0])
+        seconds += cached[1]
+    val_units = sorted(int(u) for u in val_part["unit"].unique())
+    bundle = TurbofanBundle(
+        transform, members, model_name=model_name, smoke=_smoke_histories(fit_part),
+        facts={"seed": seed, "train_units": int(fit_part["unit"].nunique()),
+               "val_units": len(val_units)},
+    )  # fmt: skip
+    val_pred = bundle.predict_windows(val_xy[0])
+    val_rmse = float(np.sqrt(np.mean((val_pred - val_xy[1] * transform.cap) ** 2)))
+    info = {
+        "model": model_name,
+        "seed": seed,
+        "train_seconds": seconds,
+        "val_rmse": val_rmse,
+        "val_units": val_units,
+        "history": {m.name: m.history for m in members},
+        "epochs": {m.name: len(m.history.get("loss", [])) for m in members},
+    }
+    return bundle, info
+
+
+def predict_test(bundle: TurbofanBundle, test_df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unit ids, predicted RUL at each unit's LAST cycle), one model call for all units."""
+    ordered = test_df.sort_values(["unit", "cycle"], kind="stable")
+    windows = bundle.transform.windows(ordered, every_cycle=False)
+    return np.asarray(pd.unique(ordered["unit"])), bundle.predict_windows(windows)
+
+
+def evaluate_bundle(
+    bundle: TurbofanBundle, test_df: pd.DataFrame, rul_true: np.ndarray
+) -> dict[str, float]:
+    """rmse, mae, r2, smape, phm_score of the last cycle of each test unit vs the true RUL.
+
+    `rul_true[i]` belongs to the i-th smallest test unit id (the RUL_FD00x convention).
+    """
+    started = time.perf_counter()
+    _, predicted = predict_test(bundle, test_df)
+    elapsed = time.perf_counter() - started
+    metrics = rul_metrics(np.asarray(rul_true, dtype="float64"), predicted)
+    metrics["predict_ms_per_unit"] = 1000 * elapsed / max(len(predicted), 1)
+    return metrics
+
+
+# --- plots ------------------------------------------------------------------------------------
+def plot_predictions(rul_true: np.ndarray, rul_pred: np.ndarray, title: str) -> Any:
+    """Predicted vs true RUL per test unit, units sorted by true RUL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(rul_true)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(np.asarray(rul_true)[order], "k-", label="true RUL")
+    ax.plot(np.asarray(rul_pred)[order], "o", ms=3, label="predicted RUL")
+    ax.set_xlabel("test unit (sorted by true RUL)")
+    ax.set_ylabel("RUL (cycles)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(history: dict[str, dict[str, list[float]]], title: str) -> Any:
+    """Training and validation loss per epoch (or per tree for boosting) of every member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, curves in history.items():
+        for key, style in (("loss", "-"), ("val_loss", "--")):
+            if curves.get(key):
+                ax.plot(curves[key], style, label=f"{name} {key}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (trees for hgb)")
+    ax.set_ylabel("MSE of RUL / cap")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _log_run(
+    settings: Settings,
+    bundle: TurbofanBundle,
+    info: dict[str, Any],
+    metrics: dict[str, float],
+    data: Subset,
+    predicted: np.ndarray,
+) -> None:
+    """Params, metrics and plots into the active MLflow run."""
+    import matplotlib.pyplot as plt
+
+    from machine_health import registry
+
+    registry.log_params(
+        {"subset": data.name, "model": info["model"], "seed": info["seed"],
+         "window": bundle.window, "rul_cap": bundle.cap, "regimes": bundle.transform.n_regimes,
+         "sensors": ",".join(bundle.transform.sensors),
+         "dropped_sensors": ",".join(bundle.transform.dropped) or "-",
+         "val_fraction": VAL_FRACTION, "epochs": json.dumps(info["epochs"])}
+    )  # fmt: skip
+    registry.log_metrics(
+        {**metrics, "train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"]}
+    )
+    title = f"{data.name} {info['model']} seed {info['seed']}"
+    for fig, name in (
+        (plot_predictions(data.rul, predicted, title), "plots/pred_vs_true.png"),
+        (plot_learning_curves(info["history"], title), "plots/learning_curve.png"),
+    ):
+        registry.log_figure(fig, name)
+        plt.close(fig)
+
+
+# --- benchmark and registration ----------------------------------------------------------------
+def benchmark(
+    settings: Settings,
+    *,
+    subset: str = "FD001",
+    models: Sequence[str] = ("hgb", "cnn", "lstm", "cnn_gru", "ensemble"),
+    seeds: int = 3,
+    config: FitConfig | None = None,
+    log_mlflow: bool = True,
+) -> dict[str, Any]:
+    """Train and score every model over `seeds` seeds; the issue's JSON shape (+ per-seed rows).
+
+    An ensemble reuses its members trained with the same seed (its train_seconds is their sum).
+    """
+    data = load_subset(settings.data_dir, subset)
+    cache: dict[tuple[str, int], tuple[Fitted, float]] = {}
+    rows = []
+    for model_name in models:
+        members_of(model_name)  # fail fast on an unknown name
+        runs = []
+        for seed in range(seeds):
+            bundle, info = train_bundle(
+                settings, data.train, model_name=model_name, seed=seed, config=config,
+                _cache=cache,
+            )  # fmt: skip
+            metrics = evaluate_bundle(bundle, data.test, data.rul)
+            runs.append({"seed": seed, **metrics, "train_seconds": info["train_seconds"],
+                         "val_rmse": info["val_rmse"], "epochs": info["epochs"]})  # fmt: skip
+            logger.info(
+                "%s %s seed %d: rmse %.2f phm %.0f (%.0fs)",
+                subset, model_name, seed, metrics["rmse"], metrics["phm_score"],
+                info["train_seconds"],
+            )  # fmt: skip
+            if log_mlflow:
+                from machine_health import registry
+
+                _, predicted = predict_test(bundle, data.test)
+                with registry.start_run(
+                    settings, run_name=f"bench-{subset}-{model_name}-s{seed}",
+                    tags={"domain": "turbofan", "kind": "benchmark"},
+                ):  # fmt: skip
+                    _log_run(settings, bundle, info, metrics, data, predicted)
+        rows.append(_summarise(model_name, runs))
+    best = min(rows, key=lambda r: r["rmse"])["name"]
+    return {"subset": subset, "models": rows, "best": best}
+
+
+def _summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in runs]))
+
+    return {
+        "name": name,
+        "rmse": mean("rmse"),
+        "phm_score": mean("phm_score"),
+        "mae": mean("mae"),
+        "r2": mean("r2"),
+        "smape": mean("smape"),
+        "train_seconds": mean("train_seconds"),
+        "predict_ms_per_unit": mean("predict_ms_per_unit"),
+        "seeds": len(runs),
+        "rmse_std": float(np.std([r["rmse"] for r in runs])),
+        "phm_score_std": float(np.std([r["phm_score"] for r in runs])),
+        "runs": runs,
+    }
+
+
+def train_and_register(
+    settings: Settings,
+    *,
+    subset: str = "FD001",
+    model_name: str = DEFAULT_MODEL,
+    seed: int = 0,
+    config: FitConfig | None = None,
+) -> dict[str, Any]:
+    """Train one model, score it on the test file, register it; version 1 becomes champion."""
+    from machine_health import registry
+
+    data = load_subset(settings.data_dir, subset)
+    bundle, info = train_bundle(
+        settings, data.train, model_name=model_name, seed=seed, config=config
+    )
+    metrics = evaluate_bundle(bundle, data.test, data.rul)
+    _, predicted = predict_test(bundle, data.test)
+    with registry.start_run(
+        settings, run_name=f"train-{subset}-{model_name}", tags={"domain": "turbofan"}
+    ) as run:
+        _log_run(settings, bundle, info, metrics, data, predicted)
+        ref = registry.log_bundle(settings, bundle)
+    champion = registry.ensure_champion(settings, "turbofan", ref.version)
+    return {
+        "subset": subset, "model": model_name, "seed": seed, "version": ref.version,
+        "champion": champion, "run_id": run.info.run_id, "train_seconds": info["train_seconds"],
+        **metrics,
+    }  # fmt: skip
