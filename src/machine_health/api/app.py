@@ -121,14 +121,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=api_errors.ERROR_RESPONSES,
     )
     api_errors.install(app)
-    app.include_router(auth.router)
-    app.include_router(
-        predict.build_router(domains, settings.data_dir, settings.predict_batch_limit)
-    )
-    app.include_router(archive.router)
-    app.include_router(ops.router)
-    for router in (models.router, stats.router, reports.router):  # the UI's reads and admin
-        app.include_router(router)
+    routers = [
+        auth.router,
+        predict.build_router(domains, settings.data_dir, settings.predict_batch_limit),
+        archive.router,
+        ops.router,
+        *(models.router, stats.router, reports.router),  # the UI's reads and admin
+    ]
+    for router in routers:
+        # The routes themselves, not `include_router`: the instrumentator flattens included
+        # routers on EVERY request to name its handler (~0.3 ms a request with ours).
+        app.router.routes.extend(router.routes)
     if settings.bench_routes:
         ops.add_echo(app.router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(

@@ -29,15 +29,22 @@ def first_non_finite(value: Any, path: str) -> str | None:
     """The path of the first NaN/infinity in `value` (JSON parsers accept NaN and Infinity)."""
     if isinstance(value, float):
         return None if math.isfinite(value) else path
+    if isinstance(value, BaseModel):
+        value = dict(value)  # shallow: no copy of a 2048-sample list
     if isinstance(value, dict):
         for key, item in value.items():
             found = first_non_finite(item, f"{path}.{key}" if path else str(key))
             if found:
                 return found
     elif isinstance(value, list | tuple) and value:
-        if all(isinstance(v, float | int) for v in value):
-            bad = np.flatnonzero(~np.isfinite(np.asarray(value, dtype=np.float64)))
-            return f"{path}[{int(bad[0])}]" if bad.size else None
+        if isinstance(value[0], float | int):  # a vector: one numpy pass instead of a loop
+            try:
+                numbers = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                numbers = None
+            if numbers is not None and numbers.ndim == 1:
+                bad = np.flatnonzero(~np.isfinite(numbers))
+                return f"{path}[{int(bad[0])}]" if bad.size else None
         for index, item in enumerate(value):
             found = first_non_finite(item, f"{path}[{index}]")
             if found:
@@ -46,7 +53,7 @@ def first_non_finite(value: Any, path: str) -> str | None:
 
 
 def reject_non_finite(item: BaseModel, prefix: str = "") -> None:
-    where = first_non_finite(item.model_dump(), prefix)
+    where = first_non_finite(item, prefix)
     if where:
         raise InputError(f"{where}: NaN or infinity is not a valid value")
 
