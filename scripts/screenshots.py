@@ -233,6 +233,25 @@ class Browser:
         self.js(f"document.querySelector({json.dumps(selector)}).focus()")
         self.call("Input.insertText", text=text)
 
+    def select(self, label: str, option: str) -> None:
+        """Choose `option` in the Streamlit selectbox labelled `label` (type it, press Enter)."""
+        self.js(
+            "Array.from(document.querySelectorAll('[data-testid=\"stSelectbox\"]'))"
+            f".find(e => e.innerText.startsWith({json.dumps(label)}))"
+            ".querySelector('input').focus()"
+        )
+        self.call("Input.insertText", text=option)
+        time.sleep(0.5)
+        for kind in ("keyDown", "keyUp"):
+            self.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+            )
+        self.settle()
+
     def screenshot(self, path: Path) -> None:
         height = self.js(
             "Math.max(...Array.from(document.querySelectorAll('*')).map(e => e.scrollHeight))"
@@ -280,6 +299,8 @@ def shoot(ui_url: str, password: str, out_dir: Path, profile: Path) -> None:
                 ".click()"
             )
             browser.settle()
+            if page == "predictions":  # the vibration detail: envelope spectrum and defects
+                browser.select("Domain", "vibration")
             browser.screenshot(out_dir / f"ui-{page}.png")
             print(f"saved {out_dir / f'ui-{page}.png'}", flush=True)
     finally:
