@@ -21,6 +21,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from machine_health.api.security import CLIENT_FACTOR
 from machine_health.config import Settings
 from machine_health.domains import get_domain
 from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn
@@ -227,13 +228,14 @@ def test_login_brute_force_is_throttled_per_client_and_per_user(
     server, settings = api
     victim = f"victim{secrets.token_hex(3)}"
     create_user(settings, victim, "viewer", "victim-password-1")
-    # One client spraying passwords over many user names: 401, 401, 401, then 429 for all,
-    # even for a right password of a user it never tried.
+    # One client spraying passwords over many user names (one try each, under the per-user
+    # limit): 401 until the client's own limit, then 429 for everything from that client,
+    # even the right password of a user it never tried.
+    per_client = settings.login_max_failures * CLIENT_FACTOR
     spray = [
-        _token(server.url, f"guess{i}", "wrong-password", "203.0.113.7")
-        for i in range(settings.login_max_failures)
+        _token(server.url, f"guess{i}", "wrong-password", "203.0.113.7") for i in range(per_client)
     ]
-    assert spray == [401] * settings.login_max_failures
+    assert spray == [401] * per_client
     assert _token(server.url, victim, "victim-password-1", "203.0.113.7") == 429
     # Another client is not punished for it...
     assert _token(server.url, victim, "victim-password-1", "198.51.100.1") == 200
