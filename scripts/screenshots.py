@@ -224,6 +224,7 @@ class Browser:
         self.wait_for(
             "!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
             "!document.querySelector('[data-testid=\"stSpinner\"]') && "
+            "!document.querySelector('[data-stale=\"true\"]') && "
             "document.querySelectorAll('[data-testid=\"stMain\"] .element-container').length > 0",
             timeout_s,
         )
@@ -293,6 +294,7 @@ def shoot(ui_url: str, password: str, out_dir: Path, profile: Path) -> None:
         browser.type_into('input[aria-label="Password"]', password)
         browser.js("document.querySelector('[data-testid=\"stFormSubmitButton\"] button').click()")
         browser.wait_for("!!document.querySelector('[data-testid=\"stSidebarNav\"]')", 60)
+        browser.wait_for("!document.querySelector('[data-testid=\"stForm\"]')", 60)
         for page in PAGES:
             browser.js(
                 f'document.querySelector(\'[data-testid="stSidebarNav"] a[href$="/{page}"]\')'
