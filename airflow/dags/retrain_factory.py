@@ -51,6 +51,10 @@ def schedule() -> str | None:
     return None if value.lower() in ("", "none", "manual") else value
 
 
+def retry_delay() -> timedelta:
+    return timedelta(seconds=float(os.environ.get("MH_RETRY_DELAY_S", "120")))
+
+
 def step_arguments(step: str, domain: str, *, force: bool = False) -> list[str]:
     """The CLI arguments of one step (after the `machine-health` executable)."""
     args = ["pipeline", step, "--domain", domain, "--run-id", RUN_ID,
@@ -208,7 +212,7 @@ def build_retrain_dag(
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
-        default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=2)},
+        default_args={"retries": RETRIES, "retry_delay": retry_delay()},
         tags=["machine-health", "retrain", domain or "on-demand", mode],
         doc_md=DOC.format(domain=domain or "a domain chosen at trigger time", mode=mode),
         params=params,

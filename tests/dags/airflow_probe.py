@@ -53,7 +53,26 @@ def pods(out_dir: Path) -> dict:
     return {"import_errors": {str(k): v for k, v in bag.import_errors.items()}, "pods": rendered}
 
 
+def test_run(dag_id: str, when: str) -> dict:
+    from datetime import datetime
+
+    bag = DagBag(str(DAGS))
+    dag = bag.dags[dag_id]
+    moment = datetime.fromisoformat(when)
+    run = dag.test(run_after=moment, logical_date=moment)
+    tasks = {}
+    for ti in run.get_task_instances():
+        value = ti.xcom_pull(task_ids=ti.task_id) if ti.state == "success" else None
+        tasks[ti.task_id] = {"state": str(ti.state), "xcom": value}
+    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks}
+
+
 if __name__ == "__main__":
     action = sys.argv[1]
-    result = dagbag() if action == "dagbag" else pods(Path(sys.argv[2]))
+    if action == "dagbag":
+        result = dagbag()
+    elif action == "pods":
+        result = pods(Path(sys.argv[2]))
+    else:
+        result = test_run(sys.argv[2], sys.argv[3])
     print(json.dumps(result, default=str))

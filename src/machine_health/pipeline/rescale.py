@@ -7,8 +7,9 @@ scaler that could drift apart from the model.
 
 - turbofan: operating regimes + flat-sensor removal + per-regime z-score (`fit_transform` on
   the unit-wise training split) -> `transform.json`, `rescaled.parquet` (per cycle features);
-- vibration: physics features of every training window + the StandardScaler of the fault
-  classifier -> `transform.skops`, `rescaled.parquet` (scaled features, label, source).
+- vibration: physics features of every training window + the StandardScaler fitted on the
+  normal windows of the detector's fit split (the bundle's one scaler, shared by detector and
+  classifier) -> `transform.skops`, `rescaled.parquet` (scaled features, label, source).
 """
 
 from __future__ import annotations
@@ -86,11 +87,13 @@ def _vibration(settings: Settings, ws: Workspace, training: datasets.TrainingSet
     from sklearn.preprocessing import StandardScaler
 
     from machine_health.domains.vibration.features import extract_features, feature_names
+    from machine_health.domains.vibration.training import split_fit_calibration
 
     windows = training.data
     config = vibration_feature_config(windows)
     features = extract_features(windows.windows, windows.rpm, config)
-    scaler = StandardScaler().fit(features)
+    fit, _ = split_fit_calibration(windows)
+    scaler = StandardScaler().fit(features[fit])
     out = pd.DataFrame(scaler.transform(features), columns=feature_names(config))
     out["label"] = windows.labels
     out["source"] = windows.sources
@@ -101,6 +104,7 @@ def _vibration(settings: Settings, ws: Workspace, training: datasets.TrainingSet
         "transform": str(ws.file("transform.skops")),
         "features": features.shape[1],
         "windows": len(windows),
+        "scaler_fit_windows": int(fit.sum()),
     }
 
 
@@ -146,7 +150,7 @@ def check_bundle_transform(domain: str, bundle: Any, ws: Workspace) -> float:
 
     path = ws.file("transform.skops")
     scaler = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
-    inner = bundle.classifier.named_steps["scale"]
+    inner = bundle.scaler
     return float(
         max(
             np.max(np.abs(scaler.mean_ - inner.mean_)), np.max(np.abs(scaler.scale_ - inner.scale_))
