@@ -241,6 +241,12 @@ class UnitHistories:
         self._rows.move_to_end(unit_id)
         self._evict()
 
+    def ensure_window(self, cycles: int) -> None:
+        """Keep at least `cycles` rows per unit (a reloaded model may need a longer history)."""
+        if cycles > self.window:
+            self.window = cycles
+            self._rows.clear()  # reloaded from the archive at the new length
+
     def forget(self, unit_id: str) -> None:
         self._rows.pop(unit_id, None)
 

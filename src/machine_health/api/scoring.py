@@ -5,6 +5,10 @@ written) → turbofan context under the unit's lock (history, sequence check) �
 micro-batcher (one model call for concurrent requests) → the archive record, made durable by the
 group-commit writer (store or spool) → the response. The response is built from exactly what was
 archived (timestamps at the store's millisecond precision), so the two always agree.
+
+The turbofan unit cache is per replica. With several replicas, send a unit's cycles to one of
+them (e.g. hash the unit id at the load balancer): a replica reads another's cycles from the
+archive only when the unit is not in its cache (first request, eviction, restart).
 """
 
 from __future__ import annotations
@@ -209,6 +213,7 @@ class Scorer:
             )  # fmt: skip
         unit_id = asset_of(item)
         cycle = int(getattr(item, "cycle"))  # noqa: B009 - the sequence field, checked above
+        self.histories.ensure_window(self._history_needed(domain_name))
         async with self.histories.lock(unit_id):
             rows = await self.histories.get(unit_id, self._load_history(domain))
             if archive:
@@ -224,6 +229,14 @@ class Scorer:
             if archive:
                 self.histories.append(unit_id, row)
             return answer
+
+    def _history_needed(self, domain_name: str) -> int:
+        """Cycles of history the served model reads (its window), at least the setting."""
+        loaded = self.holder.loaded(domain_name)
+        bundle = loaded.bundle if loaded else None
+        transform = getattr(bundle, "transform", None)
+        needed = getattr(transform, "history_cycles", None) or getattr(bundle, "window", None)
+        return max(int(needed or 0), self.settings.turbofan_window)
 
     def _check_cycle(self, domain: Domain, unit_id: str, known: list[int], cycle: int) -> None:
         """A cycle must come after every archived cycle of its unit (SequenceConflict, 409)."""
