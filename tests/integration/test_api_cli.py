@@ -1,0 +1,79 @@
+"""`machine-health users create` and `machine-health serve`, as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from pymongo.database import Database
+
+from machine_health.api.security import verify_password
+from machine_health.config import Settings
+from tests.conftest import REPO, free_port
+
+CLI = [sys.executable, "-m", "machine_health"]
+
+
+def _run(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env={**os.environ, **settings.as_env(), **env}, cwd=REPO,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_users_create_reads_the_password_from_the_named_variable(
+    settings: Settings, db: Database
+) -> None:
+    args = ("users", "create", "ana", "--role", "admin", "--password-env", "MH_TEST_PW")
+    created = _run(settings, *args, MH_TEST_PW="a-long-admin-passphrase")
+    assert created.returncode == 0, created.stderr
+    user = db["users"].find_one({"username": "ana"})
+    assert user["role"] == "admin"
+    assert verify_password("a-long-admin-passphrase", user["password_hash"])
+    assert "a-long-admin-passphrase" not in created.stdout + created.stderr
+    again = _run(settings, *args, MH_TEST_PW="another-passphrase")
+    assert again.returncode == 1 and "exists" in again.stderr
+    unset = _run(settings, "users", "create", "bob", "--role", "viewer", "--password-env", "NOPE")
+    assert unset.returncode == 1 and db["users"].find_one({"username": "bob"}) is None
+    bad_role = _run(
+        settings,
+        "users",
+        "create",
+        "eve",
+        "--role",
+        "root",
+        "--password-env",
+        "X",
+        X="long-enough-pw",
+    )
+    assert bad_role.returncode == 1 and "role" in bad_role.stderr
+
+
+def test_serve_starts_the_api(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **settings.as_env()}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert health is not None and health.json()["status"] == "ok"
+        ready = httpx.get(f"http://127.0.0.1:{port}/ready")
+        assert ready.status_code == 503  # no model registered in this test's registry
+        assert set(ready.json()["models_missing"]) == {"vibration", "turbofan"}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
