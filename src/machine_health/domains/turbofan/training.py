@@ -118,6 +118,7 @@ def train_bundle(
         "train_seconds": seconds,
         "val_rmse": val_rmse,
         "val_units": val_units,
+        "train_unit_ids": sorted(int(u) for u in fit_part["unit"].unique()),
         "history": {m.name: m.history for m in members},
         "epochs": {m.name: len(m.history.get("loss", [])) for m in members},
     }

@@ -1,0 +1,103 @@
+"""Turbofan training and the model bundle, on the real FD001 files (trains small Keras models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from machine_health.config import Settings
+from machine_health.domains.base import load_bundle
+from machine_health.domains.turbofan import TurbofanBundle
+from machine_health.domains.turbofan.data import load_subset
+from machine_health.domains.turbofan.models import FitConfig
+from machine_health.domains.turbofan.training import evaluate_bundle, predict_test, train_bundle
+from machine_health.errors import InputError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fd001(data_dir: Path):
+    return load_subset(data_dir, "FD001")
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir: Path, fd001) -> tuple[TurbofanBundle, dict]:
+    settings = Settings(_env_file=None, data_dir=data_dir)
+    return train_bundle(
+        settings, fd001.train, model_name="cnn", seed=0, config=FitConfig(epochs=12, patience=4)
+    )
+
+
+def test_quick_cnn_beats_constant_predictor(trained, fd001) -> None:
+    bundle, info = trained
+    metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
+    constant = float(np.sqrt(np.mean((fd001.rul - fd001.rul.mean()) ** 2)))
+    assert constant > 35  # what a model must beat (about 40 in the literature)
+    assert metrics["rmse"] < 25
+    assert metrics["phm_score"] > 0
+    val, fit = set(info["val_units"]), set(info["train_unit_ids"])
+    assert len(val) == 20 and not val & fit and val | fit == set(fd001.train["unit"])
+    assert info["epochs"]["cnn"] >= 2
+    assert len(info["history"]["cnn"]["val_loss"]) == info["epochs"]["cnn"]
+
+
+def test_predict_histories_matches_test_scoring(trained, fd001) -> None:
+    bundle, _ = trained
+    units, expected = predict_test(bundle, fd001.test)
+    histories = [fd001.test[fd001.test["unit"] == u] for u in units[:5]]
+    as_records = [h.to_dict(orient="records") for h in histories]
+    out_frames = bundle.predict(histories)
+    out_records = bundle.predict(as_records)
+    np.testing.assert_allclose([o["rul"] for o in out_frames], expected[:5], rtol=1e-5)
+    np.testing.assert_allclose([o["rul"] for o in out_records], expected[:5], rtol=1e-5)
+    assert [o["cycles_in_window"] for o in out_frames] == [
+        min(len(h), bundle.window) for h in histories
+    ]
+
+
+def test_short_history_is_padded(trained, fd001) -> None:
+    bundle, _ = trained
+    unit1 = fd001.test[fd001.test["unit"] == 1]
+    short = bundle.predict([unit1.head(3), unit1.head(1)])
+    assert [o["cycles_in_window"] for o in short] == [3, 1]
+    assert all(np.isfinite(o["rul"]) and o["rul"] >= 0 for o in short)
+
+
+def test_bad_histories_are_refused(trained, fd001) -> None:
+    bundle, _ = trained
+    unit1 = fd001.test[fd001.test["unit"] == 1].head(10)
+    with pytest.raises(InputError, match="strictly increase"):
+        bundle.predict([unit1.iloc[::-1]])
+    with pytest.raises(InputError, match="lacks columns: sensor_21"):
+        bundle.predict([unit1.drop(columns="sensor_21")])
+    with pytest.raises(InputError, match="NaN"):
+        bundle.predict([unit1.assign(sensor_2=np.nan)])
+
+
+def test_bundle_save_load_same_predictions(trained, tmp_path: Path) -> None:
+    bundle, _ = trained
+    smoke = bundle.smoke_inputs()
+    assert len(smoke) == 2 and len(smoke[0]) < bundle.window < len(smoke[1])
+    before = bundle.predict(smoke)
+    loaded = load_bundle(bundle.save(tmp_path / "bundle"))
+    assert isinstance(loaded, TurbofanBundle)
+    assert loaded.transform == bundle.transform
+    after = loaded.predict(loaded.smoke_inputs())
+    np.testing.assert_allclose([o["rul"] for o in after], [o["rul"] for o in before], rtol=1e-5)
+
+
+def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
+    bundle, info = train_bundle(
+        settings, fd001.train, model_name="hgb", seed=1, config=FitConfig(hgb_max_iter=30)
+    )
+    assert bundle.window == 20
+    assert len(info["history"]["hgb"]["val_loss"]) == 30
+    loaded = load_bundle(bundle.save(tmp_path / "hgb"))
+    smoke = bundle.smoke_inputs()
+    np.testing.assert_allclose(
+        [o["rul"] for o in loaded.predict(smoke)], [o["rul"] for o in bundle.predict(smoke)]
+    )
