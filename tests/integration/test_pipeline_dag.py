@@ -66,6 +66,12 @@ def served(url: str) -> str | None:
     return model and model["version"]
 
 
+def xcom(task: dict[str, Any]) -> dict[str, Any]:
+    """A step's XCom: the JSON line the CLI printed (parsed by Airflow, or still text)."""
+    value = task["xcom"]
+    return json.loads(value.strip().splitlines()[-1]) if isinstance(value, str) else value
+
+
 def run_dag(env: dict[str, str], when: datetime) -> dict[str, Any]:
     out = subprocess.run(
         [str(AIRFLOW / "python"), str(PROBE), "test", "retrain_vibration", when.isoformat()],
@@ -121,11 +127,11 @@ def test_retrain_dag_end_to_end(
     assert first["state"] == "success", first["log"]
     tasks = first["tasks"]
     assert {t["state"] for t in tasks.values()} == {"success"}
-    register = json.loads(tasks["register"]["xcom"])
+    register = xcom(tasks["register"])
     v2 = register["version"]
     assert register["promoted"] and v2 != v1
     assert registry.aliases(settings, DOMAIN) == {"champion": v2, "challenger": v2, "previous": v1}
-    reload = json.loads(tasks["reload"]["xcom"])
+    reload = xcom(tasks["reload"])
     assert set(reload["replicas"]) == set(urls)
     assert [served(u) for u in urls] == [v2, v2]
     gate = json.loads((settings.runs_dir / DOMAIN / first["run_id"].replace(":", "_").replace(
@@ -135,7 +141,7 @@ def test_retrain_dag_end_to_end(
     # 2. No new labelled data: the run stops at the check, nothing changes.
     versions_before = registry.list_versions(settings, DOMAIN)
     second = run_dag(env, datetime(2026, 3, 2, tzinfo=UTC))
-    assert json.loads(second["tasks"]["check"]["xcom"])["retrain"] is False
+    assert xcom(second["tasks"]["check"])["retrain"] is False
     assert second["tasks"]["enough_new_data"]["state"] == "success"
     assert {second["tasks"][s]["state"] for s in ("extract", "train", "reload")} == {"skipped"}
     assert len(registry.list_versions(settings, DOMAIN)) == len(versions_before)
@@ -147,11 +153,11 @@ def test_retrain_dag_end_to_end(
     archive(settings, faults, ["normal"] * len(faults), datetime(2026, 3, 2, 6, tzinfo=UTC))
     third = run_dag(env, datetime(2026, 3, 3, tzinfo=UTC))
     assert third["state"] == "success", third["log"]
-    evaluated = json.loads(third["tasks"]["evaluate"]["xcom"])
+    evaluated = xcom(third["tasks"]["evaluate"])
     assert evaluated["passed"] is False
-    register = json.loads(third["tasks"]["register"]["xcom"])
+    register = xcom(third["tasks"]["register"])
     v3 = register["version"]
     assert not register["promoted"] and v3 not in (v1, v2)
     assert registry.aliases(settings, DOMAIN) == {"champion": v2, "challenger": v3, "previous": v1}
-    assert json.loads(third["tasks"]["reload"]["xcom"])["reloaded"] is False
+    assert xcom(third["tasks"]["reload"])["reloaded"] is False
     assert [served(u) for u in urls] == [v2, v2]

@@ -1,0 +1,72 @@
+"""Pipeline building blocks without a store: the gate rule, the workspace's keys, the XCom file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from machine_health.config import Settings
+from machine_health.errors import PipelineError
+from machine_health.pipeline import emit_xcom, step_function
+from machine_health.pipeline.evaluate import gate
+from machine_health.pipeline.workspace import Workspace, parse_time, safe_run_id
+
+TURBOFAN = {"rmse": "min", "phm_score": "min"}
+VIBRATION = {"recall_at_fpr": "max", "macro_f1": "max"}
+
+
+def test_gate_allows_the_tolerance_and_no_more() -> None:
+    champion = {"rmse": 16.0, "phm_score": 400.0}
+    ok, rows = gate(TURBOFAN, {"rmse": 16.3, "phm_score": 405.0}, champion, 0.02)
+    assert ok and [r["limit"] for r in rows] == [16.32, 408.0]
+    worse, rows = gate(TURBOFAN, {"rmse": 16.4, "phm_score": 300.0}, champion, 0.02)
+    assert not worse and [r["passed"] for r in rows] == [False, True]
+    within, _ = gate(VIBRATION, {"recall_at_fpr": 0.99, "macro_f1": 0.975}, {"recall_at_fpr": 1.0,
+                     "macro_f1": 0.99}, 0.02)  # fmt: skip
+    assert within
+    assert not gate(VIBRATION, {"recall_at_fpr": 0.9, "macro_f1": 0.99},
+                    {"recall_at_fpr": 1.0, "macro_f1": 0.99}, 0.02)[0]  # fmt: skip
+
+
+def test_gate_without_champion_and_with_missing_metric() -> None:
+    assert gate(TURBOFAN, {"rmse": 30.0, "phm_score": 9e3}, None, 0.0)[0]
+    assert not gate(VIBRATION, {"recall_at_fpr": None, "macro_f1": 1.0},
+                    {"recall_at_fpr": 0.9, "macro_f1": 0.9}, 0.1)[0]  # fmt: skip
+
+
+def test_workspace_is_keyed_by_run_and_interval(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, var_dir=tmp_path)
+    run_id = "scheduled__2026-01-02T00:00:00+00:00"
+    ws = Workspace.open(settings, "vibration", run_id, "2026-01-01T00:00:00Z", "2026-01-02")
+    assert ws.path == tmp_path / "runs" / "vibration" / "scheduled__2026-01-02T00_00_00_00_00"
+    assert ws.interval_end == parse_time("2026-01-02T00:00:00+00:00")
+    ws.record("extract", {"rows": 3})
+    again = Workspace.open(settings, "vibration", run_id, "2026-01-01T00:00:00Z", "2026-01-02")
+    assert again.result("extract")["rows"] == 3
+    with pytest.raises(PipelineError, match="names one interval"):
+        Workspace.open(settings, "vibration", run_id, "2026-01-01", "2026-01-03")
+    with pytest.raises(PipelineError, match="has not completed"):
+        again.require("train")
+    with pytest.raises(PipelineError, match="before its start"):
+        Workspace.open(settings, "vibration", "other", "2026-01-02", "2026-01-01")
+    with pytest.raises(PipelineError):
+        safe_run_id(":::")
+
+
+def test_later_steps_refuse_to_run_before_their_inputs(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, var_dir=tmp_path)
+    keys = {"settings": settings, "domain": "turbofan", "run_id": "r1",
+            "interval_start": "2026-01-01", "interval_end": "2026-01-02"}  # fmt: skip
+    for step in ("rescale", "train", "evaluate", "register", "reload"):
+        with pytest.raises(PipelineError, match="has not completed"):
+            step_function(step)(**keys)
+    with pytest.raises(KeyError):
+        step_function("deploy")
+
+
+def test_emit_xcom_writes_return_json_only_inside_a_pod(tmp_path: Path) -> None:
+    assert emit_xcom({"a": 1}, str(tmp_path / "absent")) is False
+    assert emit_xcom({"version": "3"}, str(tmp_path)) is True
+    assert json.loads((tmp_path / "return.json").read_text()) == {"version": "3"}
