@@ -261,7 +261,7 @@ def account(
     store_uri: str,
     db_name: str,
     *,
-    expected_failures: set[str] = frozenset(),  # type: ignore[assignment]
+    expected_failures: frozenset[str] | set[str] = frozenset(),
     elapsed_s: float = 0.0,
 ) -> Report:
     """Count what was sent, acknowledged and archived; list every broken guarantee."""

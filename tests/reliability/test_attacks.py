@@ -9,6 +9,7 @@ operator injection into the archive's query, encoded path tricks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -251,6 +252,32 @@ def test_login_brute_force_is_throttled_per_client_and_per_user(
         headers={"X-Forwarded-For": "198.51.100.99"},
     )  # fmt: skip
     assert response.json()["error"] == "throttled" and response.headers["retry-after"]
+
+
+def test_concurrent_guesses_cannot_outrun_the_throttle(api: tuple[Server, Settings]) -> None:
+    """40 guesses of one password at once, from 40 addresses: at most the limit is checked."""
+    server, settings = api
+    victim = f"burst{secrets.token_hex(3)}"
+    create_user(settings, victim, "viewer", "burst-password-1")
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/token",
+                        data={"username": victim, "password": f"guess-{i}"},
+                        headers={"X-Forwarded-For": f"192.0.2.{i + 1}"},
+                    )
+                    for i in range(40)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    # Three bursts: over all of them, no more guesses are checked than the limit allows.
+    statuses = [status for _ in range(3) for status in asyncio.run(burst())]
+    assert set(statuses) <= {401, 429}
+    assert 1 <= statuses.count(401) <= settings.login_max_failures, statuses
 
 
 # --- bodies --------------------------------------------------------------------------------

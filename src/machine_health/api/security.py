@@ -156,9 +156,15 @@ async def login(
     # A client address may be a NAT or a proxy in front of many users: it gets more attempts
     # than one user name, enough to stop password spraying without locking out an office.
     limits = [settings.login_max_failures, settings.login_max_failures * CLIENT_FACTOR]
+    # The attempt counts as a failure BEFORE its password is checked and is uncounted if it
+    # succeeds: checking first and recording after let 40 concurrent guesses of one password
+    # through a limit of 3 (each passed the check before any failure was recorded).
+    attempt = uuid.uuid4().hex
+    await users.record_failure(db, keys, settings.login_window_seconds, attempt=attempt)
     for key, limit in zip(keys, limits, strict=True):
         failures = await users.recent_failures(db, key, settings.login_window_seconds)
-        if failures >= limit:
+        if failures > limit:  # this attempt included
+            await users.forget_attempt(db, attempt)
             metrics.LOGIN_FAILURES.labels(reason="throttled").inc()
             raise Throttled(
                 f"too many failed logins; retry in up to {settings.login_window_seconds} s"
@@ -167,10 +173,10 @@ async def login(
     hashed = user.get("password_hash") if user and not user.get("disabled") else None
     # argon2 is CPU-bound on purpose: keep it off the event loop.
     if not await asyncio.to_thread(verify_password, password, hashed):
-        await users.record_failure(db, keys, settings.login_window_seconds)
         metrics.LOGIN_FAILURES.labels(reason="bad_credentials").inc()
         logger.info("failed login for a user from %s", client)
         raise AuthError("incorrect username or password")
+    await users.forget_attempt(db, attempt)
     await users.clear_failures(db, keys[0])
     assert user is not None
     return Principal(username=user["username"], role=user["role"])

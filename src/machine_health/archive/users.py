@@ -86,16 +86,28 @@ async def recent_failures(db: AsyncDatabase, key: str, window_seconds: int) -> i
     return int(rows[0]["n"]) if rows else 0
 
 
-async def record_failure(db: AsyncDatabase, keys: list[str], window_seconds: int) -> None:
+async def record_failure(
+    db: AsyncDatabase, keys: list[str], window_seconds: int, *, attempt: str | None = None
+) -> None:
+    """Count a failed (or not yet checked: `attempt` names it) login under every key."""
     now = datetime.now(UTC)
+    tag = {"attempt": attempt} if attempt else {}
     try:
-        await db[LOGIN_FAILURES].insert_many([{"key": key, "at": now} for key in keys])
+        await db[LOGIN_FAILURES].insert_many([{"key": key, "at": now, **tag} for key in keys])
         # Forget what is older than the window, so the collection stays small.
         await db[LOGIN_FAILURES].delete_many(
             {"at": {"$lt": now - timedelta(seconds=window_seconds)}}
         )
     except PyMongoError as exc:
         raise StoreError(f"cannot record a login failure: {exc}") from exc
+
+
+async def forget_attempt(db: AsyncDatabase, attempt: str) -> None:
+    """Uncount an attempt recorded before its check (it succeeded, or was throttled)."""
+    try:
+        await db[LOGIN_FAILURES].delete_many({"attempt": attempt})
+    except PyMongoError as exc:
+        raise StoreError(f"cannot clear a login attempt: {exc}") from exc
 
 
 async def clear_failures(db: AsyncDatabase, key: str) -> None:
