@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,9 @@ def main(argv: list[str]) -> None:
         reg = build_registry(work / "registry" / "var", models)
         results = []
         for name, scenario in (
-            ("store", run_store_outage), ("apikill", run_api_kill), ("reload", run_reload_rollback)
+            ("store", run_store_outage), ("apikill", run_api_kill),
+            ("apikill-store-up", partial(run_api_kill, with_spool=False)),
+            ("reload", run_reload_rollback),
         ):  # fmt: skip
             logger.info("fault %s: %d requests at %.0f/s", name, LONG.total, LONG.rate)
             report = scenario(work / name, reg, LONG)

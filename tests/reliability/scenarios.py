@@ -183,8 +183,11 @@ def run_store_outage(root: Path, reg: ReliabilityRegistry, scale: Scale = FAST) 
     return report
 
 
-def run_api_kill(root: Path, reg: ReliabilityRegistry, scale: Scale = FAST) -> Report:
-    """Fault 2: SIGKILL the API while records wait in its spool, restart it on the same port."""
+def run_api_kill(
+    root: Path, reg: ReliabilityRegistry, scale: Scale = FAST, *, with_spool: bool = True
+) -> Report:
+    """Fault 2: SIGKILL the API mid-traffic and restart it on the same port; `with_spool`: the
+    store is down first, so that the API dies with records waiting in its spool."""
     rig = start_rig(root, reg)
     restarted: Server | None = None
     try:
@@ -194,18 +197,21 @@ def run_api_kill(root: Path, reg: ReliabilityRegistry, scale: Scale = FAST) -> R
         )  # fmt: skip
         traffic = Traffic(rig.server.url, rig.headers, plan, rate=scale.rate).start()
         wait_for(lambda: traffic.acknowledged() >= scale.total // 4, 120, "traffic before")
-        rig.store.kill()  # so that the API dies with records in its spool
-        wait_for(lambda: traffic.acknowledged("spooled") >= 3, 60, "spooled answers")
+        if with_spool:
+            rig.store.kill()
+            wait_for(lambda: traffic.acknowledged("spooled") >= 3, 60, "spooled answers")
         rig.server.kill()
         killed_at = time.monotonic()
         spool_files = sorted(rig.settings.spool_dir.glob("spool-*.jsonl"))
         left_bytes = sum(f.stat().st_size for f in spool_files)
-        rig.store.start()
+        if with_spool:
+            rig.store.start()
         restarted = start_uvicorn(rig.settings, root / "logs", port=rig.port, timeout_s=120)
         back_at = time.monotonic()
         _finish(Rig(rig.store, rig.settings, restarted, rig.headers), traffic, scale)
         report = account(
-            "API SIGKILLed and restarted", traffic.outcomes, rig.store.uri,
+            "API SIGKILLed and restarted" + (" (store down, spool left)" if with_spool else ""),
+            traffic.outcomes, rig.store.uri,
             rig.settings.mongodb_db, expected_failures=set(),
             elapsed_s=time.monotonic() - traffic.started_at,
         )  # fmt: skip
@@ -217,7 +223,7 @@ def run_api_kill(root: Path, reg: ReliabilityRegistry, scale: Scale = FAST) -> R
     report.figures.update(
         api_down_s=round(back_at - killed_at, 1), spool_bytes_left_by_killed_api=left_bytes,
     )  # fmt: skip
-    if left_bytes == 0:
+    if with_spool and left_bytes == 0:
         report.violations.append("the killed API left no spool behind (the fault was too mild)")
     leftovers = [f.name for f in spool_files if f.exists()]
     if leftovers:
