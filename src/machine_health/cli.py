@@ -425,7 +425,9 @@ DomainOption = Annotated[str, typer.Option("--domain", help="vibration or turbof
 RunIdOption = Annotated[str, typer.Option("--run-id", help="The run's id (Airflow run id).")]
 StartOption = Annotated[str, typer.Option("--interval-start", help="ISO start of the interval.")]
 EndOption = Annotated[str, typer.Option("--interval-end", help="ISO end of the data interval.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Run again even if already done.")]
+ForceOption = Annotated[
+    bool, typer.Option("--force/--no-force", help="Run again even if already done.")
+]
 
 
 def _pipeline_step(step: str) -> None:
