@@ -15,6 +15,9 @@ AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
 PROBE = Path(__file__).with_name("airflow_probe.py")
 STEPS = ["extract", "validate", "rescale", "train", "evaluate", "register", "reload"]
 
+SIDECAR = json.dumps(
+    {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+)
 # What the chart's pipeline ConfigMap publishes (kubernetes/chart/.../pipeline-configmap.yaml).
 CHART_ENV = {
     "MH_PIPELINE_NAMESPACE": "mh-test",
@@ -36,6 +39,13 @@ CHART_ENV = {
         {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     ),
     "MH_PIPELINE_POD_SECURITY_CONTEXT": json.dumps({"runAsUser": 10001, "fsGroup": 10001}),
+    # The connection KubernetesPodOperator uses: in-cluster, and its XCom sidecar's resources.
+    "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
+        {
+            "conn_type": "kubernetes",
+            "extra": {"in_cluster": True, "xcom_sidecar_container_resources": SIDECAR},
+        }
+    ),
 }
 
 
@@ -122,9 +132,36 @@ def test_rendered_pod_of_every_step(tmp_path: Path) -> None:
             assert volumes["workspace"]["persistentVolumeClaim"]["claimName"] == "mh-workspace"
             sidecar = next(c for c in spec["containers"] if c["name"] != "base")
             assert sidecar["securityContext"]["runAsNonRoot"] is True
+            assert sidecar["resources"]["limits"] == {"cpu": "100m", "memory": "64Mi"}
         yaml_file = out_dir / f"{dag_id}.train.yaml"
         assert yaml_file.exists() and "kind: Pod" in yaml_file.read_text()
     # The on-demand DAG takes its domain from the trigger's params.
     assert pods["retrain_on_demand.train"]["spec"]["containers"][0]["args"][3] == (
         "{{ params.domain }}"
     )
+
+
+def test_pods_built_from_the_charts_own_configmap(tmp_path: Path) -> None:
+    """The DAGs fed the pipeline ConfigMap the chart renders (real helm) build pods that use the
+    chart's own objects, with limits on every container, the XCom sidecar included."""
+    from tests.helm.conftest import EXISTING_SECRET, template
+
+    rendered = template(*EXISTING_SECRET)
+    by_kind: dict[str, list[dict]] = {}
+    for doc in rendered:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    config = next(c for c in by_kind["ConfigMap"] if "MH_PIPELINE_IMAGE" in c["data"])["data"]
+    result = probe(tmp_path, "pods", str(tmp_path / "pods"), mode="kubernetes", extra_env=config)
+    assert result["import_errors"] == {}
+    claims = {c["metadata"]["name"] for c in by_kind["PersistentVolumeClaim"]}
+    accounts = {a["metadata"]["name"] for a in by_kind["ServiceAccount"]}
+    for name, pod in result["pods"].items():
+        spec = pod["spec"]
+        assert pod["metadata"]["namespace"] == "machine-health", name
+        assert spec["serviceAccountName"] in accounts, name
+        workspace = next(v for v in spec["volumes"] if v["name"] == "workspace")
+        assert workspace["persistentVolumeClaim"]["claimName"] in claims, name
+        for container in spec["containers"]:
+            limits = container["resources"]["limits"]
+            assert {"cpu", "memory"} <= set(limits), f"{name}/{container['name']}"
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
