@@ -56,6 +56,8 @@ def test_predict_histories_matches_test_scoring(trained, fd001) -> None:
     assert [o["cycles_in_window"] for o in out_frames] == [
         min(len(h), bundle.window) for h in histories
     ]
+    last_rows = fd001.test[fd001.test["unit"].isin(units[:5])].groupby("unit").tail(1)
+    assert [o["regime"] for o in out_records] == bundle.transform.regimes(last_rows).tolist()
 
 
 def test_short_history_is_padded(trained, fd001) -> None:
@@ -75,6 +77,12 @@ def test_bad_histories_are_refused(trained, fd001) -> None:
         bundle.predict([unit1.drop(columns="sensor_21")])
     with pytest.raises(InputError, match="NaN"):
         bundle.predict([unit1.assign(sensor_2=np.nan)])
+    with pytest.raises(InputError, match="at least one cycle"):
+        bundle.predict([[]])
+    records = unit1.to_dict(orient="records")
+    records[-1]["sensor_4"] = "hot"
+    with pytest.raises(InputError, match="not a number"):
+        bundle.predict([records])
 
 
 def test_bundle_save_load_same_predictions(trained, tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from machine_health.domains.base import ModelBundle
-from machine_health.domains.turbofan.data import COLUMNS
-from machine_health.domains.turbofan.features import FeatureTransform
+from machine_health.domains.turbofan.features import VALUE_COLUMNS, FeatureTransform
 from machine_health.domains.turbofan.models import Fitted, predict_member
 from machine_health.errors import InputError, ModelError
 
@@ -27,22 +26,35 @@ logger = logging.getLogger(__name__)
 History = pd.DataFrame | Sequence[dict[str, Any]]
 
 
-def history_frame(history: History) -> pd.DataFrame:
-    """One unit's history as a DataFrame with `COLUMNS` (InputError when it cannot be scored)."""
-    frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
-    if frame.empty:
+def history_values(history: History, last: int) -> np.ndarray:
+    """The last `last` rows of one unit's history as `(rows, VALUE_COLUMNS)` float64.
+
+    InputError when it cannot be scored: no cycle, a missing column, a non-number, NaN/inf, or
+    cycles that do not strictly increase.
+    """
+    if isinstance(history, pd.DataFrame):
+        columns = set(history.columns)
+        table: Any = history[[c for c in VALUE_COLUMNS if c in columns]].tail(last)
+    else:
+        table = list(history)[-last:]
+        columns = set.intersection(*(set(row) for row in table)) if table else set(VALUE_COLUMNS)
+    if len(table) == 0:
         raise InputError("a unit history must hold at least one cycle")
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in VALUE_COLUMNS if c not in columns]
     if missing:
         raise InputError(f"unit history lacks columns: {', '.join(missing)}")
-    frame = frame[COLUMNS]
-    numbers = frame.drop(columns="unit").to_numpy(dtype="float64")
-    if not np.isfinite(numbers).all():
+    try:
+        if isinstance(table, pd.DataFrame):
+            values = table.to_numpy(dtype="float64")
+        else:
+            values = np.array([[row[c] for c in VALUE_COLUMNS] for row in table], dtype="float64")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"unit history holds a value that is not a number: {exc}") from exc
+    if not np.isfinite(values).all():
         raise InputError("unit history holds NaN or infinite values")
-    cycles = frame["cycle"].to_numpy()
-    if (np.diff(cycles) <= 0).any():
+    if (np.diff(values[:, 0]) <= 0).any():
         raise InputError("cycles of a unit history must strictly increase (last row = scored)")
-    return frame
+    return values
 
 
 class TurbofanBundle(ModelBundle):
@@ -94,18 +106,12 @@ class TurbofanBundle(ModelBundle):
         """Score the LAST cycle of every unit history (format in the class docstring)."""
         if len(inputs) == 0:
             return []
-        frames = [history_frame(h).tail(self.transform.history_cycles) for h in inputs]
-        windows = np.concatenate(
-            [self.transform.windows(f.assign(unit=0), every_cycle=False) for f in frames]
-        )
+        histories = [history_values(h, self.transform.history_cycles) for h in inputs]
+        windows, regimes = self.transform.last_windows(histories)
         rul = self.predict_windows(windows)
         return [
-            {
-                "rul": float(r),
-                "cycles_in_window": min(len(f), self.window),
-                "regime": int(self.transform.regimes(f.tail(1))[0]),
-            }
-            for r, f in zip(rul, frames, strict=True)
+            {"rul": float(r), "cycles_in_window": min(len(h), self.window), "regime": int(g)}
+            for r, h, g in zip(rul, histories, regimes, strict=True)
         ]
 
     def smoke_inputs(self) -> list[list[dict[str, Any]]]:

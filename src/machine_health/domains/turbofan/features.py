@@ -18,6 +18,7 @@ a served model always applies exactly the transform it was trained with.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +28,11 @@ from scipy.signal import lfilter
 from sklearn.cluster import KMeans
 
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS
+
+#: The numeric columns of a history row, in the order `transform_values` reads them.
+VALUE_COLUMNS = ["cycle", *SETTINGS, *SENSORS]
+_SETTING_COLS = [VALUE_COLUMNS.index(c) for c in SETTINGS]
+_SENSOR_COL = {s: VALUE_COLUMNS.index(s) for s in SENSORS}
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +81,47 @@ class FeatureTransform:
     # --- applying ---------------------------------------------------------------------------
     def regimes(self, frame: pd.DataFrame) -> np.ndarray:
         """Regime index of every row (nearest fitted centre of the standardised settings)."""
-        z = (frame[SETTINGS].to_numpy(dtype="float64") - self.settings_mean) / self.settings_std
+        return self.regimes_of(frame[SETTINGS].to_numpy(dtype="float64"))
+
+    def regimes_of(self, settings: np.ndarray) -> np.ndarray:
+        """Regime index of every row of a `(n_rows, 3)` settings array."""
+        z = (settings - self.settings_mean) / self.settings_std
         centers = np.asarray(self.regime_centers)
         return np.argmin(((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
 
     def transform_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Per-row model features `(n_rows, n_features)` (float32)."""
-        regime = self.regimes(frame)
-        values = frame[self.sensors].to_numpy(dtype="float64")
+        return self.transform_values(frame[VALUE_COLUMNS].to_numpy(dtype="float64"))[0]
+
+    def transform_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features `(n_rows, n_features)` float32, regime per row) of raw `VALUE_COLUMNS` rows.
+
+        The array form of `transform_rows`: serving builds it straight from request rows, with no
+        DataFrame per unit (the per-history pandas work dominated a batched model call).
+        """
+        regime = self.regimes_of(values[:, _SETTING_COLS])
+        sensor_cols = [_SENSOR_COL[s] for s in self.sensors]
         mean = np.asarray(self.regime_mean)[regime]
         std = np.asarray(self.regime_std)[regime]
-        scaled = (values - mean) / std
+        scaled = (values[:, sensor_cols] - mean) / std
         if self.cycle_scale > 0:
-            scaled = np.column_stack([scaled, frame["cycle"].to_numpy() / self.cycle_scale])
-        return scaled.astype("float32")
+            scaled = np.column_stack([scaled, values[:, 0] / self.cycle_scale])
+        return scaled.astype("float32"), regime
+
+    def last_windows(self, histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(windows `(n, window, n_features)`, regime of each last row) of raw histories.
+
+        Each history is `(cycles, len(VALUE_COLUMNS))` in cycle order, its last row the one to
+        score; the same windows as `windows(frame, every_cycle=False)`, for the whole batch in one
+        vectorised transform.
+        """
+        raw = np.stack([pad_windows(h, self.window, every_cycle=False)[0] for h in histories])
+        n, w, c = raw.shape
+        rows, regime = self.transform_values(raw.reshape(n * w, c))
+        windows = rows.reshape(n, w, -1)
+        if self.smoothing > 0:
+            windows = smooth(windows, self.smoothing)
+        return windows, regime.reshape(n, w)[:, -1]
 
     def windows(self, frame: pd.DataFrame, *, every_cycle: bool) -> np.ndarray:
         """Windows `(n, window, n_features)` per unit: one per row, or the last one per unit.

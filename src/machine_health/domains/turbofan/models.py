@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from machine_health.domains.base import openmp_for
 from machine_health.domains.turbofan.features import rolling_features
 from machine_health.errors import ModelError
 
@@ -170,6 +171,8 @@ def fit_member(
 def predict_member(member: Fitted, windows: np.ndarray) -> np.ndarray:
     """Scaled RUL (RUL / cap) of windows, one estimator call for the whole array."""
     if member.kind == "sklearn":
-        return np.asarray(member.estimator.predict(rolling_features(windows)), dtype="float64")
+        with openmp_for(len(windows)):
+            out = member.estimator.predict(rolling_features(windows))
+        return np.asarray(out, dtype="float64")
     out = member.estimator.predict_on_batch(windows)
     return np.asarray(out, dtype="float64").reshape(-1)

@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,9 +19,8 @@ import skops.io
 from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import ThreadpoolController
 
-from machine_health.domains.base import ModelBundle
+from machine_health.domains.base import ModelBundle, openmp_for
 from machine_health.domains.vibration.features import FeatureConfig, extract_features
 from machine_health.domains.vibration.physics import resample
 from machine_health.errors import InputError, ModelError
@@ -34,13 +32,6 @@ _CONFIG_FILE = "vibration.json"
 _SMOKE_FILE = "smoke.npz"
 # skops refuses to load any type it does not know; we accept only scikit-learn's own.
 _TRUSTED_PREFIXES = ("sklearn.",)
-#: up to this many rows, the classifier runs on one thread (see `score_features`).
-_SMALL_BATCH = 64
-
-
-@lru_cache(maxsize=1)
-def _threadpools() -> ThreadpoolController:
-    return ThreadpoolController()
 
 
 def mahalanobis(detector: LedoitWolf, standardised: np.ndarray) -> np.ndarray:
@@ -89,11 +80,7 @@ class VibrationBundle(ModelBundle):
         # than the arithmetic when serving one window.
         z = (features - self.scaler.mean_) / self.scaler.scale_
         scores = mahalanobis(self.detector, z)
-        if len(z) > _SMALL_BATCH:
-            return scores, self.classifier.predict_proba(z)
-        # The boosted trees predict with OpenMP: for a few rows the thread wake-ups cost more
-        # than the work, and on a busy host one barrier can stall for tens of ms.
-        with _threadpools().limit(limits=1, user_api="openmp"):
+        with openmp_for(len(z)):
             return scores, self.classifier.predict_proba(z)
 
     def _chunks(self, item: Any) -> tuple[list[np.ndarray], float]:
