@@ -73,9 +73,10 @@ def turbofan_units(data_dir: Path, subset: str, units: int) -> list[tuple[int, A
     from machine_health.domains.turbofan.data import load_subset
 
     data = load_subset(data_dir, subset)
+    true_rul = dict(zip(data.test_units.tolist(), data.rul.tolist(), strict=True))
     out = []
     for unit, rows in list(data.test.groupby("unit", sort=True))[:units]:
-        out.append((int(unit), rows.sort_values("cycle"), float(data.rul.loc[unit])))
+        out.append((int(unit), rows.sort_values("cycle"), float(true_rul[unit])))
     return out
 
 

@@ -561,3 +561,33 @@ def test_ops_endpoints(api: tuple[Server, Settings]) -> None:
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and 'href="docs"' in page.text
     assert httpx.get(f"{server.url}/nowhere").json()["error"] == "not_found"
+
+
+def test_simulator_replays_real_data_and_its_labels(
+    api: tuple[Server, Settings], archive: Database
+) -> None:
+    """`machine-health simulate` (the demo's traffic) against the live API: every C-MAPSS test
+    cycle of the chosen units archived and labelled from RUL_FD001, every CWRU window labelled."""
+    from machine_health.domains.turbofan.data import load_subset
+    from machine_health.simulate import simulate
+    from tests.integration.conftest import PASSWORDS
+
+    server, settings = api
+    result = asyncio.run(
+        simulate(
+            server.url, "operator", PASSWORDS["operator"], settings.data_dir,
+            domains=["turbofan", "vibration"], turbofan_units_count=2, vibration_limit=14,
+        )
+    )  # fmt: skip
+    tag = result["tag"]
+    fd001 = load_subset(settings.data_dir, "FD001")
+    for unit, true_rul in ((1, fd001.rul[0]), (2, fd001.rul[1])):
+        cycles = fd001.test[fd001.test["unit"] == unit]["cycle"].tolist()
+        docs = list(archive.predictions.find({"asset_id": f"FD001-{tag}-u{unit:03d}"}))
+        assert sorted(d["cycle"] for d in docs) == cycles
+        labels = {d["cycle"]: d["label"] for d in docs}
+        assert labels[cycles[-1]] == true_rul  # the true RUL after the last test cycle
+        assert labels[cycles[0]] == true_rul + cycles[-1] - cycles[0]
+    assert result["turbofan"]["acknowledged"] == len(fd001.test[fd001.test["unit"] <= 2])
+    vibration = result["vibration"]
+    assert vibration["acknowledged"] == 14 and vibration["labels_sent"] == 14
