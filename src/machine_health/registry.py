@@ -13,6 +13,7 @@ MLFLOW_TRACKING_PASSWORD variables; nothing here needs the `dagshub` client.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -30,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from machine_health import __version__
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle, load_bundle
-from machine_health.errors import ModelError, ModelNotFound
+from machine_health.errors import ConfigurationError, ModelError, ModelNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,29 @@ def configure(settings: Settings) -> MlflowClient:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+    try:
+        experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    except MlflowException as exc:
+        if _auth_refused(exc):
+            raise ConfigurationError(
+                f"the MLflow tracking server at {uri} refused the credentials "
+                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD): "
+                f"{exc.error_code or 'HTTP 401/403'}"
+            ) from exc
+        raise
+    if experiment is None:
         # A local store keeps artifacts beside the db; a server decides its own location.
         location = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
         client.create_experiment(settings.mlflow_experiment, artifact_location=location)
     mlflow.set_experiment(settings.mlflow_experiment)
     return client
+
+
+def _auth_refused(exc: MlflowException) -> bool:
+    """A 401/403 answer of a tracking server (a DagsHub token that is wrong or expired)."""
+    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return True
+    return re.search(r"\berror code 40[13]\b", str(exc)) is not None
 
 
 def git_commit() -> str:
@@ -320,8 +338,10 @@ def aliases(settings: Settings, domain: str) -> dict[str, str]:
     client = _client(settings)
     try:
         model = client.get_registered_model(settings.model_name(domain))
-    except MlflowException:
-        return {}
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise  # anything else is not "no model": a caller must not train a new champion on it
     return {alias: str(v) for alias, v in model.aliases.items()}
 
 
