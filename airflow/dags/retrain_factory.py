@@ -31,11 +31,17 @@ RETRIES = 2
 TIMEOUTS = {"train": timedelta(hours=2), "evaluate": timedelta(minutes=30)}
 DEFAULT_TIMEOUT = timedelta(minutes=20)
 
-# Jinja of the run's keys: a manual run in Airflow 3 may have no data interval, then the run's
-# own fixed `run_after` stands in (never "now": a retried task must see the same instant).
+# Jinja of the run's keys: a manual run in Airflow 3 (UI, REST API with no logical date) has no
+# data interval, and then `data_interval_*` are not even defined in the context (strict
+# undefined): the run's own fixed `run_after` stands in (never "now": a retried task must see
+# the same instant).
 RUN_ID = "{{ run_id }}"
-INTERVAL_START = "{{ (data_interval_start or dag_run.run_after).isoformat() }}"
-INTERVAL_END = "{{ (data_interval_end or dag_run.run_after).isoformat() }}"
+_INTERVAL = (
+    "{{ (data_interval_%s if data_interval_%s is defined and data_interval_%s "
+    "else dag_run.run_after).isoformat() }}"
+)
+INTERVAL_START = _INTERVAL % (("start",) * 3)
+INTERVAL_END = _INTERVAL % (("end",) * 3)
 FORCE = "{{ '--force' if params.force else '--no-force' }}"
 
 

@@ -53,13 +53,15 @@ def pods(out_dir: Path) -> dict:
     return {"import_errors": {str(k): v for k, v in bag.import_errors.items()}, "pods": rendered}
 
 
-def test_run(dag_id: str, when: str) -> dict:
+def one_run(dag_id: str, when: str, kind: str = "scheduled") -> dict:
+    """`dag.test` of one run; kind "manual" = no logical date, hence no data interval (as a run
+    triggered from the UI or the REST API with `logical_date: null`)."""
     from datetime import datetime
 
     bag = DagBag(str(DAGS))
     dag = bag.dags[dag_id]
     moment = datetime.fromisoformat(when)
-    run = dag.test(run_after=moment, logical_date=moment)
+    run = dag.test(run_after=moment, logical_date=None if kind == "manual" else moment)
     tasks = {}
     for ti in run.get_task_instances():
         value = ti.xcom_pull(task_ids=ti.task_id) if ti.state == "success" else None
@@ -74,5 +76,5 @@ if __name__ == "__main__":
     elif action == "pods":
         result = pods(Path(sys.argv[2]))
     else:
-        result = test_run(sys.argv[2], sys.argv[3])
+        result = one_run(*sys.argv[2:5])
     print(json.dumps(result, default=str))
