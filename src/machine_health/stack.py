@@ -26,7 +26,7 @@ import httpx
 
 from machine_health import embedded_store, local_airflow
 from machine_health.config import Settings
-from machine_health.errors import MachineHealthError, StoreError
+from machine_health.errors import AlreadyExists, MachineHealthError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -132,26 +132,38 @@ def ensure_champions(settings: Settings, supervisor: Supervisor) -> None:
         supervisor.children.remove(child)
 
 
+LOCAL_USERS = {"admin": "admin", "demo-operator": "operator"}  # name -> role
+
+
 def ensure_users(settings: Settings) -> dict[str, str]:
-    """A local admin and the demo's operator, with passwords generated once (never defaults)."""
+    """A local admin and the demo's operator, with passwords generated once (never defaults).
+
+    The passwords are kept under var/secrets/ (written before the users, so a crash cannot lose
+    them); a user missing from the store (a first run, a wiped store) is created again with its
+    kept password.
+    """
+    from machine_health.api.security import hash_password
+    from machine_health.archive import client as archive_client
+    from machine_health.archive.users import create_user_sync
+
     path = settings.var_dir / "secrets" / "local-users.json"
     if path.exists():
-        return json.loads(path.read_text())
-    users = {"admin": generated_password(), "demo-operator": generated_password()}
-    roles = {"admin": "admin", "demo-operator": "operator"}
-    for name, password in users.items():
-        env = {**child_env(settings), "MH_NEW_PASSWORD": password}
-        args = ["users", "create", name, "--role", roles[name], "--password-env", "MH_NEW_PASSWORD"]
-        result = subprocess.run(
-            cli(*args),
-            env=env, capture_output=True, text=True, cwd=REPO, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise MachineHealthError(f"creating user {name} failed: {result.stderr[-500:]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(users))
-    path.chmod(0o600)
-    return users
+        passwords = json.loads(path.read_text())
+    else:
+        passwords = {name: generated_password() for name in LOCAL_USERS}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(passwords))
+    client = archive_client.sync_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        archive_client.ensure_indexes_sync(db)
+        for name, role in LOCAL_USERS.items():
+            with contextlib.suppress(AlreadyExists):
+                create_user_sync(db, name, hash_password(passwords[name]), role)
+    finally:
+        client.close()
+    return passwords
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -266,6 +266,8 @@ def test_feedback_and_failure_backfill_label_the_archive(
     assert ok.status_code == 200
     doc = archive["predictions"].find_one({"prediction_id": pid})
     assert doc["label"] == "inner_race" and doc["label_source"] == "feedback"
+    assert isinstance(doc["labelled_at"], datetime)  # a BSON date, not a string
+    assert datetime.fromisoformat(ok.json()["labelled_at"]) == doc["labelled_at"]
     missing = httpx.post(
         f"{url}/feedback", json={"prediction_id": "0" * 32, "label": "normal"}, headers=operator
     )
@@ -283,8 +285,9 @@ def test_feedback_and_failure_backfill_label_the_archive(
         f"{url}/assets/{unit_id}/failure", json={"failure_cycle": 30}, headers=operator
     )
     assert filled.status_code == 200 and filled.json()["labelled"] == 3
-    labels = {d["cycle"]: d["label"] for d in archive["predictions"].find({"asset_id": unit_id})}
-    assert labels == {1: 29.0, 2: 28.0, 5: 25.0}
+    cycles = list(archive["predictions"].find({"asset_id": unit_id}))
+    assert {d["cycle"]: d["label"] for d in cycles} == {1: 29.0, 2: 28.0, 5: 25.0}
+    assert all(isinstance(d["labelled_at"], datetime) for d in cycles)
     # what the retraining pipeline extracts
     extracted = list(
         archive["predictions"].find(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -104,6 +104,26 @@ def test_update_many_backfills_by_string_key(db: Database) -> None:
     result = coll.update_many({"unit": "u1", "cycle": {"$lte": 5}}, {"$set": {"label": 1.0}})
     assert result.modified_count == 5
     assert [d.get("label") for d in coll.find({"unit": "u2"})] == [None]
+
+
+def test_label_times_from_current_date_are_dates_in_range_queries(db: Database) -> None:
+    """Labels are timestamped by the store with `$currentDate` (single and bulk updates): a BSON
+    date that `labelled_at` range queries find. (nx-27017 0.8.1 stores a top-level datetime
+    given to `$set` as a string, so the archive never writes a label time that way.)"""
+    coll = db["labels"]
+    coll.insert_many([{"k": i} for i in range(4)])
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    one = coll.find_one_and_update(
+        {"k": 0}, {"$set": {"label": "x"}, "$currentDate": {"at": True}},
+        return_document=ReturnDocument.AFTER,
+    )  # fmt: skip
+    assert isinstance(one["at"], datetime)
+    updates = [UpdateOne({"k": k}, {"$set": {"label": "y"}, "$currentDate": {"at": True}})
+               for k in (1, 2)]  # fmt: skip
+    assert coll.bulk_write(updates, ordered=False).modified_count == 2
+    found = list(coll.find({"at": {"$gte": before, "$lte": datetime.now(UTC)}}).sort("k", 1))
+    assert [d["k"] for d in found] == [0, 1, 2]
+    assert all(isinstance(d["at"], datetime) for d in found)
 
 
 def test_objectid_equality_on_id_and_binary_roundtrip(db: Database) -> None:

@@ -70,3 +70,15 @@ def test_emit_xcom_writes_return_json_only_inside_a_pod(tmp_path: Path) -> None:
     assert emit_xcom({"a": 1}, str(tmp_path / "absent")) is False
     assert emit_xcom({"version": "3"}, str(tmp_path)) is True
     assert json.loads((tmp_path / "return.json").read_text()) == {"version": "3"}
+
+
+def test_extract_reads_label_times_stored_as_text_by_earlier_versions() -> None:
+    from datetime import UTC, datetime
+
+    from machine_health.pipeline.extract import _timestamp
+
+    expected = datetime(2026, 12, 1, 21, 43, 39, 722000, tzinfo=UTC)
+    assert _timestamp("2026-12-01 21:43:39.722000") == expected
+    assert _timestamp(expected.replace(tzinfo=None)) == expected
+    assert _timestamp(expected) is expected
+    assert _timestamp("yesterday") is None and _timestamp(None) is None

@@ -11,10 +11,10 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -122,21 +122,29 @@ async def find_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, An
     return _clean(doc) if doc else None
 
 
+# Label times are set by the store (`$currentDate`), never `$set` from Python: the embedded
+# store (nx-27017 0.8.1) writes a top-level datetime given to `$set` as a STRING, which the
+# pipeline's `labelled_at` range queries and Parquet snapshot cannot use
+# (tests/integration/test_store_contract.py pins both behaviours). One clock for every replica.
+_LABELLED_NOW = {"$currentDate": {"labelled_at": True}}
+
+
 async def set_label(
     db: AsyncDatabase, prediction_id: str, *, domain: str, label: str | float, source: str
 ) -> dict[str, Any]:
     """Attach ground truth to one archived prediction of `domain`; NotFound when absent."""
-    now = datetime.now(UTC)
     try:
-        result = await db[PREDICTIONS].update_one(
+        doc = await db[PREDICTIONS].find_one_and_update(
             {"prediction_id": str(prediction_id), "domain": str(domain)},
-            {"$set": {"label": label, "labelled_at": now, "label_source": source}},
+            {"$set": {"label": label, "label_source": source}, **_LABELLED_NOW},
+            projection={"labelled_at": 1, "_id": 0},
+            return_document=ReturnDocument.AFTER,
         )
     except PyMongoError as exc:
         raise StoreError(f"cannot update the archive: {exc}") from exc
-    if result.matched_count == 0:
+    if doc is None:
         raise NotFound(f"no archived {domain} prediction {prediction_id!r} (or not archived yet)")
-    return {"prediction_id": prediction_id, "label": label, "labelled_at": now}
+    return {"prediction_id": prediction_id, "label": label, "labelled_at": doc["labelled_at"]}
 
 
 async def backfill_failure(
@@ -147,30 +155,32 @@ async def backfill_failure(
     query = {"domain": domain, "asset_id": str(unit_id)}
     try:
         docs = [d async for d in coll.find(query, {"prediction_id": 1, "cycle": 1, "_id": 0})]
-        cycles = [int(d["cycle"]) for d in docs if d.get("cycle") is not None]
-        if not cycles:
+        docs = [d for d in docs if d.get("cycle") is not None]
+        if not docs:
             raise NotFound(f"no archived cycles for unit {unit_id!r}")
-        if max(cycles) > failure_cycle:
+        latest = max(int(d["cycle"]) for d in docs)
+        if latest > failure_cycle:
             raise InputError(
-                f"failure_cycle {failure_cycle} is before archived cycle {max(cycles)} "
+                f"failure_cycle {failure_cycle} is before archived cycle {latest} "
                 f"of unit {unit_id!r}"
             )
-        now = datetime.now(UTC)
         updates = [
             UpdateOne(
                 {"prediction_id": d["prediction_id"]},
                 {
                     "$set": {
                         "label": float(failure_cycle - int(d["cycle"])),
-                        "labelled_at": now,
                         "label_source": "failure",
-                    }
+                    },
+                    **_LABELLED_NOW,
                 },
             )
             for d in docs
-            if d.get("cycle") is not None
         ]
         result = await coll.bulk_write(updates, ordered=False)
+        last = await coll.find_one(
+            {"prediction_id": docs[-1]["prediction_id"]}, {"labelled_at": 1, "_id": 0}
+        )
     except PyMongoError as exc:
         raise StoreError(f"cannot update the archive: {exc}") from exc
     return {
@@ -178,7 +188,7 @@ async def backfill_failure(
         "failure_cycle": failure_cycle,
         "labelled": len(updates),
         "modified": result.modified_count,
-        "labelled_at": now,
+        "labelled_at": (last or {}).get("labelled_at"),
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -73,13 +73,26 @@ def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _timestamp(value: Any) -> datetime | None:
+    """A stored time as a datetime. Label times written by earlier versions through `$set` on
+    the embedded store were kept as text ('2026-12-01 21:43:39.722000', UTC): read them too."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None  # left empty: validate reports the row
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if isinstance(value, datetime) else None
+
+
 def _row(domain: str, doc: dict[str, Any]) -> dict[str, Any]:
     data = doc.get("input") or {}
     row = {
         "prediction_id": str(doc["prediction_id"]),
         "asset_id": str(doc.get("asset_id")),
-        "created_at": doc.get("created_at"),
-        "labelled_at": doc.get("labelled_at"),
+        "created_at": _timestamp(doc.get("created_at")),
+        "labelled_at": _timestamp(doc.get("labelled_at")),
         "model_version": str(doc.get("model_version")),
     }
     if domain == "turbofan":
@@ -160,7 +173,9 @@ def run(
                 table = pa.Table.from_pylist(batch, schema=schema)
                 writer.write_table(table)
                 rows += len(batch)
-                in_interval += sum(1 for r in batch if r["labelled_at"] > ws.interval_start)
+                in_interval += sum(
+                    1 for r in batch if r["labelled_at"] and r["labelled_at"] > ws.interval_start
+                )
                 if domain == "vibration":
                     for r in batch:
                         labels[r["label"]] = labels.get(r["label"], 0) + 1
