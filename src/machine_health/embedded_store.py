@@ -134,14 +134,21 @@ def _require_embedded(settings: Settings) -> None:
         )
 
 
-def start(settings: Settings) -> StoreStatus:
-    """Start the embedded store in the background (data under var/store); refuse to start twice."""
+def launch_managed(settings: Settings) -> subprocess.Popen[bytes]:
+    """Launch the settings' embedded store (data under var/store) with its pid file, so `store
+    status|stop` know it whoever started it (`store start` or `make run`); refuses twice."""
     _require_embedded(settings)
     data_dir, pid_file, log_file = _paths(settings)
     if _read_pid(pid_file) is not None or ping(settings.store_uri, 0.3):
         raise StoreAlreadyRunning(f"the embedded store already runs on {settings.store_uri}")
     proc = launch(settings.store_host, settings.store_port, data_dir, log_file)
     pid_file.write_text(str(proc.pid))
+    return proc
+
+
+def start(settings: Settings) -> StoreStatus:
+    """Start the embedded store in the background (data under var/store); refuse to start twice."""
+    launch_managed(settings)
     return status(settings)
 
 

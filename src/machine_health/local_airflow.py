@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RETRAIN_TIMEOUT_S = 20 * 60
+FAILED_TASK_STATES = ("failed", "upstream_failed")
 
 
 @dataclass
@@ -33,14 +34,26 @@ class LocalAirflow:
     client: AirflowClient
 
     def retrain(self, domain: str) -> str:
-        """Trigger `retrain_<domain>` now and wait for it; returns the run's final state."""
+        """Trigger `retrain_<domain>` now and wait for it; returns the run's final state.
+
+        A run that does not succeed is logged as an error naming its failed steps and where
+        their logs are.
+        """
         dag_id = f"retrain_{domain}"
         self.client.wait_for_dag(dag_id)
         run_id = self.client.trigger(dag_id, conf={"reason": "make run demo"})
         logger.info(
             "triggered %s run %s: watch it at %s/dags/%s", dag_id, run_id, self.base_url, dag_id
         )
-        return self.client.wait_for_run(dag_id, run_id, RETRAIN_TIMEOUT_S)["state"]
+        state = self.client.wait_for_run(dag_id, run_id, RETRAIN_TIMEOUT_S)["state"]
+        if state != "success":
+            tasks = self.client.task_instances(dag_id, run_id)
+            failed = [t["task_id"] for t in tasks if t.get("state") in FAILED_TASK_STATES]
+            logger.error(
+                "%s run %s ended %s (failed steps: %s); logs: %s/dags/%s/runs/%s",
+                dag_id, run_id, state, ", ".join(failed) or "-", self.base_url, dag_id, run_id,
+            )  # fmt: skip
+        return state
 
 
 def airflow_env(settings: Settings, repo: Path, base_env: dict[str, str]) -> dict[str, str]:

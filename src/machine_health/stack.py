@@ -112,9 +112,8 @@ def start_store(settings: Settings, supervisor: Supervisor) -> str:
         return "external MongoDB"
     if embedded_store.ping(settings.store_uri, 0.5):
         return f"{settings.store_uri} (already running)"
-    data_dir, _, log = settings.var_dir / "store", None, settings.var_dir / "store.log"
-    proc = embedded_store.launch(settings.store_host, settings.store_port, data_dir, log)
-    supervisor.adopt("store", proc, log)
+    proc = embedded_store.launch_managed(settings)
+    supervisor.adopt("store", proc, settings.var_dir / "store.log")
     return settings.store_uri
 
 
