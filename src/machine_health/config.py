@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(
         0.5, gt=0, le=1, description="Share of drifted input features that flags a domain's drift."
     )
+    drift_window_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Archive window a retrain run's check measures drift over when "
+        "the run has no data interval (a manual run); else the run's interval.",
+    )
     live_rmse_max: float = Field(
         25.0, gt=0, description="Turbofan live RMSE (known failures) above which to retrain."
     )

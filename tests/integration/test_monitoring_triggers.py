@@ -125,14 +125,35 @@ def vibration_documents(
     ]  # fmt: skip
 
 
-def check_step(settings: Settings, run_id: str, end: datetime, **kwargs: Any) -> dict[str, Any]:
+def check_step(
+    settings: Settings, run_id: str, end: datetime, domain: str = "turbofan", **kwargs: Any
+) -> dict[str, Any]:
     """The retrain DAG's first task (`machine-health pipeline check`), new labels set aside."""
     from machine_health.pipeline import check
 
     return check.run(
-        settings=settings, domain="turbofan", run_id=run_id, interval_start=end - timedelta(days=1),
+        settings=settings, domain=domain, run_id=run_id, interval_start=end - timedelta(days=1),
         interval_end=end, min_new_labels=10**9, **kwargs,
     )  # fmt: skip
+
+
+def test_the_check_step_measures_drift_itself(
+    settings: Settings, db: Database, turbofan: dict[str, Any]
+) -> None:
+    """No drift command was run: the DAG's check measures the interval and acts on it."""
+    version = register(settings, turbofan["bundle"], turbofan["reference"])
+    archive(db, turbofan_documents(first_units(turbofan["fd002"].test, 25), version=version,
+                                   start=T0))  # fmt: skip
+    assert reports.latest(db, reports.DRIFT, "turbofan") is None
+    checked = check_step(settings, "r1", T0 + timedelta(days=1))
+    assert checked["retrain"] is True and checked["reasons"] == ["monitoring: drift"]
+    assert checked["monitoring"]["drift"]["flagged"] is True
+    assert checked["monitoring"]["drift"]["model_version"] == version
+    stored = reports.latest(db, reports.DRIFT, "turbofan")
+    assert stored["window_start"] == T0 and stored["window_end"] == T0 + timedelta(days=1)
+    assert checked["monitoring"]["drift"]["n_rows"] == stored["n_rows"] > 0
+    performance_report = reports.latest(db, reports.PERFORMANCE, "turbofan")
+    assert performance_report["window_end"] == T0 + timedelta(days=1)
 
 
 def first_units(frame: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -1,16 +1,19 @@
 """Step 0 (the DAGs' short-circuit): should this run retrain at all?
 
-Yes when, at the interval end, at least `retrain_min_new_labels` predictions were labelled after
-the data the last registered version consumed, or when the monitoring triggers (drift, live
-performance; `monitoring.triggers.should_retrain`) ask for it, or when the run is forced (a
-manual trigger from the UI). The answer is the `retrain` key of the result; the DAG stops the
-run cleanly when it is false.
+First it measures: the drift of the archived inputs of the run's data interval against the
+champion's training reference, and the live performance of the labels known at the interval
+end, both stored as reports (what the triggers, the API's gauges and the alert rules read).
+Then it decides. Yes when, at the interval end, at least `retrain_min_new_labels` predictions
+were labelled after the data the last registered version consumed, or when the monitoring
+triggers (drift, live performance; `monitoring.triggers.should_retrain`) ask for it, or when
+the run is forced (a manual trigger from the UI). The answer is the `retrain` key of the
+result; the DAG stops the run cleanly when it is false.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -25,6 +28,8 @@ from machine_health.pipeline.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 STEP = "check"
+DRIFT_KEYS = ("status", "model_version", "n_rows", "drift_share", "flagged")
+PERFORMANCE_KEYS = ("n_labelled", "degraded_versions")
 
 
 def count_new_labels(
@@ -42,12 +47,33 @@ def count_new_labels(
         client.close()
 
 
+def measure(settings: Settings, domain: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Store a drift report of `[start, end)` (or the last `drift_window_hours` when the run has
+    no interval) and a live-performance report at `end`; a summary of each, or why it could not
+    be made (e.g. a version registered without a reference): that report is then left out."""
+    from machine_health.monitoring import drift, performance
+
+    window = end - start if end > start else timedelta(hours=settings.drift_window_hours)
+    summary: dict[str, Any] = {}
+    try:
+        report = drift.run_drift(settings, domain, window=window, now=end)
+        summary["drift"] = {k: report.get(k) for k in DRIFT_KEYS}
+    except MachineHealthError as exc:
+        logger.warning("%s: drift not measured (%s)", domain, exc)
+        summary["drift"] = {"error": str(exc)}
+    try:
+        report = performance.run_performance(settings, domain, now=end)
+        summary["performance"] = {k: report.get(k) for k in PERFORMANCE_KEYS}
+    except MachineHealthError as exc:
+        logger.warning("%s: live performance not measured (%s)", domain, exc)
+        summary["performance"] = {"error": str(exc)}
+    return summary
+
+
 def monitoring_trigger(settings: Settings, domain: str, now: datetime, run_id: str) -> dict:
     """The drift / live-performance decision of the monitoring package (a failure = no trigger)."""
-    try:
-        from machine_health.monitoring.triggers import should_retrain
-    except ImportError:  # monitoring not installed in this image
-        return {"retrain": False, "reason": None}
+    from machine_health.monitoring.triggers import should_retrain
+
     try:
         return should_retrain(settings, domain, now=now, run_id=run_id)
     except MachineHealthError as exc:
@@ -72,6 +98,7 @@ def run(
     threshold = settings.retrain_min_new_labels if min_new_labels is None else min_new_labels
     since = lineage.consumed_until(settings, domain)
     new_labels = count_new_labels(settings, domain, ws.interval_end, since)
+    measured = measure(settings, domain, ws.interval_start, ws.interval_end)
     trigger = monitoring_trigger(settings, domain, ws.interval_end, run_id)
     reasons = []
     if force:
@@ -88,5 +115,6 @@ def run(
             "new_labels": new_labels,
             "min_new_labels": threshold,
             "consumed_until": since.isoformat() if since else None,
+            "monitoring": measured,
         },
     )

@@ -297,6 +297,7 @@ def train_and_register(
 ) -> dict[str, Any]:
     """Train one model, score it on the test file, register it; version 1 becomes champion."""
     from machine_health import registry
+    from machine_health.monitoring.reference import log_reference, turbofan_reference
 
     data = load_subset(settings.data_dir, subset)
     bundle, info = train_bundle(
@@ -308,6 +309,8 @@ def train_and_register(
         settings, run_name=f"train-{subset}-{model_name}", tags={"domain": "turbofan"}
     ) as run:
         _log_run(settings, bundle, info, metrics, data, predicted)
+        # The training inputs' reference, so drift can be measured for this version too.
+        log_reference(turbofan_reference(data.train, source=f"train {subset}"))
         ref = registry.log_bundle(settings, bundle)
     champion = registry.ensure_champion(settings, "turbofan", ref.version)
     return {
