@@ -5,8 +5,8 @@ data, split and seed), and the train step checks that the bundle it trains carri
 transform: serving only ever applies the transform inside the bundle, so there is never a second
 scaler that could drift apart from the model.
 
-- turbofan: operating regimes + flat-sensor removal + per-regime z-score (`fit_transform` on
-  the unit-wise training split) -> `transform.json`, `rescaled.parquet` (per cycle features);
+- turbofan: operating regimes + flat-sensor removal + per-regime z-score (`bundle_transform`:
+  on every unit, as the refitted members use it) -> `transform.json`, `rescaled.parquet`;
 - vibration: physics features of every training window + the StandardScaler fitted on the
   normal windows of the detector's fit split (the bundle's one scaler, shared by detector and
   classifier) -> `transform.skops`, `rescaled.parquet` (scaled features, label, source).
@@ -41,18 +41,11 @@ def turbofan_fit_config(settings: Settings) -> Any:
 
 
 def _turbofan(settings: Settings, ws: Workspace, training: datasets.TrainingSet) -> dict[str, Any]:
-    from machine_health.domains.turbofan.data import split_units
-    from machine_health.domains.turbofan.features import fit_transform
-    from machine_health.domains.turbofan.training import VAL_FRACTION, merge_extra
+    from machine_health.domains.turbofan.training import bundle_transform, merge_extra
 
     base, extra = training.data
-    config = turbofan_fit_config(settings)
     frame = merge_extra(base, extra)
-    fit_part, _ = split_units(frame, val_fraction=VAL_FRACTION, seed=SEED)
-    transform = fit_transform(
-        fit_part, window=settings.turbofan_window, cap=settings.rul_cap,
-        use_cycle=config.use_cycle, smoothing=config.smoothing,
-    )  # fmt: skip
+    transform = bundle_transform(settings, frame, turbofan_fit_config(settings), seed=SEED)
     features = transform.transform_rows(frame)
     columns = transform.sensors + (["cycle_feature"] if transform.cycle_scale > 0 else [])
     out = pd.DataFrame(features, columns=columns)
@@ -65,7 +58,6 @@ def _turbofan(settings: Settings, ws: Workspace, training: datasets.TrainingSet)
         "regimes": transform.n_regimes,
         "sensors_kept": len(transform.sensors),
         "sensors_dropped": transform.dropped,
-        "fit_rows": len(fit_part),
         "rows": len(frame),
     }
 

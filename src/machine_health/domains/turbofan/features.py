@@ -7,7 +7,9 @@ a served model always applies exactly the transform it was trained with.
   clusters are tight (within-cluster sum of squares below 0.1 % of the total). Multi-condition
   subsets (FD002/FD004) give 6 tight clusters; single-condition ones, where the settings are only
   noise, never get tight clusters and keep one regime.
-- Flat sensors: a sensor constant inside every regime carries no information and is dropped.
+- Flat sensors: a sensor constant inside every regime carries no information and is dropped;
+  optionally so is a quantised one with at most `max_levels` distinct values in every regime
+  (FD001's sensor_6: 98 % one value, the rest a z-score spike of -7).
 - Scaling: z-score of every kept sensor with the mean/std of its regime (one regime = plain
   standard scaling), which removes the operating condition from the signal.
 - Windows: the last `window` cycles of a unit; a unit with fewer cycles is padded at the front by
@@ -183,6 +185,7 @@ def fit_transform(
     cap: float,
     use_cycle: bool = False,
     smoothing: float = 0.0,
+    max_levels: int = 1,
 ) -> FeatureTransform:
     """Learn regimes, flat sensors and per-regime scaling from training histories."""
     mean, std, centers = find_regimes(train[SETTINGS].to_numpy(dtype="float64"))
@@ -195,6 +198,8 @@ def fit_transform(
     r_mean = grouped.mean().reindex(range(len(centers)))
     r_std = grouped.std(ddof=0).reindex(range(len(centers))).fillna(0.0)
     flat = (r_std <= _FLAT).all(axis=0)
+    if max_levels > 1:
+        flat |= (grouped.nunique() <= max_levels).all(axis=0)
     kept = [s for s in SENSORS if not flat[s]]
     dropped = [s for s in SENSORS if flat[s]]
     std_kept = r_std[kept].to_numpy()

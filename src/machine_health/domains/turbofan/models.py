@@ -1,7 +1,8 @@
 """Model builders: a scikit-learn baseline on rolling features and Keras sequence models.
 
 Every builder trains on windows `(n, window, features)` with targets scaled to [0, 1] (RUL / cap)
-and stops on a validation split made BY UNIT (`data.split_units`); nothing here sees test data.
+and stops on a validation split made BY UNIT (`data.split_units`); `refit_member` then retrains
+on all training units for the epochs (trees) that split chose. Nothing here sees test data.
 Keras is imported inside the functions so that importing the domain (the API's schemas) does not
 load TensorFlow.
 """
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 KERAS_MODELS = ("cnn", "lstm", "cnn_gru")
 SKLEARN_MODELS = ("hgb",)
 #: name -> members averaged by the bundle (a plain model is its own single member).
-ENSEMBLES: dict[str, tuple[str, ...]] = {"ensemble": ("hgb", "cnn", "cnn_gru", "lstm")}
+#: A repeated member is trained with another seed (seed + 1000 * repeat).
+ENSEMBLES: dict[str, tuple[str, ...]] = {"ensemble": ("cnn", "cnn", "cnn", "hgb")}
 MODEL_NAMES = (*SKLEARN_MODELS, *KERAS_MODELS, *ENSEMBLES)
 DEFAULT_MODEL = "ensemble"
 
@@ -37,9 +39,13 @@ class FitConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     patience: int = 10
-    hgb_max_iter: int = 200
+    hgb_max_iter: int = 400
     use_cycle: bool = True  # the unit's age: tells early from late in a flat window
     smoothing: float = 0.15  # causal exponential smoothing of the sensors (noise)
+    loss: str = "huber"  # or "mse"; Huber's delta is in RUL / cap units
+    huber_delta: float = 0.1
+    refit_all: bool = True  # then refit on ALL training units for the early-stopped epochs
+    max_levels: int = 2  # also drop sensors with <= this many distinct values in every regime
 
 
 @dataclass
@@ -62,7 +68,9 @@ def members_of(model_name: str) -> tuple[str, ...]:
 
 
 # --- Keras ------------------------------------------------------------------------------------
-def build_keras(name: str, window: int, n_features: int, learning_rate: float) -> Any:
+def build_keras(
+    name: str, window: int, n_features: int, learning_rate: float, loss: Any = "mse"
+) -> Any:
     """A compiled Keras regressor of windows; sigmoid output = RUL / cap."""
     import keras
     from keras import layers
@@ -92,53 +100,109 @@ def build_keras(name: str, window: int, n_features: int, learning_rate: float) -
         raise ModelError(f"unknown Keras model {name!r}")
     outputs = layers.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs, outputs, name=name)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     return model
+
+
+def _loss(config: FitConfig) -> Any:
+    import keras
+
+    if config.loss == "huber":
+        return keras.losses.Huber(delta=config.huber_delta)
+    if config.loss == "mse":
+        return "mse"
+    raise ModelError(f"unknown loss {config.loss!r} (known: mse, huber)")
 
 
 def fit_keras(
     name: str,
     train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
     *,
     seed: int,
     config: FitConfig,
+    learning_rates: list[float] | None = None,
 ) -> Fitted:
-    """Train one Keras model with early stopping on the unit-wise validation split."""
+    """Train one Keras model with early stopping on the unit-wise validation split.
+
+    With `val=None` (the refit on all training units) it trains exactly `config.epochs` epochs,
+    replaying `learning_rates` per epoch when given (the schedule the early-stopped run used).
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
     x_train, y_train = train
-    model = build_keras(name, x_train.shape[1], x_train.shape[2], config.learning_rate)
-    callbacks = [
-        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(config.patience // 3, 2)),
-        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
-    ]
+    model = build_keras(
+        name, x_train.shape[1], x_train.shape[2], config.learning_rate, _loss(config)
+    )
+    callbacks = []
+    if learning_rates:  # replay the early-stopped run's schedule
+        rates = list(learning_rates)
+        callbacks.append(
+            keras.callbacks.LearningRateScheduler(lambda e, _: rates[min(e, len(rates) - 1)])
+        )
+    if val is not None:
+        callbacks += [
+            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(config.patience // 3, 2)),
+            keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+        ]
     result = model.fit(
         x_train, y_train, validation_data=val, epochs=config.epochs,
         batch_size=config.batch_size, callbacks=callbacks, verbose=0, shuffle=True,
     )  # fmt: skip
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+    if val is not None:
+        best = int(np.argmin(history["val_loss"])) + 1
+        history["best_epoch"] = [float(best)]
     logger.info(
         "%s seed %d: %d epochs, best val_loss %.5f",
-        name, seed, len(history["loss"]), min(history["val_loss"]),
+        name, seed, len(history["loss"]), min(history.get("val_loss", history["loss"])),
     )  # fmt: skip
     return Fitted(name=name, kind="keras", estimator=model, history=history)
+
+
+def refit_member(
+    member: Fitted, train: tuple[np.ndarray, np.ndarray], *, seed: int, config: FitConfig
+) -> Fitted:
+    """Refit `member` on all training windows for the epochs (trees) its early stopping chose."""
+    from dataclasses import replace
+
+    if member.kind == "sklearn":
+        best = int(np.argmin(member.history["val_loss"])) + 1
+        refit = fit_hgb(train, None, seed=seed, config=replace(config, hgb_max_iter=best))
+        refit.history = member.history
+        return refit
+    best = int(member.history["best_epoch"][0])
+    rates = member.history.get("learning_rate", [])[:best] or None
+    refit = fit_keras(
+        member.name, train, None, seed=seed, config=replace(config, epochs=best),
+        learning_rates=rates,
+    )  # fmt: skip
+    # Keep the split run's curves (the refit has no validation loss) next to the refit's loss.
+    refit.history = {**member.history, "refit_loss": refit.history["loss"]}
+    return refit
 
 
 # --- scikit-learn -----------------------------------------------------------------------------
 def fit_hgb(
     train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
     *,
     seed: int,
     config: FitConfig,
 ) -> Fitted:
-    """Gradient boosting on rolling features; the number of trees is chosen on validation units."""
+    """Gradient boosting on rolling features; the number of trees is chosen on validation units.
+
+    With `val=None` (the refit on all training units) it grows exactly `config.hgb_max_iter` trees.
+    """
     x_train, y_train = rolling_features(train[0]), train[1]
-    x_val, y_val = rolling_features(val[0]), val[1]
     params = {"learning_rate": 0.08, "max_leaf_nodes": 31, "min_samples_leaf": 40,
               "l2_regularization": 1.0, "random_state": seed, "early_stopping": False}  # fmt: skip
+    if val is None:
+        model = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
+        return Fitted(name="hgb", kind="sklearn", estimator=model.fit(x_train, y_train),
+                      history={"loss": [], "val_loss": []})  # fmt: skip
+    x_val, y_val = rolling_features(val[0]), val[1]
     probe = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
     probe.fit(x_train, y_train)
     val_loss = [float(np.mean((p - y_val) ** 2)) for p in probe.staged_predict(x_val)]

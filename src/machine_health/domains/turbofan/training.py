@@ -32,12 +32,13 @@ from machine_health.domains.turbofan.models import (
     Fitted,
     fit_member,
     members_of,
+    refit_member,
 )
 
 logger = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.2
-SMOKE_LENGTHS = (12, 60)  # one history shorter than the window (padding), one longer
+SMOKE_LENGTHS = (12, 120)  # one history shorter than the window (padding), one longer
 
 
 def merge_extra(train_df: pd.DataFrame, extra_df: pd.DataFrame | None) -> pd.DataFrame:
@@ -81,37 +82,61 @@ def train_bundle(
     `extra_df` holds more run-to-failure histories (same columns) appended to the training file.
     The window and RUL cap come from `settings` (`turbofan_window`, `rul_cap`). Returns the bundle
     and facts: train_seconds, validation RMSE (all cycles of the validation units), learning
-    curves per member, the validation units.
+    curves per member, the validation units. With `config.refit_all` the returned members are
+    refitted on all units for the epochs early stopping chose; val_rmse is the split run's.
     """
     config = config or FitConfig()
     names = members_of(model_name)
+    # A repeated member (the ensemble's three CNNs) trains with another seed each.
+    seeds = [seed + 1000 * names[:i].count(name) for i, name in enumerate(names)]
+    labels = [name if k == seed else f"{name}#{(k - seed) // 1000 + 1}" for name, k in
+              zip(names, seeds, strict=True)]  # fmt: skip
     frame = merge_extra(train_df, extra_df)
     fit_part, val_part = split_units(frame, val_fraction=VAL_FRACTION, seed=seed)
-    transform = fit_transform(
-        fit_part, window=settings.turbofan_window, cap=settings.rul_cap,
-        use_cycle=config.use_cycle, smoothing=config.smoothing,
-    )  # fmt: skip
-    train_xy = _xy(transform, fit_part)
-    val_xy = _xy(transform, val_part)
-    members, seconds = [], 0.0
-    for name in names:
-        cached = _cache.get((name, seed)) if _cache is not None else None
-        if cached is None:
+    transform = _fit(settings, fit_part, config)
+    train_xy, val_xy = _xy(transform, fit_part), _xy(transform, val_part)
+    seconds = 0.0
+
+    def trained(key: tuple[str, int], fit: Any) -> Fitted:
+        nonlocal seconds
+        hit = _cache.get(key) if _cache is not None else None
+        if hit is None:
             started = time.perf_counter()
-            member = fit_member(name, train_xy, val_xy, seed=seed, config=config)
-            cached = (member, time.perf_counter() - started)
+            hit = (fit(), time.perf_counter() - started)
             if _cache is not None:
-                _cache[(name, seed)] = cached
-        members.append(cached[0])
-        seconds += cached[1]
+                _cache[key] = hit
+        seconds += hit[1]
+        return hit[0]
+
+    members = [
+        trained((name, k), lambda name=name, k=k: fit_member(
+            name, train_xy, val_xy, seed=k, config=config))
+        for name, k in zip(names, seeds, strict=True)
+    ]  # fmt: skip
     val_units = sorted(int(u) for u in val_part["unit"].unique())
-    bundle = TurbofanBundle(
-        transform, members, model_name=model_name, smoke=_smoke_histories(fit_part),
-        facts={"seed": seed, "train_units": int(fit_part["unit"].nunique()),
-               "val_units": len(val_units)},
-    )  # fmt: skip
-    val_pred = bundle.predict_windows(val_xy[0])
+    split_bundle = TurbofanBundle(transform, members, model_name=model_name)
+    val_pred = split_bundle.predict_windows(val_xy[0])
     val_rmse = float(np.sqrt(np.mean((val_pred - val_xy[1] * transform.cap) ** 2)))
+    epochs = {
+        label: len(m.history.get("loss", [])) for label, m in zip(labels, members, strict=True)
+    }
+    used = fit_part
+    if config.refit_all:
+        # The split only chose the epoch (tree) counts: refit on every training unit for that many.
+        used, transform = frame, _fit(settings, frame, config)
+        all_xy = _xy(transform, frame)
+        members = [
+            trained((f"refit:{m.name}", k), lambda m=m, k=k: refit_member(
+                m, all_xy, seed=k, config=config))
+            for m, k in zip(members, seeds, strict=True)
+        ]  # fmt: skip
+        epochs |= {f"{label} refit": len(m.history.get("refit_loss", [])) or None
+                   for label, m in zip(labels, members, strict=True)}  # fmt: skip
+    bundle = TurbofanBundle(
+        transform, members, model_name=model_name, smoke=_smoke_histories(used),
+        facts={"seed": seed, "train_units": int(used["unit"].nunique()),
+               "val_units": len(val_units), "refit_all": config.refit_all},
+    )  # fmt: skip
     info = {
         "model": model_name,
         "seed": seed,
@@ -119,10 +144,28 @@ def train_bundle(
         "val_rmse": val_rmse,
         "val_units": val_units,
         "train_unit_ids": sorted(int(u) for u in fit_part["unit"].unique()),
-        "history": {m.name: m.history for m in members},
-        "epochs": {m.name: len(m.history.get("loss", [])) for m in members},
+        "history": {label: m.history for label, m in zip(labels, members, strict=True)},
+        "epochs": epochs,
     }
     return bundle, info
+
+
+def _fit(settings: Settings, frame: pd.DataFrame, config: FitConfig) -> FeatureTransform:
+    return fit_transform(
+        frame, window=settings.turbofan_window, cap=settings.rul_cap,
+        use_cycle=config.use_cycle, smoothing=config.smoothing, max_levels=config.max_levels,
+    )  # fmt: skip
+
+
+def bundle_transform(
+    settings: Settings, frame: pd.DataFrame, config: FitConfig, *, seed: int
+) -> FeatureTransform:
+    """The transform `train_bundle(frame, seed=seed, config=config)` puts in its bundle: fitted
+    on every unit when the members are refitted on all of them, else on the unit-wise split."""
+    if config.refit_all:
+        return _fit(settings, frame, config)
+    fit_part, _ = split_units(frame, val_fraction=VAL_FRACTION, seed=seed)
+    return _fit(settings, fit_part, config)
 
 
 def predict_test(bundle: TurbofanBundle, test_df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,89 @@
+"""The turbofan loop closed end to end with the local runner (`machine-health pipeline run-all`).
+
+Real C-MAPSS test engines are replayed cycle by cycle into a real API replica (uvicorn, the real
+store), each engine's failure is posted so the API back-fills the true RUL of its archived
+cycles, and the pipeline then extracts those labels, rescales, retrains, gates, registers and
+reloads the replica, which serves the new version. A second run with nothing new stops at the
+check. The Airflow wiring of the same steps is tested in test_pipeline_dag.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from machine_health import registry
+from machine_health.domains.turbofan.data import load_subset
+from machine_health.domains.turbofan.models import FitConfig
+from machine_health.domains.turbofan.training import train_and_register
+from machine_health.pipeline import run_all
+from machine_health.simulate import simulate
+from tests.conftest import make_settings
+from tests.integration.conftest import PASSWORDS, create_users
+
+pytestmark = pytest.mark.slow  # trains two small CNNs on the real data
+UNITS = 10
+
+
+def served(url: str) -> str | None:
+    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get("turbofan")
+    return model and model["version"]
+
+
+def test_archived_engines_retrain_and_reload_the_turbofan_model(
+    tmp_path: Path, store_uri: str, uvicorn_server: Any
+) -> None:
+    settings = make_settings(
+        tmp_path, store_uri, retrain_min_new_labels=100, retrain_turbofan_model="cnn",
+        retrain_epochs=3, gate_tolerance=100.0,  # any challenger passes: the promotion is tested
+    )  # fmt: skip
+    v1 = str(
+        train_and_register(settings, model_name="cnn", config=FitConfig(epochs=3, patience=2))[
+            "version"
+        ]
+    )
+    create_users(settings)
+    replica = uvicorn_server(settings)
+    settings = settings.model_copy(update={"serving_urls": [replica.url]})
+    assert served(replica.url) == v1
+
+    replay = asyncio.run(
+        simulate(replica.url, "operator", PASSWORDS["operator"], settings.data_dir,
+                 domains=["turbofan"], turbofan_units_count=UNITS)
+    )["turbofan"]  # fmt: skip
+    test = load_subset(settings.data_dir, "FD001").test
+    cycles = int((test["unit"] <= UNITS).sum())
+    assert replay["acknowledged"] == cycles and replay["labels_sent"] == UNITS
+
+    end = datetime.now(UTC) + timedelta(minutes=1)  # after every label the API wrote
+    keys = {"settings": settings, "domain": "turbofan",
+            "interval_start": (end - timedelta(days=1)).isoformat(),
+            "interval_end": end.isoformat()}  # fmt: skip
+    results = run_all(run_id="r1", **keys)
+    assert results["check"]["retrain"] is True
+    assert results["check"]["new_labels"] == cycles
+    assert results["extract"]["rows"] == cycles
+    assert results["validate"]["new_rows"] == cycles and not results["validate"]["nothing_new"]
+    evaluate = results["evaluate"]
+    assert evaluate["passed"] is True
+    assert {"rmse", "phm_score"} <= set(evaluate["challenger"])
+    assert {"rmse", "phm_score"} <= set(evaluate["champion"])
+    register = results["register"]
+    v2 = str(register["version"])
+    assert register["promoted"] and v2 != v1
+    assert registry.aliases(settings, "turbofan") == {
+        "champion": v2, "challenger": v2, "previous": v1,
+    }  # fmt: skip
+    assert results["reload"]["reloaded"] is True
+    assert served(replica.url) == v2
+
+    # Nothing new since the labels v2 consumed: the next run stops at its check.
+    later = {**keys, "interval_end": (end + timedelta(minutes=1)).isoformat()}
+    again = run_all(run_id="r2", **later)
+    assert list(again) == ["check"] and again["check"]["retrain"] is False
+    assert served(replica.url) == v2
