@@ -8,7 +8,8 @@
 #      custom resources (monitoring.coreos.com) are listed and left to tests/helm/ (no schema);
 #   4. the negative cases: no secret => a `required` failure, a wrong type => a schema failure;
 #   5. hadolint on every Dockerfile (scripts/lint_docker.sh);
-#   6. hook for issue 6: any Pod manifests the DAGs rendered into var/pod-specs/ get step 3 too.
+#   6. the retrain DAGs' KubernetesPodOperator pods, built by the real Airflow from the chart's
+#      own pipeline ConfigMap (scripts/render_dag_pods.py), get step 3 too.
 # The rendered YAML stays in var/helm-rendered/ for tests/helm/ and for reading.
 set -euo pipefail
 
@@ -109,16 +110,15 @@ fi
 grep -qi "schema" "$tmp/badtype.out" || { cat "$tmp/badtype.out" >&2; die "no schema error"; }
 echo "  api.replicaCount=two: refused by values.schema.json"
 
-step "pod specs rendered by the DAGs (var/pod-specs/)"
+step "the DAGs' step pods, built from the chart's pipeline ConfigMap (var/pod-specs/)"
+rm -rf "$POD_SPECS"
+"$PY" scripts/render_dag_pods.py "$OUT/default.yaml" "$POD_SPECS"
 shopt -s nullglob
-pod_specs=("$POD_SPECS"/*.yaml "$POD_SPECS"/*.yml "$POD_SPECS"/*.json)
-if (( ${#pod_specs[@]} )); then
-  for spec in "${pod_specs[@]}"; do
-    validate "$spec" "pod-spec-$(basename "${spec%.*}")"
-  done
-else
-  echo "  none yet: the DAGs (issue 6) write their KubernetesPodOperator pods there"
-fi
+pod_specs=("$POD_SPECS"/*.yaml)
+(( ${#pod_specs[@]} )) || die "no step pod was rendered"
+all="$tmp/pod-specs.yaml"
+for spec in "${pod_specs[@]}"; do cat "$spec"; echo "---"; done >"$all"
+validate "$all" "dag-pods"
 
 step "hadolint"
 bash scripts/lint_docker.sh
