@@ -200,3 +200,36 @@ def test_killed_api_replays_its_spool_at_restart(
         assert not [f for f in spool_files if f.exists()]  # the dead process's file is gone
     finally:
         restarted.stop()
+
+
+def test_full_spool_is_a_clear_503_and_keeps_what_it_acknowledged(
+    tmp_path: Path, own_store: Store, trained_models: TrainedModels
+) -> None:
+    """Store down and the spool at its limit: 503 with the reason, nothing acknowledged is lost."""
+    settings = api_settings(
+        tmp_path, own_store.uri, trained_models, store_timeout_ms=800, spool_max_bytes=40_000
+    )
+    create_users(settings)
+    server = start_uvicorn(settings, tmp_path / "logs")
+    try:
+        headers = login(server.url, "operator")
+        body = get_domain("vibration").example_input(DATA_DIR)  # ~11 kB spooled per record
+        own_store.stop()
+        answers, refused = [], []
+        for _ in range(100):
+            response = httpx.post(
+                f"{server.url}/predict/vibration", headers=headers, timeout=30, json=body
+            )
+            if response.status_code == 503:
+                refused.append(response.json())
+                break
+            assert response.status_code == 200, response.text
+            assert response.json()["archived"] == "spooled"
+            answers.append(response.json())
+        assert answers and refused, f"the spool never filled up: {refused}"
+        assert refused[0]["error"] == "spool_full" and "spool" in refused[0]["reason"]
+        own_store.start()
+        _wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
+        _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
+    finally:
+        server.stop()
