@@ -66,6 +66,13 @@ class FeedbackRequest(BaseModel):
     prediction_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")
     label: str = Field(min_length=1, max_length=64, description="The inspected fault class.")
 
+    # The id comes from a /predict answer: post this with the one you got back.
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"prediction_id": "9b1c6f0e2d4a4f3b8e7d6c5b4a392817", "label": "ball"}]
+        }
+    }
+
 
 class FeedbackResponse(BaseModel):
     prediction_id: str
