@@ -141,9 +141,7 @@ def test_the_check_step_measures_drift_itself(
     settings: Settings, db: Database, turbofan: dict[str, Any]
 ) -> None:
     """No drift command was run: the DAG's check measures the interval and acts on it."""
-    version = register(settings, turbofan["bundle"], turbofan["reference"])
-    archive(db, turbofan_documents(first_units(turbofan["fd002"].test, 25), version=version,
-                                   start=T0))  # fmt: skip
+    version = serve_fd001_model_on_fd002_cycles(settings, db, turbofan)
     assert reports.latest(db, reports.DRIFT, "turbofan") is None
     checked = check_step(settings, "r1", T0 + timedelta(days=1))
     assert checked["retrain"] is True and checked["reasons"] == ["monitoring: drift"]
@@ -160,13 +158,21 @@ def first_units(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     return frame[frame["unit"].isin(sorted(frame["unit"].unique())[:n])]
 
 
+def serve_fd001_model_on_fd002_cycles(
+    settings: Settings, db: Database, turbofan: dict[str, Any]
+) -> str:
+    """FD002 cycles (six operating regimes) archived as served by the FD001 model (one regime):
+    a drift the monitoring must see. Returns the model's version."""
+    version = register(settings, turbofan["bundle"], turbofan["reference"])
+    archive(db, turbofan_documents(first_units(turbofan["fd002"].test, 25), version=version,
+                                   start=T0))  # fmt: skip
+    return version
+
+
 def test_drift_above_threshold_triggers_once_then_cools_down(
     settings: Settings, db: Database, turbofan: dict[str, Any]
 ) -> None:
-    version = register(settings, turbofan["bundle"], turbofan["reference"])
-    # FD002 cycles (six operating regimes) served by a model trained on FD001 (one regime).
-    archive(db, turbofan_documents(first_units(turbofan["fd002"].test, 25), version=version,
-                                   start=T0))  # fmt: skip
+    version = serve_fd001_model_on_fd002_cycles(settings, db, turbofan)
     report = drift.run_drift(
         settings, "turbofan", window=timedelta(hours=24), now=T0 + timedelta(hours=20)
     )
