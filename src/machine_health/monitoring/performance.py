@@ -105,14 +105,19 @@ def degraded(domain: str, metrics: Mapping[str, Any], settings: Settings) -> boo
 
 
 def run_performance(
-    settings: Settings, domain: str, *, now: datetime, window: timedelta | None = None
+    settings: Settings,
+    domain: str,
+    *,
+    now: datetime,
+    window: timedelta | None = None,
+    limit: int = MAX_LABELLED,
 ) -> dict[str, Any]:
     """Score the labels that arrived before `now` (predictions made in the last `window`, or
-    all), per model version; store the report (kind "performance") and return it."""
+    all; the newest `limit` of them), per model version; store the report and return it."""
     start = None if window is None else now - window
     with reports.store(settings) as db:
         records = reports.archived_predictions(
-            db, domain, start=start, end=now, labelled=True, with_input=False, limit=MAX_LABELLED
+            db, domain, start=start, end=now, labelled=True, with_input=False, limit=limit
         )
         if domain == "turbofan":
             versions = turbofan_performance(records, rul_cap=settings.rul_cap)

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 STEP = "rescale"
 RESCALED = "rescaled.parquet"
+VIBRATION_FEATURES = "features.npy"  # raw physics features of the training windows, in order
 SEED = 0
 
 
@@ -90,6 +91,7 @@ def _vibration(settings: Settings, ws: Workspace, training: datasets.TrainingSet
     out["label"] = windows.labels
     out["source"] = windows.sources
     out.to_parquet(ws.file(RESCALED), index=False)
+    np.save(ws.file(VIBRATION_FEATURES), features)  # the train step reuses them (same windows)
     skops.io.dump(scaler, ws.file("transform.skops"))
     write_json_atomic(ws.file("feature_config.json"), config.as_dict())
     return {

@@ -63,9 +63,18 @@ def conformal_threshold(calibration_scores: np.ndarray, target_fpr: float) -> fl
 
 
 def train_bundle(
-    settings: Settings, windows: WindowSet, *, seed: int, extra: dict[str, Any] | None = None
+    settings: Settings,
+    windows: WindowSet,
+    *,
+    seed: int,
+    extra: dict[str, Any] | None = None,
+    features: np.ndarray | None = None,
 ) -> tuple[VibrationBundle, dict[str, Any]]:
-    """Fit the detector (normal windows only) and the fault classifier on training windows."""
+    """Fit the detector (normal windows only) and the fault classifier on training windows.
+
+    `features`: the windows' `extract_features` rows when already computed (the pipeline's
+    rescale step computed them for the same windows and configuration), else computed here.
+    """
     started = time.perf_counter()
     fit, calibration = split_fit_calibration(windows)
     if fit.sum() < 10 or calibration.sum() < 10:
@@ -79,7 +88,10 @@ def train_bundle(
         window=windows.windows.shape[1],
         nominal_rpm=float(np.median(speeds)) if speeds.size else FeatureConfig.nominal_rpm,
     )
-    features = extract_features(windows.windows, windows.rpm, config)
+    if features is None:
+        features = extract_features(windows.windows, windows.rpm, config)
+    elif features.shape[0] != len(windows):
+        raise ModelError(f"{features.shape[0]} feature rows for {len(windows)} windows")
 
     scaler = StandardScaler().fit(features[fit])
     detector = LedoitWolf().fit(scaler.transform(features[fit]))
