@@ -23,6 +23,13 @@ def available() -> list[str]:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     names = argv or available()
+    unknown = [n for n in names if n not in available()]
+    if unknown:  # e.g. options: they belong to one script (`python -m bench.pipeline --help`)
+        logger.error(
+            "unknown benchmark(s) %s; known: %s. Options go to one script: "
+            "python -m bench.NAME --help", unknown, ", ".join(available()),
+        )  # fmt: skip
+        return 2
     failed = []
     for name in names:
         module = importlib.import_module(f"bench.{name}")
