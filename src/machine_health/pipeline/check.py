@@ -57,19 +57,22 @@ def measure(settings: Settings, domain: str, start: datetime, end: datetime) -> 
     from machine_health.monitoring import drift, performance
 
     window = end - start if end > start else timedelta(hours=settings.drift_window_hours)
+    measurements = {
+        "drift": (lambda: drift.run_drift(settings, domain, window=window, now=end), DRIFT_KEYS),
+        "performance": (
+            lambda: performance.run_performance(settings, domain, now=end, limit=PERFORMANCE_ROWS),
+            PERFORMANCE_KEYS,
+        ),
+    }
     summary: dict[str, Any] = {}
-    try:
-        report = drift.run_drift(settings, domain, window=window, now=end)
-        summary["drift"] = {k: report.get(k) for k in DRIFT_KEYS}
-    except MachineHealthError as exc:
-        logger.warning("%s: drift not measured (%s)", domain, exc)
-        summary["drift"] = {"error": str(exc)}
-    try:
-        report = performance.run_performance(settings, domain, now=end, limit=PERFORMANCE_ROWS)
-        summary["performance"] = {k: report.get(k) for k in PERFORMANCE_KEYS}
-    except MachineHealthError as exc:
-        logger.warning("%s: live performance not measured (%s)", domain, exc)
-        summary["performance"] = {"error": str(exc)}
+    for name, (make_report, keys) in measurements.items():
+        try:
+            report = make_report()
+        except MachineHealthError as exc:
+            logger.warning("%s: %s not measured (%s)", domain, name, exc)
+            summary[name] = {"error": str(exc)}
+        else:
+            summary[name] = {k: report.get(k) for k in keys}
     return summary
 
 
