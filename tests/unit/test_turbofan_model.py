@@ -104,6 +104,9 @@ def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     )
     assert bundle.window == 20
     assert len(info["history"]["hgb"]["val_loss"]) == 30
+    # the refit on every unit grows the tree count the validation split chose
+    best = int(np.argmin(info["history"]["hgb"]["val_loss"])) + 1
+    assert info["epochs"]["hgb refit"] == best == bundle.members[0].estimator.n_iter_
     loaded = load_bundle(bundle.save(tmp_path / "hgb"))
     smoke = bundle.smoke_inputs()
     np.testing.assert_allclose(

@@ -130,7 +130,7 @@ def train_bundle(
                 m, all_xy, seed=k, config=config))
             for m, k in zip(members, seeds, strict=True)
         ]  # fmt: skip
-        epochs |= {f"{label} refit": len(m.history.get("refit_loss", [])) or None
+        epochs |= {f"{label} refit": _refit_size(m)
                    for label, m in zip(labels, members, strict=True)}  # fmt: skip
     bundle = TurbofanBundle(
         transform, members, model_name=model_name, smoke=_smoke_histories(used),
@@ -148,6 +148,13 @@ def train_bundle(
         "epochs": epochs,
     }
     return bundle, info
+
+
+def _refit_size(member: Fitted) -> int:
+    """Epochs (Keras) or trees (boosting) a refitted member was trained for."""
+    if member.kind == "sklearn":
+        return int(member.estimator.n_iter_)
+    return len(member.history.get("refit_loss", []))
 
 
 def _fit(settings: Settings, frame: pd.DataFrame, config: FitConfig) -> FeatureTransform:
