@@ -241,6 +241,24 @@ def test_features_do_not_depend_on_the_batch() -> None:
     np.testing.assert_allclose(together[2], alone[0], rtol=1e-9, atol=1e-12)
 
 
+def test_training_sized_batches_match_the_serving_path(recordings) -> None:
+    """A batch of several chunks (thread pool) gives each window's single-request features."""
+    from machine_health.domains.vibration import features as feature_module
+
+    windows = make_windows(
+        recordings[:2], portion="train", window=2048, hop=2048, sample_rate=48_000.0
+    )
+    n = 2 * feature_module._CHUNK + 7  # three chunks, the last one short
+    batch = np.resize(windows.windows, (n, 2048)) + np.arange(n)[:, None] * 1e-3
+    rpm = np.resize(windows.rpm, n)
+    config = FeatureConfig()
+    together = extract_features(batch, rpm, config)
+    assert together.shape == (n, len(feature_names(config)))
+    for i in (0, feature_module._CHUNK - 1, feature_module._CHUNK, n - 1):
+        alone = extract_features(batch[i : i + 1], rpm[i : i + 1], config)
+        np.testing.assert_allclose(together[i], alone[0], rtol=1e-9, atol=1e-12)
+
+
 # --- schema -------------------------------------------------------------------------------------
 def test_example_input_is_a_real_test_window_that_validates(data_dir: Path, recordings) -> None:
     example = DOMAIN.example_input(data_dir)

@@ -8,6 +8,8 @@ model's sample rate give comparable values. `extract_features` works on a whole 
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +25,7 @@ from machine_health.domains.vibration.physics import (
 
 DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 _EPS = 1e-12
+_CHUNK = 512  # windows per feature pass (see extract_features)
 
 
 @dataclass(frozen=True)
@@ -101,14 +104,16 @@ def feature_names(config: FeatureConfig) -> list[str]:
 def _time_features(x: np.ndarray) -> np.ndarray:
     centred = x - x.mean(axis=1, keepdims=True)
     abs_x = np.abs(centred)
-    rms = np.sqrt((centred**2).mean(axis=1)) + _EPS
+    # Moments by hand (products, not `**`: numpy's pow on odd powers is ~20x slower), and
+    # scipy.stats' wrappers cost more than the arithmetic on one window.
+    squared = centred * centred
+    rms = np.sqrt(squared.mean(axis=1)) + _EPS
     peak = abs_x.max(axis=1) + _EPS
     mean_abs = abs_x.mean(axis=1) + _EPS
     sqrt_mean = np.sqrt(abs_x).mean(axis=1) ** 2 + _EPS
-    # Moments by hand: scipy.stats' wrappers cost more than the arithmetic on one window.
     variance = rms**2
-    skewness = (centred**3).mean(axis=1) / variance**1.5
-    kurtosis = (centred**4).mean(axis=1) / variance**2
+    skewness = (squared * centred).mean(axis=1) / variance**1.5
+    kurtosis = (squared * squared).mean(axis=1) / variance**2
     return np.column_stack(
         [
             np.log(rms),
@@ -177,6 +182,25 @@ def extract_features(
     x = np.atleast_2d(np.asarray(windows, dtype=np.float64))
     speeds = np.full(x.shape[0], config.nominal_rpm) if rpm is None else np.asarray(rpm, float)
     speeds = np.where(np.isfinite(speeds), speeds, config.nominal_rpm)
+    starts = range(0, x.shape[0], _CHUNK)
+    if len(starts) == 1:  # serving: one request batch, no pool
+        return _chunk_features(x, speeds, config)
+    # In chunks: the zero-padded envelope spectra of a whole training set would be gigabytes,
+    # and chunks that stay in cache are ~2x faster per window than one huge array. Threads,
+    # not processes: numpy's and scipy's FFT and filter loops release the GIL.
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        parts = pool.map(
+            lambda i: _chunk_features(x[i : i + _CHUNK], speeds[i : i + _CHUNK], config), starts
+        )
+        return np.concatenate(list(parts))
+
+
+def _workers() -> int:
+    """The CPUs this process may use (a pod's cpuset, not the node's core count)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def _chunk_features(x: np.ndarray, speeds: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.column_stack(
         [_time_features(x), _spectral_features(x, config), _envelope_features(x, speeds, config)]
     )
