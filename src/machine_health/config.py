@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         "default, so a challenger is the champion's kind; hgb, cnn, lstm... are cheaper).",
     )
     retrain_epochs: int = Field(30, ge=1, description="Most epochs of a retrained Keras model.")
+    retrain_max_windows: int = Field(
+        40_000,
+        ge=1_000,
+        description="Training-time budget of a turbofan retrain: above this many training "
+        "windows (one per archived or base cycle), each unit keeps every k-th cycle's window.",
+    )
     reload_timeout_s: float = Field(
         60.0, gt=0, description="Time every replica has to report the new version after reload."
     )

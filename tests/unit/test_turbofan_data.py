@@ -21,8 +21,10 @@ from machine_health.domains.turbofan.data import (
     rul_targets,
     split_units,
 )
-from machine_health.domains.turbofan.features import fit_transform, pad_windows
+from machine_health.domains.turbofan.features import fit_transform, pad_windows, thin_rows
 from machine_health.domains.turbofan.metrics import phm08_score, rul_metrics, smape
+from machine_health.domains.turbofan.models import FitConfig
+from machine_health.domains.turbofan.training import window_stride
 from machine_health.errors import DataError, SequenceConflict
 
 
@@ -128,6 +130,33 @@ def test_pad_windows_repeats_first_row() -> None:
     np.testing.assert_array_equal(every[-1], np.concatenate([np.repeat(rows[:1], 2, 0), rows]))
     last = pad_windows(rows, 3, every_cycle=False)
     np.testing.assert_array_equal(last[0], rows[-3:])
+
+
+def test_pad_windows_keeps_only_the_chosen_ends() -> None:
+    rows = np.arange(30, dtype="float32").reshape(10, 3)
+    ends = np.zeros(10, dtype=bool)
+    ends[[0, 4, 9]] = True
+    every = pad_windows(rows, 4, every_cycle=True)
+    np.testing.assert_array_equal(pad_windows(rows, 4, ends=ends), every[ends])
+
+
+def test_thin_rows_keeps_every_units_last_cycle(fd001) -> None:
+    frame = fd001.train
+    keep = thin_rows(frame, 4)
+    kept = frame[keep]
+    # the last cycle of every unit, then every 4th going back from it
+    last = frame.groupby("unit")["cycle"].max()
+    assert (kept.groupby("unit")["cycle"].max() == last).all()
+    assert ((last.loc[kept["unit"]].to_numpy() - kept["cycle"].to_numpy()) % 4 == 0).all()
+    assert abs(len(kept) - len(frame) / 4) <= frame["unit"].nunique()
+    assert thin_rows(frame, 1) is None
+
+
+def test_window_budget_sets_the_stride() -> None:
+    assert window_stride(30_000, FitConfig(max_windows=40_000)) == 1
+    assert window_stride(120_000, FitConfig(max_windows=40_000)) == 3
+    assert window_stride(120_001, FitConfig(max_windows=40_000)) == 4
+    assert window_stride(10**6, FitConfig()) == 1  # no budget
 
 
 def test_split_has_no_unit_on_both_sides(fd001) -> None:

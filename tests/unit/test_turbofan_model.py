@@ -97,6 +97,16 @@ def test_bundle_save_load_same_predictions(trained, tmp_path: Path) -> None:
     np.testing.assert_allclose([o["rul"] for o in after], [o["rul"] for o in before], rtol=1e-5)
 
 
+def test_window_budget_trains_on_thinned_windows(data_dir: Path, fd001) -> None:
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
+    config = FitConfig(hgb_max_iter=30, max_windows=5_000)  # 20631 rows: every 5th
+    bundle, info = train_bundle(settings, fd001.train, model_name="hgb", seed=1, config=config)
+    assert info["window_stride"] == 5
+    assert len(fd001.train) / 5 <= info["train_windows"] <= len(fd001.train) / 5 + 100
+    metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
+    assert metrics["rmse"] < 25  # a constant predictor scores about 40
+
+
 def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
     bundle, info = train_bundle(
@@ -107,6 +117,7 @@ def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     # the refit on every unit grows the tree count the validation split chose
     best = int(np.argmin(info["history"]["hgb"]["val_loss"])) + 1
     assert info["epochs"]["hgb refit"] == best == bundle.members[0].estimator.n_iter_
+    assert info["window_stride"] == 1 and info["train_windows"] == len(fd001.train)
     loaded = load_bundle(bundle.save(tmp_path / "hgb"))
     smoke = bundle.smoke_inputs()
     np.testing.assert_allclose(

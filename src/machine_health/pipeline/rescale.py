@@ -38,7 +38,11 @@ SEED = 0
 def turbofan_fit_config(settings: Settings) -> Any:
     from machine_health.domains.turbofan.models import FitConfig
 
-    return FitConfig(epochs=settings.retrain_epochs, patience=min(10, settings.retrain_epochs))
+    return FitConfig(
+        epochs=settings.retrain_epochs,
+        patience=min(10, settings.retrain_epochs),
+        max_windows=settings.retrain_max_windows,
+    )
 
 
 def _turbofan(settings: Settings, ws: Workspace, training: datasets.TrainingSet) -> dict[str, Any]:

@@ -54,13 +54,20 @@ def _train_turbofan(
         settings, base, model_name=settings.retrain_turbofan_model, seed=SEED, extra_df=extra,
         config=turbofan_fit_config(settings),
     )  # fmt: skip
-    registry.log_params({"model": info["model"], "epochs": info["epochs"]})
+    registry.log_params(
+        {"model": info["model"], "epochs": info["epochs"], "window_stride": info["window_stride"]}
+    )
     registry.log_metrics({"train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"]})
     fig = plot_learning_curves(info["history"], f"retrain {info['model']}")
     registry.log_figure(fig, "plots/learning_curve.png")
     plt.close(fig)
     log_reference(turbofan_reference(merge_extra(base, extra), source="pipeline"))
-    return bundle, {"train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"]}
+    return bundle, {
+        "train_seconds": info["train_seconds"],
+        "val_rmse": info["val_rmse"],
+        "train_windows": info["train_windows"],
+        "window_stride": info["window_stride"],
+    }
 
 
 def _train_vibration(

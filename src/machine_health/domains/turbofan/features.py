@@ -125,11 +125,14 @@ class FeatureTransform:
             windows = smooth(windows, self.smoothing)
         return windows, regime.reshape(n, w)[:, -1]
 
-    def windows(self, frame: pd.DataFrame, *, every_cycle: bool) -> np.ndarray:
+    def windows(
+        self, frame: pd.DataFrame, *, every_cycle: bool, keep: np.ndarray | None = None
+    ) -> np.ndarray:
         """Windows `(n, window, n_features)` per unit: one per row, or the last one per unit.
 
         Units keep the order of their first appearance in `frame`; rows inside a unit must be in
-        cycle order.
+        cycle order. `keep` (a boolean mask over the rows, with `every_cycle`) builds only the
+        windows ending at the kept rows.
         """
         rows = self.transform_rows(frame)
         units = frame["unit"].to_numpy()
@@ -138,20 +141,42 @@ class FeatureTransform:
             block = rows[units == unit]
             if not every_cycle:
                 block = block[-self.window :]
-            out.append(pad_windows(block, self.window, every_cycle=every_cycle))
+            ends = keep[units == unit] if keep is not None and every_cycle else None
+            out.append(pad_windows(block, self.window, every_cycle=every_cycle, ends=ends))
         windows = np.concatenate(out, axis=0)
         # Smoothing restarts in every window, so serving needs exactly `window` cycles.
         return smooth(windows, self.smoothing) if self.smoothing > 0 else windows
 
 
-def pad_windows(rows: np.ndarray, window: int, *, every_cycle: bool = True) -> np.ndarray:
-    """Sliding windows ending at every row (or only the last), front-padded with the first row."""
+def pad_windows(
+    rows: np.ndarray, window: int, *, every_cycle: bool = True, ends: np.ndarray | None = None
+) -> np.ndarray:
+    """Sliding windows ending at every row (or only the last), front-padded with the first row.
+
+    `ends` (a boolean mask over `rows`) keeps only the windows ending at those rows; they are
+    selected on the strided view, so the windows left out are never copied.
+    """
     pad = max(window - 1, 0) if every_cycle else max(window - len(rows), 0)
     padded = np.concatenate([np.repeat(rows[:1], pad, axis=0), rows], axis=0)
     if not every_cycle:
         return padded[None, -window:]
     view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)
+    if ends is not None:
+        view = view[ends]
     return np.ascontiguousarray(view.transpose(0, 2, 1))
+
+
+def thin_rows(frame: pd.DataFrame, stride: int) -> np.ndarray | None:
+    """Rows whose windows a training budget keeps: every `stride`-th cycle counted back from each
+    unit's last one (so the end of life, where the RUL is small, is always in); None = all.
+
+    Windows of neighbouring cycles share all but one cycle, so thinning them costs little
+    information and divides the training time by `stride`.
+    """
+    if stride <= 1:
+        return None
+    last = frame.groupby("unit")["cycle"].transform("max").to_numpy()
+    return (last - frame["cycle"].to_numpy()) % stride == 0
 
 
 def smooth(windows: np.ndarray, alpha: float) -> np.ndarray:

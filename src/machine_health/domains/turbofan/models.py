@@ -46,6 +46,9 @@ class FitConfig:
     huber_delta: float = 0.1
     refit_all: bool = True  # then refit on ALL training units for the early-stopped epochs
     max_levels: int = 2  # also drop sensors with <= this many distinct values in every regime
+    #: training-time budget: above this many training windows, each unit keeps every k-th one
+    #: (`features.thin_rows`); None = every cycle's window.
+    max_windows: int | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ import pandas as pd
 from machine_health.config import Settings
 from machine_health.domains.turbofan.bundle import TurbofanBundle
 from machine_health.domains.turbofan.data import Subset, load_subset, rul_targets, split_units
-from machine_health.domains.turbofan.features import FeatureTransform, fit_transform
+from machine_health.domains.turbofan.features import FeatureTransform, fit_transform, thin_rows
 from machine_health.domains.turbofan.metrics import rul_metrics
 from machine_health.domains.turbofan.models import (
     DEFAULT_MODEL,
@@ -51,10 +52,20 @@ def merge_extra(train_df: pd.DataFrame, extra_df: pd.DataFrame | None) -> pd.Dat
     return pd.concat([train_df, extra[train_df.columns]], ignore_index=True)
 
 
-def _xy(transform: FeatureTransform, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    windows = transform.windows(frame, every_cycle=True)
+def _xy(
+    transform: FeatureTransform, frame: pd.DataFrame, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    keep = thin_rows(frame, stride)
+    windows = transform.windows(frame, every_cycle=True, keep=keep)
     y = rul_targets(frame, transform.cap) / transform.cap
-    return windows, y.astype("float32")
+    return windows, (y if keep is None else y[keep]).astype("float32")
+
+
+def window_stride(rows: int, config: FitConfig) -> int:
+    """Every how many cycles a training window is taken so that `rows` fit `config.max_windows`."""
+    if config.max_windows is None or rows <= config.max_windows:
+        return 1
+    return math.ceil(rows / config.max_windows)
 
 
 def _smoke_histories(frame: pd.DataFrame) -> list[list[dict[str, Any]]]:
@@ -94,7 +105,8 @@ def train_bundle(
     frame = merge_extra(train_df, extra_df)
     fit_part, val_part = split_units(frame, val_fraction=VAL_FRACTION, seed=seed)
     transform = _fit(settings, fit_part, config)
-    train_xy, val_xy = _xy(transform, fit_part), _xy(transform, val_part)
+    stride = window_stride(len(frame), config)  # one stride for every split: same sampling
+    train_xy, val_xy = _xy(transform, fit_part, stride), _xy(transform, val_part, stride)
     seconds = 0.0
 
     def trained(key: tuple[str, int], fit: Any) -> Fitted:
@@ -120,11 +132,12 @@ def train_bundle(
     epochs = {
         label: len(m.history.get("loss", [])) for label, m in zip(labels, members, strict=True)
     }
-    used = fit_part
+    used, windows_used = fit_part, len(train_xy[0])
     if config.refit_all:
         # The split only chose the epoch (tree) counts: refit on every training unit for that many.
         used, transform = frame, _fit(settings, frame, config)
-        all_xy = _xy(transform, frame)
+        all_xy = _xy(transform, frame, stride)
+        windows_used = len(all_xy[0])
         members = [
             trained((f"refit:{m.name}", k), lambda m=m, k=k: refit_member(
                 m, all_xy, seed=k, config=config))
@@ -146,6 +159,8 @@ def train_bundle(
         "train_unit_ids": sorted(int(u) for u in fit_part["unit"].unique()),
         "history": {label: m.history for label, m in zip(labels, members, strict=True)},
         "epochs": epochs,
+        "window_stride": stride,
+        "train_windows": windows_used,
     }
     return bundle, info
 
