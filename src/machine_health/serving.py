@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from machine_health import registry
+from machine_health import heap, registry
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle
 from machine_health.errors import MachineHealthError, ModelError, ModelRejected
@@ -105,9 +105,19 @@ class ModelHolder:
         return LoadedModel(domain=domain, bundle=bundle, ref=ref, loaded_at=datetime.now(UTC))
 
     async def load(
-        self, domain: str, *, alias: str | None = registry.CHAMPION, version: str | None = None
+        self,
+        domain: str,
+        *,
+        alias: str | None = registry.CHAMPION,
+        version: str | None = None,
+        settle: bool = True,
     ) -> dict[str, Any]:
-        """Load, check and swap in a version; the old model keeps serving if anything fails."""
+        """Load, check and swap in a version; the old model keeps serving if anything fails.
+
+        After a swap the heap is settled (`heap.settle`: one collection frees the replaced
+        model, the new one is frozen out of later collections); `settle=False` leaves that to
+        the caller (start-up loads every domain, then settles once).
+        """
         async with self._locks[domain]:
             old = self._models.get(domain)
             try:
@@ -117,6 +127,8 @@ class ModelHolder:
                 raise
             unchanged = old is not None and old.ref.version == new.ref.version
             self._models[domain] = new  # the swap: one reference, read per batch
+            if settle and not unchanged:
+                heap.settle()
             metrics.RELOADS.labels(
                 domain=domain, result="unchanged" if unchanged else "swapped"
             ).inc()

@@ -130,6 +130,9 @@ def test_metrics_after_traffic(api: tuple[Server, Settings], trained_models: Tra
     assert value(samples, "machine_health_model_info", domain="vibration", version=vib_version,
                  alias="champion") == 1  # fmt: skip
     assert value(samples, "machine_health_spool_depth") == 0
+    # the loaded models are frozen out of the collector's walks, and its pauses are timed
+    assert value(samples, "machine_health_gc_frozen_objects") > 100_000
+    assert delta("machine_health_gc_pause_seconds_count", generation="0") > 0
 
     # --- reports from that traffic reach every replica's gauges --------------------------------
     now = datetime.now(UTC) + timedelta(seconds=1)

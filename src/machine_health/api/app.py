@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from pymongo.asynchronous.database import AsyncDatabase
 
-from machine_health import __version__
+from machine_health import __version__, heap
 from machine_health.api import errors as api_errors
 from machine_health.api.middleware import RequestContext
 from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats
@@ -76,9 +76,11 @@ async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
     holder = ModelHolder(settings, list(domains))
     for name in domains:
         try:
-            await holder.load(name)
+            await holder.load(name, settle=False)
         except MachineHealthError as exc:
             logger.warning("%s: no model served yet (%s)", name, exc)
+    heap.watch_pauses()
+    heap.settle()  # the loaded models leave the collector's walks (see machine_health.heap)
     scorer = Scorer(settings, db, domains, holder, writer)
     scorer.start()
     return AppState(settings, client, db, holder, writer, scorer)

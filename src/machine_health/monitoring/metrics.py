@@ -51,6 +51,16 @@ ARCHIVE_FAILURES = Counter(
     "Archive writes that did not reach the store, by reason (store_down, spool_full, error).",
     ["reason"],
 )
+GC_PAUSE = Histogram(
+    "machine_health_gc_pause_seconds",
+    "Duration of one garbage collection (the event loop stands still meanwhile), by generation.",
+    ["generation"],
+    buckets=_LATENCY_BUCKETS,
+)
+GC_FROZEN = Gauge(
+    "machine_health_gc_frozen_objects",
+    "Long-lived objects (the loaded models) frozen out of the collector's walks.",
+)
 SPOOL_DEPTH = Gauge(
     "machine_health_spool_depth",
     "Records waiting in the local spool for the store to come back.",
