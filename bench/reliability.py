@@ -4,9 +4,11 @@
 
 Trains the small session models once (or reuses MH_TEST_TRAINED_TRACKING_URI), copies them into
 a private registry, then runs each fault with `LONG` traffic (real C-MAPSS cycles and CWRU
-windows with Idempotency-Keys) against its own embedded store and uvicorn, and schemathesis with
-`FUZZ_EXAMPLES` examples per operation. Writes the figures into the reliability section of
-docs/BENCHMARKS.md and docs/benchmarks/reliability.json. Exits non-zero if a guarantee broke.
+windows with Idempotency-Keys) against its own embedded store and uvicorn, fault 4 (a real
+`retrain_vibration` DAG run whose extract and train steps are SIGKILLed mid-work and retried by
+Airflow, on every CWRU test window) and schemathesis with `FUZZ_EXAMPLES` examples per
+operation. Writes the figures into the reliability section of docs/BENCHMARKS.md and
+docs/benchmarks/reliability.json. Exits non-zero if a guarantee broke.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import TrainedModels, train_small_models
+from tests.integration.dag_runs import airflow_home
+from tests.reliability.harness import Report, Store
+from tests.reliability.pipeline_scenario import KILLED_STEPS, run_pipeline_kill
 from tests.reliability.scenarios import (
     Scale,
     build_registry,
@@ -63,6 +68,34 @@ def _fuzz(work: Path) -> dict[str, Any]:
     return summary
 
 
+def _pipeline_fault(work: Path, models: TrainedModels) -> Report:
+    """Fault 4 with its own store and Airflow home; every real CWRU test window archived."""
+    root = work / "pipeline"
+    root.mkdir(parents=True, exist_ok=True)
+    store = Store(root).start()
+    try:
+        return run_pipeline_kill(root, store.uri, models, airflow_home(root), every=1)
+    finally:
+        store.stop()
+
+
+def _pipeline_row(report: Report) -> str:
+    """Fault 4's line: runs, tries of the killed steps, versions registered, what was served."""
+    f = report.figures
+    killed = [s for s in KILLED_STEPS if (f.get("killed") or {}).get(s)]
+    tries = ", ".join(f"{s} {f['tries'].get(s)}" for s in KILLED_STEPS if s in f.get("tries", {}))
+    aliases = f.get("aliases") or {}
+    champion = f"v{aliases.get('previous')} -> v{aliases.get('champion')}" if aliases else "-"
+    return (
+        f"| {report.fault} | {f['runs']} ({f['dag_state']}) | {', '.join(killed) or 'none'} | "
+        f"{tries or '-'} | {f.get('versions_registered', '-')} | "
+        f"{champion} | {' -> '.join(f'v{v}' for v in f.get('served', [])) or '-'} | "
+        f"{f.get('snapshot_rows', '-')} | "
+        f"{f.get('seconds', '-')} | "
+        f"{'none' if not report.violations else '; '.join(report.violations)} |"
+    )
+
+
 def _row(report: Any) -> str:
     f = report.figures
     failures = ", ".join(f"{k}: {v}" for k, v in f["failures"].items()) or "0"
@@ -74,7 +107,9 @@ def _row(report: Any) -> str:
     )
 
 
-def _section(results: list[Any], fuzz: dict[str, Any], measured: dict[str, Any]) -> str:
+def _section(
+    results: list[Any], pipeline: Report, fuzz: dict[str, Any], measured: dict[str, Any]
+) -> str:
     lines = [
         START,
         "## Reliability under faults (`python -m bench reliability`)",
@@ -98,9 +133,22 @@ def _section(results: list[Any], fuzz: dict[str, Any], measured: dict[str, Any])
             "transient_statuses"}}  # fmt: skip
         lines.append(f"- {r.fault}: " + ", ".join(f"{k} = {v}" for k, v in extra.items()))
     lines += [
-        "- pipeline step killed and the run retried: `tests/reliability/test_pipeline_faults.py`"
-        " (register killed before and right after registering, then retried twice with the same"
-        " command line): one version, promoted once (run by `make test`).",
+        "",
+        "Fault 4, a pipeline step killed and the DAG run retried: one `dag.test()` run of "
+        "`retrain_vibration` (local mode, real store, MLflow store and API replica, every real "
+        "CWRU test window archived with its label) whose "
+        "`extract` is SIGKILLed while it writes its Parquet snapshot and whose `train` is "
+        "SIGKILLed while it trains; Airflow retries each (retries = 2) in the same run. Tries = "
+        "try number of the killed step at the end (1 = never retried).",
+        "",
+        "| fault | DAG runs | steps killed | tries | versions registered by the run "
+        "| champion | replica served | snapshot rows | run seconds | broken guarantees |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        _pipeline_row(pipeline),
+        "",
+        "- the same fault in `make test`: `tests/reliability/test_pipeline_dag_faults.py` (one "
+        "test window in four), and `tests/reliability/test_pipeline_faults.py` (register killed "
+        "before and right after registering, then re-run twice with the same command line).",
         "",
         f"Fuzzing (schemathesis {measured['schemathesis']}, live OpenAPI schema, admin and viewer "
         f"tokens, valid and invalid inputs, {FUZZ_EXAMPLES} examples per operation): "
@@ -141,6 +189,9 @@ def main(argv: list[str]) -> None:
             report = scenario(work / name, reg, LONG)
             logger.info("%s: %s violations=%s", report.fault, report.figures, report.violations)
             results.append(report)
+        logger.info("fault pipeline: extract and train killed in a retrain DAG run")
+        pipeline = _pipeline_fault(work, models)
+        logger.info("%s: %s violations=%s", pipeline.fault, pipeline.figures, pipeline.violations)
         fuzz = _fuzz(work)
     measured = {
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -153,9 +204,12 @@ def main(argv: list[str]) -> None:
         "measured": measured, "scale": LONG.__dict__,
         "faults": [{"fault": r.fault, "figures": r.figures, "violations": r.violations}
                    for r in results],
+        "pipeline": {"fault": pipeline.fault, "figures": pipeline.figures,
+                     "violations": pipeline.violations},
         "fuzz": fuzz,
     }, indent=2, default=str))  # fmt: skip
-    _write_section(_section(results, fuzz, measured))
-    broken = [r.fault for r in results if r.violations] + ([] if fuzz.get("passed") else ["fuzz"])
+    _write_section(_section(results, pipeline, fuzz, measured))
+    broken = [r.fault for r in [*results, pipeline] if r.violations]
+    broken += [] if fuzz.get("passed") else ["fuzz"]
     if broken:
         raise RuntimeError(f"reliability guarantees broken: {broken}")

@@ -3,6 +3,10 @@
 python airflow_probe.py dagbag            -> import errors, tags, retries, tasks per DAG
 python airflow_probe.py pods <out_dir>    -> every KubernetesPodOperator's pod (dry run),
                                              as dicts, and as YAML files in <out_dir>
+python airflow_probe.py test <dag> <when> [scheduled|manual]
+                                          -> `dag.test` of one run: its state, and per task its
+                                             state, XCom, try number, duration and
+                                             earlier tries
 """
 
 from __future__ import annotations
@@ -63,10 +67,35 @@ def one_run(dag_id: str, when: str, kind: str = "scheduled") -> dict:
     moment = datetime.fromisoformat(when)
     run = dag.test(run_after=moment, logical_date=None if kind == "manual" else moment)
     tasks = {}
+    earlier = earlier_tries(dag_id, run.run_id)
     for ti in run.get_task_instances():
         value = ti.xcom_pull(task_ids=ti.task_id) if ti.state == "success" else None
-        tasks[ti.task_id] = {"state": str(ti.state), "xcom": value}
+        tasks[ti.task_id] = {
+            "state": str(ti.state), "xcom": value, "try_number": ti.try_number,
+            "seconds": ti.duration,
+            "earlier_tries": earlier.get(ti.task_id, []),
+        }  # fmt: skip
     return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks}
+
+
+def earlier_tries(dag_id: str, run_id: str) -> dict[str, list[dict]]:
+    """The tries Airflow archived before the last one (task_instance_history), per task."""
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(TaskInstanceHistory)
+            .where(TaskInstanceHistory.dag_id == dag_id, TaskInstanceHistory.run_id == run_id)
+            .order_by(TaskInstanceHistory.try_number)
+        ).all()
+        tries: dict[str, list[dict]] = {}
+        for row in rows:
+            tries.setdefault(row.task_id, []).append(
+                {"try_number": row.try_number, "state": str(row.state), "seconds": row.duration}
+            )
+    return tries
 
 
 if __name__ == "__main__":

@@ -101,6 +101,17 @@ def login(url: str, role: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def airflow_env(tmp_path: Path) -> dict[str, str]:
+    """A migrated Airflow home of the test's own (tests/integration/dag_runs.py)."""
+    from tests.integration.dag_runs import airflow_home
+
+    try:
+        return airflow_home(tmp_path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
 def archive_db(settings: Settings) -> Iterator[MongoClient]:
     client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
     yield client

@@ -11,96 +11,24 @@ a real MLflow store and TWO real API replicas (uvicorn processes of `create_app`
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-import pytest
-from pymongo import MongoClient
 
 from machine_health import registry
-from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
-from machine_health.archive.records import PredictionRecord, encode_samples
-from machine_health.config import Settings
 from machine_health.domains.vibration import workflow
-from tests.conftest import REPO, make_settings
-
-AIRFLOW = REPO / ".venv-airflow" / "bin"
-PROBE = REPO / "tests" / "dags" / "airflow_probe.py"
-DOMAIN = "vibration"
-
-
-def archive(settings: Settings, windows: Any, labels: list[str], at: datetime) -> int:
-    """Archived, labelled predictions of real windows, as the API stores them."""
-    docs = []
-    for i, (window, label) in enumerate(zip(windows.windows, labels, strict=True)):
-        created = at + timedelta(seconds=i)
-        record = PredictionRecord(
-            prediction_id=uuid.uuid4().hex, domain=DOMAIN,
-            asset_id=f"cwru-{Path(str(windows.sources[i])).stem[:40]}".replace("@", "-"),
-            input={"asset_id": "x", "samples": encode_samples(window),
-                   "sample_rate": windows.sample_rate, "rpm": float(windows.rpm[i]),
-                   "channel": "accelerometer", "n_samples": len(window)},
-            output={}, model_name=settings.model_name(DOMAIN), model_version="1",
-            user="operator", request_id=uuid.uuid4().hex, latency_ms=1.0, created_at=created,
-            label=label, labelled_at=created + timedelta(minutes=5), label_source="feedback",
-        )  # fmt: skip
-        docs.append(record.to_document())
-    client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
-    try:
-        db = client[settings.mongodb_db]
-        ensure_indexes_sync(db)
-        db[PREDICTIONS].insert_many(docs)
-    finally:
-        client.close()
-    return len(docs)
-
-
-def served(url: str) -> str | None:
-    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get(DOMAIN)
-    return model and model["version"]
-
-
-def xcom(task: dict[str, Any]) -> dict[str, Any]:
-    """A step's XCom: the JSON line the CLI printed (parsed by Airflow, or still text)."""
-    value = task["xcom"]
-    return json.loads(value.strip().splitlines()[-1]) if isinstance(value, str) else value
-
-
-def run_dag(env: dict[str, str], when: datetime, kind: str = "scheduled") -> dict[str, Any]:
-    out = subprocess.run(
-        [str(AIRFLOW / "python"), str(PROBE), "test", "retrain_vibration", when.isoformat(), kind],
-        env=env, capture_output=True, text=True, timeout=900, check=False, cwd=REPO,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["log"] = out.stdout[-6000:] + out.stderr[-6000:]
-    return result
-
-
-@pytest.fixture
-def airflow_env(tmp_path: Path) -> dict[str, str]:
-    if not (AIRFLOW / "airflow").exists():
-        pytest.fail(f"{AIRFLOW / 'airflow'} is missing: run `make install`")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
-        "PYTHONPATH": str(REPO / "airflow" / "dags"),
-        "MH_RETRY_DELAY_S": "1",  # a failing step fails the test fast (retries stay 2)
-    }
-    migrate = subprocess.run(
-        [str(AIRFLOW / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    return env
+from tests.conftest import make_settings
+from tests.integration.dag_runs import (
+    DOMAIN,
+    archive,
+    dag_env,
+    run_dag,
+    served,
+    workspace_of,
+    xcom,
+)
 
 
 def test_retrain_dag_end_to_end(
@@ -112,12 +40,7 @@ def test_retrain_dag_end_to_end(
     urls = [r.url for r in replicas]
     assert [served(u) for u in urls] == [v1, v1]
     settings = settings.model_copy(update={"serving_urls": urls})
-    env = {
-        **airflow_env,
-        **settings.as_env(),
-        "MH_EXECUTION_MODE": "local",
-        "MH_PIPELINE_CLI": str(REPO / ".venv" / "bin" / "machine-health"),
-    }
+    env = dag_env(airflow_env, settings)
 
     # 1. Real test windows of every recording (one in four), with their true labels.
     test = workflow.load_portion(settings.data_dir, "test", hop=workflow.WINDOW)
@@ -134,8 +57,7 @@ def test_retrain_dag_end_to_end(
     reload = xcom(tasks["reload"])
     assert set(reload["replicas"]) == set(urls)
     assert [served(u) for u in urls] == [v2, v2]
-    gate = json.loads((settings.runs_dir / DOMAIN / first["run_id"].replace(":", "_").replace(
-        "+", "_") / "gate.json").read_text())  # fmt: skip
+    gate = json.loads((workspace_of(settings, first["run_id"]) / "gate.json").read_text())
     assert gate["passed"] and gate["evaluation"]["eval_windows_excluded"] > 0
 
     # 2. No new labelled data: the run stops at the check, nothing changes. This one is a

@@ -13,8 +13,10 @@ import os
 
 import pytest
 
-from tests.integration.conftest import TrainedModels, session_models
+from tests.integration.conftest import TrainedModels, airflow_env, session_models
 from tests.reliability.scenarios import ReliabilityRegistry, build_registry
+
+__all__ = ["airflow_env"]  # the DAG fault test's Airflow home (tests/integration/conftest.py)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,118 @@
+"""Driving the retrain DAGs from a test: archived traffic in, `dag.test()` in Airflow's own venv.
+
+Shared by the end-to-end DAG test (tests/integration/test_pipeline_dag.py), the pipeline fault
+test (tests/reliability/test_pipeline_dag_faults.py) and bench/reliability.py. The DAG runs in
+`.venv-airflow` through tests/dags/airflow_probe.py (Airflow and the project do not share a
+venv); its steps run the project's CLI in local execution mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import MongoClient
+
+from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
+from machine_health.archive.records import PredictionRecord, encode_samples
+from machine_health.config import Settings
+from tests.conftest import REPO
+
+AIRFLOW = REPO / ".venv-airflow" / "bin"
+PROBE = REPO / "tests" / "dags" / "airflow_probe.py"
+CLI = REPO / ".venv" / "bin" / "machine-health"
+DOMAIN = "vibration"
+
+
+def archive(settings: Settings, windows: Any, labels: list[str], at: datetime) -> int:
+    """Archived, labelled predictions of real windows, as the API stores them."""
+    docs = []
+    for i, (window, label) in enumerate(zip(windows.windows, labels, strict=True)):
+        created = at + timedelta(seconds=i)
+        record = PredictionRecord(
+            prediction_id=uuid.uuid4().hex, domain=DOMAIN,
+            asset_id=f"cwru-{Path(str(windows.sources[i])).stem[:40]}".replace("@", "-"),
+            input={"asset_id": "x", "samples": encode_samples(window),
+                   "sample_rate": windows.sample_rate, "rpm": float(windows.rpm[i]),
+                   "channel": "accelerometer", "n_samples": len(window)},
+            output={}, model_name=settings.model_name(DOMAIN), model_version="1",
+            user="operator", request_id=uuid.uuid4().hex, latency_ms=1.0, created_at=created,
+            label=label, labelled_at=created + timedelta(minutes=5), label_source="feedback",
+        )  # fmt: skip
+        docs.append(record.to_document())
+    client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
+    try:
+        db = client[settings.mongodb_db]
+        ensure_indexes_sync(db)
+        db[PREDICTIONS].insert_many(docs)
+    finally:
+        client.close()
+    return len(docs)
+
+
+def served(url: str) -> str | None:
+    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get(DOMAIN)
+    return model and model["version"]
+
+
+def xcom(task: dict[str, Any]) -> dict[str, Any]:
+    """A step's XCom: the JSON line the CLI printed (parsed by Airflow, or still text)."""
+    value = task["xcom"]
+    return json.loads(value.strip().splitlines()[-1]) if isinstance(value, str) else value
+
+
+def workspace_of(settings: Settings, run_id: str) -> Path:
+    """The run's workspace directory (as `pipeline.workspace.safe_run_id` names it)."""
+    return settings.runs_dir / DOMAIN / run_id.replace(":", "_").replace("+", "_")
+
+
+def airflow_home(root: Path) -> dict[str, str]:
+    """A migrated Airflow home of its own under `root`; the environment that uses it."""
+    if not (AIRFLOW / "airflow").exists():
+        raise RuntimeError(f"{AIRFLOW / 'airflow'} is missing: run `make install`")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
+        "PYTHONPATH": str(REPO / "airflow" / "dags"),
+        "MH_RETRY_DELAY_S": "1",  # a failing step is retried (retries stay 2) without a wait
+    }
+    migrate = subprocess.run(
+        [str(AIRFLOW / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
+    return env
+
+
+def dag_env(airflow_env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """What a local-mode DAG run needs: Airflow's home, the project's settings, its CLI."""
+    return {
+        **airflow_env,
+        **settings.as_env(),
+        "MH_EXECUTION_MODE": "local",
+        "MH_PIPELINE_CLI": str(CLI),
+    }
+
+
+def run_dag(
+    env: dict[str, str], when: datetime, kind: str = "scheduled", dag_id: str = "retrain_vibration"
+) -> dict[str, Any]:
+    """One `dag.test()` run: its state, run id, and per task state, XCom and tries."""
+    out = subprocess.run(
+        [str(AIRFLOW / "python"), str(PROBE), "test", dag_id, when.isoformat(), kind],
+        env=env, capture_output=True, text=True, timeout=900, check=False, cwd=REPO,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise AssertionError(f"the DAG run did not complete:\n{out.stderr[-4000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["log"] = out.stdout[-6000:] + out.stderr[-6000:]
+    return result
