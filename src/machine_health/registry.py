@@ -126,6 +126,22 @@ def start_run(
         yield run
 
 
+def end_abandoned_runs(settings: Settings, tags: Mapping[str, str]) -> list[str]:
+    """Mark KILLED the runs with these tags still RUNNING: a try that was killed mid-run (a
+    retried pipeline step) never ended its run. Returns their ids."""
+    client = configure(settings)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    # The tags are matched here, not in the filter string: a run id may hold any character.
+    running = client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    runs = [r for r in running if all(r.data.tags.get(k) == v for k, v in tags.items())]
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
+        logger.warning("MLflow run %s of an earlier, killed try marked KILLED", run.info.run_id)
+    return [run.info.run_id for run in runs]
+
+
 def log_bundle(
     settings: Settings,
     bundle: ModelBundle,

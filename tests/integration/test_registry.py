@@ -90,3 +90,16 @@ def test_runs_carry_the_code_version(settings: Settings) -> None:
     tags = client.get_run(row["run_id"]).data.tags
     assert tags["git_commit"] != ""
     assert tags["machine_health.version"]
+
+
+def test_runs_left_running_by_a_killed_try_are_ended(settings: Settings) -> None:
+    client = registry.configure(settings)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment).experiment_id
+    mine = {"domain": "vibration", "pipeline_run_id": "manual__2026-12-02T00:00:00+00:00'x"}
+    # what a SIGKILLed step leaves: runs created and never ended
+    abandoned = client.create_run(experiment, tags=mine).info.run_id
+    other_run = client.create_run(experiment, tags={**mine, "pipeline_run_id": "other"})
+    assert registry.end_abandoned_runs(settings, mine) == [abandoned]
+    assert client.get_run(abandoned).info.status == "KILLED"
+    assert client.get_run(other_run.info.run_id).info.status == "RUNNING"
+    assert registry.end_abandoned_runs(settings, mine) == []  # a retry of the retry: nothing

@@ -123,6 +123,7 @@ def run(
     training = datasets.training_set(settings, domain, read_snapshot(ws))
     trainer = _train_turbofan if domain == "turbofan" else _train_vibration
     tags = {"domain": domain, "pipeline_run_id": run_id, "snapshot_sha256": extracted["sha256"]}
+    registry.end_abandoned_runs(settings, {"domain": domain, "pipeline_run_id": run_id})
     with registry.start_run(settings, run_name=f"retrain-{domain}", tags=tags) as mlflow_run:
         registry.log_params(
             {
