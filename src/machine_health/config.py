@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Bind address of `machine-health serve`.")
     api_port: int = Field(8000, description="Port of the API.")
     replica_name: str = Field("local", description="This replica's name in GET /version.")
+    workers: int = Field(
+        1, ge=1, description="uvicorn worker processes of `serve` (a reload reaches them all)."
+    )
     serving_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8000"],
         description="Comma-separated API replicas the reload step calls (local mode).",

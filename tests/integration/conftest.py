@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,6 +67,14 @@ def api_settings(
 ) -> Settings:
     """Test settings whose registry is the session's trained models."""
     return make_settings(tmp_path, store_uri, mlflow_tracking_uri=models.tracking_uri, **overrides)
+
+
+def register_version(settings: Settings, bundle: Any, run_name: str, domain: str) -> str:
+    """Register `bundle` as a new version (no alias) of the domain's model; its number."""
+    from machine_health import registry
+
+    with registry.start_run(settings, run_name=run_name, tags={"domain": domain}):
+        return registry.log_bundle(settings, bundle, aliases=()).version
 
 
 def create_user(settings: Settings, name: str, role: str, password: str) -> None:
