@@ -131,10 +131,33 @@ def start_uvicorn(
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     server = Server(url=f"http://127.0.0.1:{port}", process=proc, log=log)
+    return _wait_ready(server, ready_path, timeout_s)
+
+
+def start_serve(
+    settings: Settings, log_dir: Path, *, workers: int, timeout_s: float = 120.0
+) -> Server:
+    """Start `machine-health serve --workers N` (uvicorn's own multi-process supervisor)."""
+    port = free_port()
+    log = log_dir / f"serve-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "machine_health", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(workers)],
+            env={**os.environ, **settings.as_env()}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )  # fmt: skip
+    return _wait_ready(Server(f"http://127.0.0.1:{port}", proc, log), "/health", timeout_s)
+
+
+def _wait_ready(server: Server, ready_path: str, timeout_s: float) -> Server:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"uvicorn exited ({server.process.returncode}):\n{server.log.read_text()[-3000:]}"
+            )
         try:
             if httpx.get(server.url + ready_path, timeout=1).status_code == 200:
                 return server
@@ -143,7 +166,7 @@ def start_uvicorn(
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(
-        f"uvicorn on {server.url} not ready in {timeout_s}s:\n{log.read_text()[-3000:]}"
+        f"uvicorn on {server.url} not ready in {timeout_s}s:\n{server.log.read_text()[-3000:]}"
     )
 
 

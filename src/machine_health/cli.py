@@ -343,21 +343,37 @@ app.add_typer(users_app, name="users")
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="uvicorn worker processes (default: settings).")
+    ] = None,
 ) -> None:
     """Serve the prediction API with uvicorn (models @champion, archive, metrics)."""
+    import os
+    import shutil
+
     import uvicorn
 
+    from machine_health.api import workers as worker_sync
+
     settings = get_settings()
-    uvicorn.run(
-        "machine_health.api.app:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    count = workers or settings.workers
+    # The workers read their count from the environment (they are spawned, not forked).
+    os.environ["MH_WORKERS"] = str(count)
+    get_settings.cache_clear()
+    directory = worker_sync.prepare(settings, os.getpid()) if count > 1 else None
+    try:
+        uvicorn.run(
+            "machine_health.api.app:create_app",
+            factory=True,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            workers=count,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @app.command("ui")

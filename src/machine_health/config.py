@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from machine_health.errors import ConfigurationError
@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Bind address of `machine-health serve`.")
     api_port: int = Field(8000, description="Port of the API.")
     replica_name: str = Field("local", description="This replica's name in GET /version.")
+    workers: int = Field(
+        1, ge=1, description="uvicorn worker processes of `serve` (a reload reaches them all)."
+    )
     serving_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8000"],
         description="Comma-separated API replicas the reload step calls (local mode).",
@@ -108,6 +111,11 @@ class Settings(BaseSettings):
     )
     jwt_previous_secret: SecretStr | None = Field(
         None, description="Previous key, still accepted during a rotation grace period."
+    )
+    jwt_previous_secret_until: AwareDatetime | None = Field(
+        None,
+        description="End of that grace period (ISO 8601 with a UTC offset); after it a token "
+        "of the previous key is refused. Unset = accepted until the key is removed.",
     )
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field("HS256", description="JWT alg.")
     jwt_issuer: str = Field("machine-health", description="`iss` claim issued and required.")

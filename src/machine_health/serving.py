@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -94,7 +95,9 @@ class ModelHolder:
     def loaded(self, domain: str) -> LoadedModel | None:
         return self._models.get(domain)
 
-    def _load_and_check(self, domain: str, alias: str | None, version: str | None) -> LoadedModel:
+    def _load_and_check(
+        self, domain: str, alias: str | None, version: str | None, served_alias: str | None
+    ) -> LoadedModel:
         try:
             bundle, ref = registry.load(self.settings, domain, alias=alias, version=version)
         except ModelError:
@@ -102,6 +105,8 @@ class ModelHolder:
         except Exception as exc:  # a registry or artifact failure: refuse with the reason
             raise ModelRejected(f"cannot load the model: {type(exc).__name__}: {exc}") from exc
         smoke_check(bundle)
+        if served_alias is not None:
+            ref = dataclasses.replace(ref, alias=served_alias)
         return LoadedModel(domain=domain, bundle=bundle, ref=ref, loaded_at=datetime.now(UTC))
 
     async def load(
@@ -110,10 +115,13 @@ class ModelHolder:
         *,
         alias: str | None = registry.CHAMPION,
         version: str | None = None,
+        served_alias: str | None = None,
         settle: bool = True,
     ) -> dict[str, Any]:
         """Load, check and swap in a version; the old model keeps serving if anything fails.
 
+        `served_alias`: the alias to report for an explicit `version` (a worker following
+        another worker's reload of @champion loads the version that alias pointed to then).
         After a swap the heap is settled (`heap.settle`: one collection frees the replaced
         model, the new one is frozen out of later collections); `settle=False` leaves that to
         the caller (start-up loads every domain, then settles once).
@@ -121,7 +129,9 @@ class ModelHolder:
         async with self._locks[domain]:
             old = self._models.get(domain)
             try:
-                new = await asyncio.to_thread(self._load_and_check, domain, alias, version)
+                new = await asyncio.to_thread(
+                    self._load_and_check, domain, alias, version, served_alias
+                )
             except MachineHealthError:
                 metrics.RELOADS.labels(domain=domain, result="refused").inc()
                 raise

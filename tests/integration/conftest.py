@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,6 +67,32 @@ def api_settings(
 ) -> Settings:
     """Test settings whose registry is the session's trained models."""
     return make_settings(tmp_path, store_uri, mlflow_tracking_uri=models.tracking_uri, **overrides)
+
+
+def register_version(settings: Settings, bundle: Any, run_name: str, domain: str) -> str:
+    """Register `bundle` as a new version (no alias) of the domain's model; its number."""
+    from machine_health import registry
+
+    with registry.start_run(settings, run_name=run_name, tags={"domain": domain}):
+        return registry.log_bundle(settings, bundle, aliases=()).version
+
+
+def turbofan_rows(data_dir: Any, units: int, cycles: int) -> dict[int, list[dict[str, Any]]]:
+    """The first `cycles` cycles of the first `units` units of test_FD001, as request rows."""
+    from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
+
+    test = load_subset(data_dir, "FD001").test
+    out: dict[int, list[dict[str, Any]]] = {}
+    for unit, rows in list(test.groupby("unit", sort=True))[:units]:
+        out[int(unit)] = [
+            {
+                "cycle": int(r["cycle"]),
+                "settings": [float(r[c]) for c in SETTINGS],
+                "sensors": [float(r[c]) for c in SENSORS],
+            }
+            for _, r in rows.sort_values("cycle").head(cycles).iterrows()
+        ]
+    return out
 
 
 def create_user(settings: Settings, name: str, role: str, password: str) -> None:

@@ -24,7 +24,13 @@ from machine_health.archive.records import decode_samples
 from machine_health.config import Settings
 from machine_health.domains import get_domain
 from tests.conftest import Server, start_uvicorn
-from tests.integration.conftest import TrainedModels, api_settings, create_users, login
+from tests.integration.conftest import (
+    TrainedModels,
+    api_settings,
+    create_users,
+    login,
+    turbofan_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,23 +64,6 @@ def examples(api: tuple[Server, Settings]) -> dict[str, dict[str, Any]]:
     return {name: get_domain(name).example_input(data_dir) for name in ("vibration", "turbofan")}
 
 
-def _turbofan_rows(data_dir: Any, units: int, cycles: int) -> dict[int, list[dict[str, Any]]]:
-    from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
-
-    test = load_subset(data_dir, "FD001").test
-    out: dict[int, list[dict[str, Any]]] = {}
-    for unit, rows in list(test.groupby("unit", sort=True))[:units]:
-        out[int(unit)] = [
-            {
-                "cycle": int(r["cycle"]),
-                "settings": [float(r[c]) for c in SETTINGS],
-                "sensors": [float(r[c]) for c in SENSORS],
-            }
-            for _, r in rows.sort_values("cycle").head(cycles).iterrows()
-        ]
-    return out
-
-
 def _vibration_windows(data_dir: Any, count: int) -> list[dict[str, Any]]:
     from machine_health.simulate import vibration_windows
 
@@ -101,7 +90,7 @@ def test_archive_equals_the_answers_after_concurrent_traffic(
 ) -> None:
     server, settings = api
     windows = _vibration_windows(settings.data_dir, 48)
-    units = _turbofan_rows(settings.data_dir, units=8, cycles=6)
+    units = turbofan_rows(settings.data_dir, units=8, cycles=6)
     tag = secrets.token_hex(3)
 
     async def traffic() -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[Any]]:
@@ -229,7 +218,7 @@ def test_turbofan_context_comes_from_the_archive(
     """Cycles archived before (e.g. by another replica) form the window; going back is 409."""
     server, settings = api
     unit_id = f"ctx-{secrets.token_hex(3)}"
-    rows = _turbofan_rows(settings.data_dir, units=1, cycles=4)[1]
+    rows = turbofan_rows(settings.data_dir, units=1, cycles=4)[1]
     for row in rows[:3]:
         response = httpx.post(
             f"{server.url}/predict/turbofan", json={"unit_id": unit_id, **row}, headers=operator

@@ -53,6 +53,38 @@ def test_users_create_reads_the_password_from_the_named_variable(
     assert bad_role.returncode == 1 and "role" in bad_role.stderr
 
 
+def _run_with_stdin(settings: Settings, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    # A new session has no controlling terminal: the hidden prompt reads stdin, as under a pipe.
+    return subprocess.run(
+        [*CLI, *args], env={**os.environ, **settings.as_env()}, cwd=REPO, input=stdin,
+        capture_output=True, text=True, timeout=120, check=False, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_users_create_prompts_for_the_password_twice(settings: Settings, db: Database) -> None:
+    created = _run_with_stdin(
+        settings, "a-prompted-passphrase\na-prompted-passphrase\n",
+        "users", "create", "root-admin", "--role", "admin",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "Repeat for confirmation" in created.stdout + created.stderr
+    user = db["users"].find_one({"username": "root-admin"})
+    assert user["role"] == "admin"
+    assert verify_password("a-prompted-passphrase", user["password_hash"])
+    assert "a-prompted-passphrase" not in created.stdout + created.stderr
+
+    differ = _run_with_stdin(
+        settings, "first-passphrase\nsecond-passphrase\n",
+        "users", "create", "other-admin", "--role", "admin",
+    )  # fmt: skip
+    assert differ.returncode != 0
+    assert "do not match" in differ.stdout + differ.stderr
+    assert db["users"].find_one({"username": "other-admin"}) is None
+    short = _run_with_stdin(settings, "short\nshort\n", "users", "create", "x", "--role", "admin")
+    assert short.returncode == 1 and "at least" in short.stderr
+    assert db["users"].find_one({"username": "x"}) is None
+
+
 def test_serve_starts_the_api(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")

@@ -233,3 +233,69 @@ def test_full_spool_is_a_clear_503_and_keeps_what_it_acknowledged(
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
     finally:
         server.stop()
+
+
+def _spooled_lines(settings: Any) -> int:
+    return sum(len(f.read_bytes().splitlines()) for f in settings.spool_dir.glob("spool-*.jsonl"))
+
+
+def test_idempotent_retry_after_a_restart_with_the_store_down_gets_its_spooled_answer(
+    tmp_path: Path, own_store: Store, trained_models: TrainedModels
+) -> None:
+    """The process that answered is gone and the store is down: the spool has the answer."""
+    settings = api_settings(tmp_path, own_store.uri, trained_models, store_timeout_ms=800)
+    create_users(settings)
+    server = start_uvicorn(settings, tmp_path / "logs")
+    port = int(server.url.rsplit(":", 1)[1])
+    headers = login(server.url, "operator")
+    requests = {
+        "vibration": {**get_domain("vibration").example_input(DATA_DIR), "asset_id": "idem-m1"},
+        "turbofan": {**get_domain("turbofan").example_input(DATA_DIR), "unit_id": "idem-u1"},
+    }
+    # A unit's first cycle needs its archived history: sent while the store is up.
+    earlier = httpx.post(
+        f"{server.url}/predict/turbofan", json={**requests["turbofan"], "cycle": 1},
+        headers=headers, timeout=30,
+    ).json()  # fmt: skip
+    assert earlier["archived"] == "archived"
+    requests["turbofan"]["cycle"] = 2
+
+    def post(url: str, domain: str, key: str) -> httpx.Response:
+        return httpx.post(
+            f"{url}/predict/{domain}", json=requests[domain], timeout=30,
+            headers={**headers, "Idempotency-Key": key},
+        )  # fmt: skip
+
+    try:
+        own_store.stop()
+        first = {d: post(server.url, d, f"retry-{d}") for d in requests}
+        assert all(r.status_code == 200 for r in first.values()), [r.text for r in first.values()]
+        assert {r.json()["archived"] for r in first.values()} == {"spooled"}
+        server.kill()  # SIGKILL: its in-memory answers are gone, its spool file stays
+    finally:
+        server.stop()
+    lines = _spooled_lines(settings)
+    assert lines == 2
+
+    restarted = start_uvicorn(settings, tmp_path / "logs", port=port)  # the store still down
+    try:
+        for domain, response in first.items():
+            retry = post(restarted.url, domain, f"retry-{domain}")
+            assert retry.status_code == 200, retry.text
+            assert retry.json() == {**response.json(), "idempotent_replay": True}
+        assert _spooled_lines(settings) == lines  # nothing new written
+        fresh = post(restarted.url, "vibration", "another-key")  # a new key is scored anew
+        assert fresh.status_code == 200 and fresh.json()["archived"] == "spooled"
+        assert fresh.json()["prediction_id"] != first["vibration"].json()["prediction_id"]
+
+        own_store.start()
+        _wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
+        answers = [earlier, *(r.json() for r in first.values()), fresh.json()]
+        _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
+        client: MongoClient = MongoClient(own_store.uri, tz_aware=True)
+        try:
+            assert client[settings.mongodb_db]["predictions"].count_documents({}) == 4
+        finally:
+            client.close()
+    finally:
+        restarted.stop()

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from machine_health import registry
-from machine_health.config import Settings
 from machine_health.domains import get_domain
 from tests.conftest import start_uvicorn
-from tests.integration.conftest import TrainedModels, api_settings, create_users, login
-
-
-def _register(settings: Settings, bundle: Any, run_name: str) -> str:
-    with registry.start_run(settings, run_name=run_name, tags={"domain": "vibration"}):
-        return registry.log_bundle(settings, bundle, aliases=()).version
+from tests.integration.conftest import (
+    TrainedModels,
+    api_settings,
+    create_users,
+    login,
+    register_version,
+)
 
 
 def test_reload_under_traffic_and_refusal_of_a_broken_model(
@@ -26,10 +25,10 @@ def test_reload_under_traffic_and_refusal_of_a_broken_model(
 ) -> None:
     settings = api_settings(tmp_path, store_uri, trained_models)
     champion, ref = registry.load(settings, "vibration")
-    new_version = _register(settings, champion, "reload-test-good")
+    new_version = register_version(settings, champion, "reload-test-good", "vibration")
     # A model that loads but predicts NaN: its smoke prediction must refuse it.
     broken = dataclasses.replace(champion, threshold=float("nan"))  # type: ignore[type-var]
-    broken_version = _register(settings, broken, "reload-test-broken")
+    broken_version = register_version(settings, broken, "reload-test-broken", "vibration")
 
     create_users(settings)
     server = start_uvicorn(settings, tmp_path / "logs")

@@ -156,3 +156,72 @@ def test_async_client_reads_what_the_sync_client_wrote(settings: Settings, db: D
             await client.close()
 
     assert asyncio.run(read()) == [5, 6, 7, 8, 9]
+
+
+def test_sub_second_time_windows_are_exact_through_the_repository(
+    settings: Settings, db: Database
+) -> None:
+    """`GET /predictions?since=&until=` takes the answers' millisecond timestamps: the listing
+    must be exact at that precision, page by page (nx-27017 compares dates at whole seconds)."""
+    from machine_health.archive import repository
+
+    archive_client.ensure_indexes_sync(db)
+    t0 = datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
+    docs = [
+        {"prediction_id": f"p{i:02d}", "domain": "vibration", "asset_id": f"a{i % 2}",
+         "model_version": "1", "created_at": t0 + timedelta(milliseconds=97 * i)}
+        for i in range(40)
+    ]  # fmt: skip
+    db[archive_client.PREDICTIONS].insert_many([dict(d) for d in docs])
+    at = [d["created_at"] for d in docs]
+    windows = [
+        (at[3], at[25]),
+        (at[0], at[39]),
+        (at[11], at[12]),
+        (at[5], None),
+        (None, at[30]),
+        (at[3] + timedelta(microseconds=400), at[25] + timedelta(microseconds=1)),
+        (at[7].replace(tzinfo=None), None),  # naive: UTC, as pymongo reads it
+        (t0.replace(microsecond=0) + timedelta(seconds=1), at[33]),  # a whole-second bound
+    ]
+
+    def ms(moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        return moment.replace(tzinfo=UTC, microsecond=moment.microsecond // 1000 * 1000)
+
+    def expected(since: datetime | None, until: datetime | None, asset: str | None) -> list[str]:
+        since, until = ms(since), ms(until)
+        chosen = [
+            d for d in docs
+            if (since is None or d["created_at"] >= since)
+            and (until is None or d["created_at"] < until)
+            and (asset is None or d["asset_id"] == asset)
+        ]  # fmt: skip
+        return [d["prediction_id"] for d in reversed(chosen)]  # newest first
+
+    async def listing(
+        since: datetime | None, until: datetime | None, asset: str | None
+    ) -> tuple[list[str], list[str]]:
+        client = archive_client.async_client(settings)
+        try:
+            adb = client[settings.mongodb_db]
+            pages: list[str] = []
+            for skip in range(0, 40, 4):
+                page = await repository.find_predictions(
+                    adb, asset_id=asset, since=since, until=until, skip=skip, limit=4
+                )
+                pages += [d["prediction_id"] for d in page]
+                if len(page) < 4:
+                    break
+            rows = await repository.window_rows(adb, "vibration", since=since, until=until)
+            return pages, sorted((r["created_at"] for r in rows), reverse=True)
+        finally:
+            await client.close()
+
+    for since, until in windows:
+        for asset in (None, "a1"):
+            pages, times = asyncio.run(listing(since, until, asset))
+            assert pages == expected(since, until, asset), (since, until, asset)
+            created = {d["prediction_id"]: d["created_at"] for d in docs}
+            assert times == [created[p] for p in expected(since, until, None)]

@@ -95,3 +95,33 @@ def test_a_live_process_file_is_not_adopted(tmp_path: Path) -> None:
     second.open()
     assert second.adopted == []  # the flock of the first is still held
     assert isinstance(first.own, SpoolFile) and first.own.path.name.endswith(f"{os.getpid()}.jsonl")
+
+
+def _keyed(i: int, key: str | None) -> dict[str, object]:
+    return {**_record(i), "idempotency_key": key, "asset_id": '"prediction_id": "p0"'}
+
+
+def test_find_returns_a_keyed_record_from_any_spool_file_of_the_folder(tmp_path: Path) -> None:
+    mine = Spool(tmp_path, owner="a", max_bytes=1 << 20)
+    mine.open()
+    sibling = Spool(tmp_path, owner="b", max_bytes=1 << 20)  # another live process's file
+    sibling.open()
+    mine.append([_keyed(0, None), _keyed(1, "k1")])
+    assert mine.find("p1") == _keyed(1, "k1")  # exactly what was spooled
+    assert mine.find("p0") is None  # no Idempotency-Key: never looked up
+    assert mine.find("p7") is None
+    sibling.append([_keyed(7, "k7")])  # appended after the first look-up: indexed incrementally
+    assert mine.find("p7") == _keyed(7, "k7")
+
+    own = sibling.own
+    assert own is not None
+    docs, end = own.read(10)
+    own.commit(end, len(docs))
+    assert own.reset_if_drained()  # replayed into the store: the file is emptied
+    assert mine.find("p7") is None
+    sibling.append([_keyed(8, "k8"), _keyed(9, "k9")])  # refilled past the old indexed length
+    assert mine.find("p9") == _keyed(9, "k9") and mine.find("p7") is None
+    sibling.close()  # not replayed yet: the file stays, for the next process to adopt
+    assert mine.find("p9") == _keyed(9, "k9")
+    own.path.unlink()  # replayed and deleted by whoever adopted it
+    assert mine.find("p9") is None and mine.find("p1") == _keyed(1, "k1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import jwt
 import pytest
@@ -102,6 +102,35 @@ def test_previous_key_is_accepted_during_rotation(settings: Settings) -> None:
     after_grace = rotated.model_copy(update={"jwt_previous_secret": None})
     with pytest.raises(AuthError):
         security.authenticate_bearer(after_grace, old_token)
+
+
+def test_previous_key_is_refused_after_its_grace_period_ends(settings: Settings) -> None:
+    old_token, _ = security.create_access_token(settings, "ana", "viewer")
+    new_key = Settings(_env_file=None, jwt_secret=secrets.token_urlsafe(48)).jwt_secret
+    now = datetime.now(UTC)
+
+    def rotated(until: object) -> Settings:
+        return Settings(
+            _env_file=None, env="test", service_token=secrets.token_urlsafe(48),
+            jwt_secret=new_key.get_secret_value(),  # type: ignore[union-attr]
+            jwt_previous_secret=settings.jwt_secret.get_secret_value(),  # type: ignore[union-attr]
+            jwt_previous_secret_until=until,
+        )  # fmt: skip
+
+    # Until the end (given as the environment gives it: ISO 8601 with an offset), accepted.
+    later = rotated((now + timedelta(hours=1)).astimezone(timezone(timedelta(hours=2))).isoformat())
+    assert security.authenticate_bearer(later, old_token).username == "ana"
+    ended = rotated((now - timedelta(seconds=1)).isoformat())
+    with pytest.raises(AuthError, match="previous key, no longer accepted since"):
+        security.authenticate_bearer(ended, old_token)
+    # The current key is not affected, and a token of neither key is still just a bad signature.
+    new_token, _ = security.create_access_token(ended, "bob", "viewer")
+    assert security.authenticate_bearer(ended, new_token).username == "bob"
+    stranger = jwt.encode(_claims(settings), secrets.token_urlsafe(48), algorithm="HS256")
+    with pytest.raises(AuthError, match=r"invalid token \(signature\)"):
+        security.authenticate_bearer(ended, stranger)
+    with pytest.raises(ValueError, match="timezone"):  # a naive end is ambiguous: refused
+        rotated("2026-01-01T00:00:00")
 
 
 def test_service_token_is_the_service_role(settings: Settings) -> None:

@@ -3,13 +3,15 @@
 Startup (lifespan): connect the async store client and create the indexes (a store that is down
 does not stop the API: predictions are spooled), open the spool and replay what a previous run
 left, load every domain's @champion (smoke-tested), start the micro-batchers and the group-commit
-writer. Shutdown drains the writer and releases the spool.
+writer, and with several worker processes the reload follower (`api/workers.py`). Shutdown
+drains the writer and releases the spool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from machine_health.api import errors as api_errors
 from machine_health.api.middleware import RequestContext
 from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats
 from machine_health.api.scoring import Scorer
+from machine_health.api.workers import WorkerSync, sync_dir
 from machine_health.archive import client as archive_client
 from machine_health.archive.spool import Spool
 from machine_health.archive.writer import ArchiveWriter
@@ -48,6 +51,7 @@ class AppState:
     holder: ModelHolder
     writer: ArchiveWriter
     scorer: Scorer
+    workers: WorkerSync | None = None  # only with several worker processes (`serve --workers`)
 
 
 def load_domains(names: list[str] | None = None) -> dict[str, Domain]:
@@ -83,10 +87,16 @@ async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
     heap.settle()  # the loaded models leave the collector's walks (see machine_health.heap)
     scorer = Scorer(settings, db, domains, holder, writer)
     scorer.start()
-    return AppState(settings, client, db, holder, writer, scorer)
+    workers = None
+    if settings.workers > 1:  # a sibling worker may have reloaded: follow it, then keep up
+        workers = WorkerSync(holder, sync_dir(settings, os.getppid()), settings.workers)
+        await workers.start()
+    return AppState(settings, client, db, holder, writer, scorer, workers)
 
 
 async def _shutdown(state: AppState) -> None:
+    if state.workers is not None:
+        await state.workers.close()
     await state.scorer.close()
     await state.writer.close()
     await state.client.close()

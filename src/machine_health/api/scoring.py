@@ -1,10 +1,11 @@
 """Score one request and archive it: the logic behind POST /predict and /predict-test.
 
 Order of a prediction: idempotency (a known key returns the first answer, nothing is scored or
-written) → turbofan context under the unit's lock (history, sequence check) → the domain's
-micro-batcher (one model call for concurrent requests) → the archive record, made durable by the
-group-commit writer (store or spool) → the response. The response is built from exactly what was
-archived (timestamps at the store's millisecond precision), so the two always agree.
+written; the answer comes from memory, the archive, or, store down, the spool) → turbofan
+context under the unit's lock (history, sequence check) → the domain's micro-batcher (one
+model call for concurrent requests) → the archive record, made durable by the group-commit
+writer (store or spool) → the response. The response is built from exactly what was archived
+(timestamps at the store's millisecond precision), so the two always agree.
 
 The turbofan unit cache is per replica. With several replicas, send a unit's cycles to one of
 them (e.g. hash the unit id at the load balancer): a replica reads another's cycles from the
@@ -180,11 +181,22 @@ class Scorer:
         answer = self._answers.get(prediction_id)
         if answer is not None:
             return answer
+        store_down = False
         try:
             doc = await repository.find_prediction(self.db, prediction_id)
         except StoreError:
-            return None  # store down: the unique prediction_id still forbids a second record
-        return response_from(doc, "archived") if doc else None
+            doc, store_down = None, True
+        if doc is not None:
+            return response_from(doc, "archived")
+        # Not in the store (down, or the record still waits for the replay): the first answer
+        # may be in a spool, e.g. written before a restart. Never looked at while all is well.
+        if store_down or self.writer.spool.depth:
+            spooled = await asyncio.to_thread(self.writer.spool.find, prediction_id)
+            if spooled is not None:
+                answer = response_from(spooled, "spooled")
+                self._remember(prediction_id, answer)
+                return answer
+        return None
 
     def _remember(self, prediction_id: str, answer: dict[str, Any]) -> None:
         self._answers[prediction_id] = answer

@@ -2,8 +2,9 @@
 
 Tokens carry `sub`, `role`, `exp`, `iat`, `iss`, `aud` and `jti`, are signed with the shared
 `MH_JWT_SECRET` (HS256 by default) and verified against it or, during a key rotation, against
-`MH_JWT_PREVIOUS_SECRET`. The algorithm is fixed by the settings, so `alg=none` or any other
-algorithm in a token header is refused. Every verification failure is an `AuthError` (401).
+`MH_JWT_PREVIOUS_SECRET` (until `MH_JWT_PREVIOUS_SECRET_UNTIL`, when set). The algorithm is
+fixed by the settings, so `alg=none` or any other algorithm in a token header is refused. Every
+verification failure is an `AuthError` (401).
 
 The pipeline authenticates with the static `MH_SERVICE_TOKEN` as a bearer token (role
 `service`). Nothing in this module logs a token, a password or a secret.
@@ -107,32 +108,50 @@ def create_access_token(
     return token, expires
 
 
+def _decode(settings: Settings, token: str, key: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[settings.jwt_algorithm],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": _REQUIRED_CLAIMS},
+            leeway=5,
+        )
+    except jwt.InvalidSignatureError:
+        raise
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token ({type(exc).__name__})") from exc
+    except Exception as exc:  # e.g. a header that is not a JSON object
+        raise AuthError("invalid token (malformed)") from exc
+
+
 def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
-    """The claims of a valid token; AuthError (401) for anything else."""
-    keys = [_secret(settings)]
-    if settings.jwt_previous_secret is not None:
-        keys.append(settings.jwt_previous_secret.get_secret_value())
-    last_error: Exception | None = None
-    for key in keys:
-        try:
-            return jwt.decode(
-                token,
-                key,
-                algorithms=[settings.jwt_algorithm],
-                audience=settings.jwt_audience,
-                issuer=settings.jwt_issuer,
-                options={"require": _REQUIRED_CLAIMS},
-                leeway=5,
-            )
-        except jwt.InvalidSignatureError as exc:
-            last_error = exc  # maybe signed with the previous key: try it
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError("token expired") from exc
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token ({type(exc).__name__})") from exc
-        except Exception as exc:  # e.g. a header that is not a JSON object
-            raise AuthError("invalid token (malformed)") from exc
-    raise AuthError("invalid token (signature)") from last_error
+    """The claims of a valid token; AuthError (401) for anything else.
+
+    A token of the previous key is accepted until `MH_JWT_PREVIOUS_SECRET_UNTIL` (if set);
+    after it, the refusal says so, so that its holder knows to log in again.
+    """
+    try:
+        return _decode(settings, token, _secret(settings))
+    except jwt.InvalidSignatureError as exc:
+        if settings.jwt_previous_secret is None:
+            raise AuthError("invalid token (signature)") from exc
+        first_error = exc
+    try:  # maybe signed with the previous key
+        claims = _decode(settings, token, settings.jwt_previous_secret.get_secret_value())
+    except jwt.InvalidSignatureError:
+        raise AuthError("invalid token (signature)") from first_error
+    until = settings.jwt_previous_secret_until
+    if until is not None and datetime.now(UTC) >= until:
+        raise AuthError(
+            f"token signed with the previous key, no longer accepted since "
+            f"{until.astimezone(UTC).isoformat()}: log in again"
+        )
+    return claims
 
 
 def authenticate_bearer(settings: Settings, token: str) -> Principal:

@@ -11,7 +11,7 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
@@ -65,12 +65,36 @@ def _query(
         query["model_version"] = str(model_version)
     window: dict[str, datetime] = {}
     if since is not None:
-        window["$gte"] = since
+        window["$gte"] = since.replace(microsecond=0)
     if until is not None:
-        window["$lt"] = until
+        window["$lt"] = _ceil_second(until)
     if window:
         query["created_at"] = window
     return query
+
+
+# The embedded store compares dates at whole seconds (SQLite `datetime()`), MongoDB at
+# milliseconds. A bound on a whole second is exact on both, so `_query` widens a time window
+# to whole seconds and the few records of a boundary second are sorted out here (`_in_window`).
+def _utc_ms(moment: datetime | None) -> datetime | None:
+    """A bound as BSON keeps it: UTC (a naive time is UTC, as pymongo reads it), whole ms."""
+    if moment is None:
+        return None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
+
+
+def _in_window(doc: dict[str, Any], since: datetime | None, until: datetime | None) -> bool:
+    created = doc.get("created_at")
+    if not isinstance(created, datetime):
+        return False
+    created = created.replace(tzinfo=UTC) if created.tzinfo is None else created
+    return (since is None or created >= since) and (until is None or created < until)
 
 
 def _clean(doc: dict[str, Any]) -> dict[str, Any]:
@@ -90,19 +114,33 @@ async def find_predictions(
     skip: int = 0,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Archived predictions matching the filters, newest first, one page."""
-    query = _query(
-        domain=domain, asset_id=asset_id, model_version=model_version, since=since, until=until
-    )
+    """Archived predictions matching the filters, newest first, one page.
+
+    The store is asked for whole-second bounds (see `_query`). Newest first, the records it adds
+    after a sub-second `until` come first: they are counted and skipped; those it adds before a
+    sub-second `since` come last: they are dropped from the page, which then ends the listing.
+    """
+    since, until = _utc_ms(since), _utc_ms(until)
+    others = {"domain": domain, "asset_id": asset_id, "model_version": model_version}
+    query = _query(**others, since=since, until=until)
     try:
+        extra = 0
+        if until is not None and until.microsecond:
+            start = until.replace(microsecond=0)
+            if since is not None:
+                start = max(start, since.replace(microsecond=0))
+            second = db[PREDICTIONS].find(
+                _query(**others, since=start, until=until), {"created_at": 1, "_id": 0}
+            )
+            extra = len([doc async for doc in second if not _in_window(doc, None, until)])
         cursor = (
             db[PREDICTIONS]
             .find(query)
             .sort([("created_at", DESCENDING), ("prediction_id", ASCENDING)])
-            .skip(int(skip))
+            .skip(int(skip) + extra)
             .limit(int(limit))
         )
-        return [_clean(doc) async for doc in cursor]
+        return [_clean(doc) async for doc in cursor if _in_window(doc, since, until)]
     except PyMongoError as exc:
         raise StoreError(f"cannot read the archive: {exc}") from exc
 
@@ -376,12 +414,13 @@ async def window_rows(
     aggregate `$match` (see tests/ui/test_api_routes.py), so windowed counts are made from these.
     """
     fields = {"created_at": 1, "asset_id": 1, "model_version": 1, "label": 1, "output": 1}
+    since, until = _utc_ms(since), _utc_ms(until)
     try:
         cursor = (
             db[PREDICTIONS]
             .find(_query(domain=domain, since=since, until=until), {**fields, "_id": 0})
             .limit(int(limit))
         )
-        return [doc async for doc in cursor]
+        return [doc async for doc in cursor if _in_window(doc, since, until)]
     except PyMongoError as exc:
         raise StoreError(f"cannot read the archive: {exc}") from exc

@@ -8,6 +8,11 @@ were. Beside each file, `<file>.offset` holds how many bytes were already replay
 A crash leaves a file whose lock died with its process: the next process (or a sibling worker)
 adopts it, replays it and deletes it. Replaying a line twice is harmless: the archive's unique
 `prediction_id` turns the second insert into a duplicate-key error, read as "already archived".
+
+`Spool.find` looks a record with an Idempotency-Key up in every spool file of the folder (this
+process's, adopted ones, a sibling worker's), so a retry while the store is down gets its first
+answer back even after a restart. Its index is built on first use and then only reads the bytes
+appended since: nothing of it runs while the store answers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +35,58 @@ logger = logging.getLogger(__name__)
 
 _JSON = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True)
 _SUFFIX = ".jsonl"
+# What json_util writes for a record's top-level fields (a string value escapes its quotes, so
+# user input cannot fake them); a hit is confirmed by parsing the line.
+_KEYED = b'"idempotency_key": "'
+_PREDICTION_ID = re.compile(rb'"prediction_id": "([^"\\]+)"')
+
+
+class _KeyIndex:
+    """prediction_id -> line offset of the records with an Idempotency-Key in one spool file."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[bytes, int] = {}
+        self.scanned = 0  # bytes of the file indexed so far (always at a line start)
+
+    def _reset(self) -> None:
+        self.offsets.clear()
+        self.scanned = 0
+
+    def find(self, path: Path, prediction_id: str) -> dict[str, Any] | None:
+        """The record, or None; reads only what was appended since the last call."""
+        try:
+            with path.open("rb") as reader:
+                if os.fstat(reader.fileno()).st_size < self.scanned:
+                    self._reset()  # emptied after a replay: start again
+                self._scan(reader)
+                doc = self._read(reader, prediction_id)
+                if doc is None and prediction_id.encode() in self.offsets:
+                    self._reset()  # the file was emptied and refilled: index it again
+                    self._scan(reader)
+                    doc = self._read(reader, prediction_id)
+                return doc
+        except OSError:  # removed meanwhile (replayed and deleted by its owner)
+            return None
+
+    def _scan(self, reader: Any) -> None:
+        reader.seek(self.scanned)
+        for line in reader:
+            if not line.endswith(b"\n"):
+                break  # a line being written (or a torn tail): indexed once complete
+            if _KEYED in line and (match := _PREDICTION_ID.search(line)):
+                self.offsets[match.group(1)] = self.scanned
+            self.scanned += len(line)
+
+    def _read(self, reader: Any, prediction_id: str) -> dict[str, Any] | None:
+        offset = self.offsets.get(prediction_id.encode())
+        if offset is None:
+            return None
+        reader.seek(offset)
+        try:
+            doc = json_util.loads(reader.readline(), json_options=_JSON)
+        except ValueError:
+            return None
+        return doc if doc.get("prediction_id") == prediction_id else None
 
 
 class SpoolFile:
@@ -160,6 +218,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.own: SpoolFile | None = None
         self.adopted: list[SpoolFile] = []
+        self._indexes: dict[Path, _KeyIndex] = {}
+        self._find_lock = threading.Lock()
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -193,6 +253,18 @@ class Spool:
         if self.own is None:
             raise StoreError("the spool is not open")
         return self.own.append(docs, self.max_bytes)
+
+    def find(self, prediction_id: str) -> dict[str, Any] | None:
+        """The spooled record of an idempotent request, in any spool file of the folder."""
+        with self._find_lock:
+            paths = sorted(self.directory.glob(f"spool-*{_SUFFIX}"))
+            for gone in set(self._indexes) - set(paths):
+                del self._indexes[gone]
+            for path in paths:
+                doc = self._indexes.setdefault(path, _KeyIndex()).find(path, prediction_id)
+                if doc is not None:
+                    return doc
+        return None
 
     def drop_adopted(self, spool_file: SpoolFile) -> None:
         """Forget and delete an adopted file once it is fully replayed (a torn tail included)."""

@@ -1,7 +1,8 @@
 """Step 7: make EVERY serving replica serve the new champion, and wait until each one does.
 
 `PUT /reload?domain=D` (service token) on all replicas at once, then `GET /version` on each
-until it reports the expected version of the domain; `ReloadNotConverged` names the replicas
+until it reports the expected version of the domain (for a replica of several worker processes:
+until all its workers serve it); `ReloadNotConverged` names the replicas
 that did not within `reload_timeout_s`. Nothing to do when the run did not promote a version.
 """
 
@@ -27,12 +28,22 @@ POLL_S = 0.2
 
 
 def served_version(client: httpx.Client, url: str, domain: str) -> str | None:
-    """The version of `domain` a replica reports in GET /version (None if none or unreachable)."""
+    """The version of `domain` a replica serves per GET /version (None if none or unreachable).
+
+    A replica of several worker processes answers from one of them: it serves a version only
+    once its `workers` report says every worker converged on it (else None).
+    """
     try:
         response = client.get(f"{url}/version")
         response.raise_for_status()
-        model = (response.json().get("models") or {}).get(domain)
-    except (httpx.HTTPError, ValueError):
+        body = response.json()
+        model = (body.get("models") or {}).get(domain)
+        workers = body.get("workers")
+        if workers is not None:
+            versions = {str(m.get(domain)) for m in (workers.get("live") or {}).values()}
+            if not workers.get("converged") or len(versions) != 1:
+                return None
+    except (httpx.HTTPError, ValueError, AttributeError):
         return None
     return None if not model else str(model.get("version"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from fastapi import APIRouter, Body, Query
@@ -71,12 +72,24 @@ async def read_ready(state: StateDep) -> JSONResponse:
 
 @router.get("/version")
 async def read_version(state: StateDep) -> dict[str, Any]:
-    """Per domain, the served model name, version, alias and load time; this replica's name."""
+    """Per domain, the served model name, version, alias and load time; this replica's name.
+
+    `pid` is the worker process that answered. With several workers, `workers` tells what each
+    live worker serves and whether they all `converged` on the same versions (after a reload).
+    """
     models = {}
     for domain in state.holder.domains:
         loaded = state.holder.loaded(domain)
         models[domain] = loaded.info() if loaded else None
-    return {"replica": state.settings.replica_name, "app_version": __version__, "models": models}
+    body = {
+        "replica": state.settings.replica_name,
+        "pid": os.getpid(),
+        "app_version": __version__,
+        "models": models,
+    }
+    if state.workers is not None:
+        body["workers"] = await state.workers.status()
+    return body
 
 
 @router.put("/reload")
@@ -115,6 +128,8 @@ async def update_models(
                     "serving": current.info() if current else None,
                 }
             )
+    if state.workers is not None:  # the other workers of this replica follow what loaded here
+        await state.workers.record(results)
     body_out = {"replica": state.settings.replica_name, "results": results}
     if not refused:
         return JSONResponse(body_out)

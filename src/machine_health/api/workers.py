@@ -1,0 +1,181 @@
+"""Several uvicorn workers in one replica (`serve --workers N`): a reload reaches every one.
+
+A `PUT /reload` lands on ONE worker process. That worker loads and smoke-tests the model as a
+single worker does, then records the version it now serves, per domain, in the replica's sync
+folder (`var/workers/<replica>-<supervisor pid>/`, shared by the workers of one `serve` process
+only, emptied when it starts). Every worker polls that folder about once a second and loads a
+recorded version it does not serve yet; it also writes a heartbeat (its pid and the versions it
+serves). `GET /version` reports this worker's pid and whether every worker of the replica serves
+the same versions, which is what the pipeline's reload step waits for.
+
+With one worker none of this runs: no folder, no task, no I/O beside the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from machine_health.config import Settings
+from machine_health.errors import MachineHealthError
+from machine_health.serving import ModelHolder
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 1.0
+STALE_S = 5.0  # a heartbeat older than this belongs to a dead (or stuck) worker
+RETRY_S = 10.0  # a follower whose load failed tries the same version again after this
+
+
+def sync_dir(settings: Settings, supervisor_pid: int) -> Path:
+    """The folder the workers started by the `serve` process `supervisor_pid` share."""
+    replica = "".join(c if c.isalnum() or c in "-_" else "_" for c in settings.replica_name)
+    return settings.var_dir / "workers" / f"{replica}-{supervisor_pid}"
+
+
+def prepare(settings: Settings, supervisor_pid: int) -> Path:
+    """A fresh sync folder: nothing a previous `serve` with the same pid recorded is followed."""
+    directory = sync_dir(settings, supervisor_pid)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: a reader sees the old or the new content, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class WorkerSync:
+    """This worker's part: record the reloads it made, follow the others', beat its heart."""
+
+    def __init__(
+        self, holder: ModelHolder, directory: Path, expected: int, *, poll_s: float = POLL_S
+    ) -> None:
+        self.holder = holder
+        self.directory = directory
+        self.expected = expected
+        self.poll_s = poll_s
+        self.pid = os.getpid()
+        self._heartbeat = directory / f"worker-{self.pid}.json"
+        self._failed: dict[tuple[str, str], float] = {}  # (domain, version) -> monotonic time
+        self._task: asyncio.Task[None] | None = None
+
+    def _wanted_path(self, domain: str) -> Path:
+        return self.directory / f"wanted-{domain}.json"
+
+    def served(self) -> dict[str, str | None]:
+        return {
+            d: (m.ref.version if (m := self.holder.loaded(d)) else None)
+            for d in self.holder.domains
+        }
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+        await self.follow()  # a worker (re)started after a reload serves what the others do
+        await self.beat()
+        self._task = asyncio.create_task(self._run(), name="worker-sync")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._heartbeat.unlink(missing_ok=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.follow()
+                await self.beat()
+            except OSError as exc:  # a full or read-only var/: keep serving, say why
+                logger.warning("worker sync in %s failed: %s", self.directory, exc)
+
+    # --- the leader's side: a reload this worker made ----------------------------------------
+    async def record(self, results: list[dict[str, Any]]) -> None:
+        """Record what `PUT /reload` swapped in here, for the other workers to follow."""
+        for result in results:
+            if result.get("refused"):
+                continue
+            new = result["new"]
+            wanted = {"version": new["version"], "alias": new["alias"], "by": self.pid}
+            await asyncio.to_thread(_write_json, self._wanted_path(result["domain"]), wanted)
+        await self.beat()
+
+    # --- the followers' side ----------------------------------------------------------------
+    async def follow(self) -> None:
+        """Load every recorded version this worker does not serve yet."""
+        for domain in self.holder.domains:
+            wanted = await asyncio.to_thread(_read_json, self._wanted_path(domain))
+            if not wanted:
+                continue
+            version = str(wanted["version"])
+            loaded = self.holder.loaded(domain)
+            if loaded is not None and loaded.ref.version == version:
+                continue
+            failed_at = self._failed.get((domain, version))
+            if failed_at is not None and time.monotonic() - failed_at < RETRY_S:
+                continue
+            try:
+                await self.holder.load(
+                    domain, alias=None, version=version, served_alias=wanted.get("alias")
+                )
+            except MachineHealthError as exc:
+                self._failed[(domain, version)] = time.monotonic()
+                logger.error("%s: cannot follow the reload to v%s: %s", domain, version, exc)
+            else:
+                self._failed.pop((domain, version), None)
+
+    async def beat(self) -> None:
+        beat = {"pid": self.pid, "at": time.time(), "models": self.served()}
+        await asyncio.to_thread(_write_json, self._heartbeat, beat)
+
+    # --- GET /version -----------------------------------------------------------------------
+    def _status(self) -> dict[str, Any]:
+        now = time.time()
+        live: dict[str, dict[str, str | None]] = {}
+        for path in self.directory.glob("worker-*.json"):
+            beat = _read_json(path)
+            if beat and now - float(beat.get("at", 0)) <= STALE_S:
+                live[str(beat["pid"])] = beat.get("models") or {}
+        live[str(self.pid)] = self.served()  # this worker: its state now, not its last beat
+        wanted = {
+            d: str(w["version"])
+            for d in self.holder.domains
+            if (w := _read_json(self._wanted_path(d)))
+        }
+        same = all(
+            len({models.get(d) for models in live.values()}) == 1
+            and (d not in wanted or next(iter(live.values())).get(d) == wanted[d])
+            for d in self.holder.domains
+        )
+        return {
+            "expected": self.expected,
+            "live": live,
+            "wanted": wanted,
+            "converged": len(live) >= self.expected and same,
+        }
+
+    async def status(self) -> dict[str, Any]:
+        """The workers of this replica: who serves what, and whether they all agree."""
+        return await asyncio.to_thread(self._status)
