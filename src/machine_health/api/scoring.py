@@ -29,8 +29,8 @@ from machine_health.archive import repository
 from machine_health.archive.records import PredictionRecord, encode_samples
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
-from machine_health.domains.base import Domain
-from machine_health.errors import InputError, SequenceConflict, StoreError
+from machine_health.domains.base import Domain, check_next_cycle
+from machine_health.errors import InputError, StoreError
 from machine_health.monitoring import metrics
 from machine_health.serving import (
     LoadedModel,
@@ -229,7 +229,7 @@ class Scorer:
         async with self.histories.lock(unit_id):
             rows = await self.histories.get(unit_id, self._load_history(domain))
             if archive:
-                self._check_cycle(domain, unit_id, [r["cycle"] for r in rows], cycle)
+                check_next_cycle(unit_id, [r["cycle"] for r in rows], cycle)
             else:  # a test prediction scores against the known cycles before it, writes nothing
                 rows = [r for r in rows if r["cycle"] < cycle]
             row = item.as_row()  # type: ignore[attr-defined]
@@ -249,18 +249,6 @@ class Scorer:
         transform = getattr(bundle, "transform", None)
         needed = getattr(transform, "history_cycles", None) or getattr(bundle, "window", None)
         return max(int(needed or 0), self.settings.turbofan_window)
-
-    def _check_cycle(self, domain: Domain, unit_id: str, known: list[int], cycle: int) -> None:
-        """A cycle must come after every archived cycle of its unit (SequenceConflict, 409)."""
-        if not known:
-            return
-        latest = max(known)
-        if cycle in known:
-            raise SequenceConflict(f"unit {unit_id!r}: cycle {cycle} was already recorded")
-        if cycle < latest:
-            raise SequenceConflict(
-                f"unit {unit_id!r}: cycle {cycle} goes backwards (latest known cycle is {latest})"
-            )
 
     def _load_history(self, domain: Domain) -> Any:
         async def load(unit_id: str, limit: int) -> list[dict[str, Any]]:

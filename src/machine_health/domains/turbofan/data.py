@@ -12,7 +12,7 @@ import gzip
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -20,7 +20,8 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from machine_health.errors import DataError, SequenceConflict
+from machine_health.domains.base import check_next_cycle  # noqa: F401 - re-exported
+from machine_health.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -171,17 +172,3 @@ def split_units(
     val_units = set(rng.choice(units, size=n_val, replace=False).tolist())
     in_val = frame["unit"].isin(val_units).to_numpy()
     return frame[~in_val].reset_index(drop=True), frame[in_val].reset_index(drop=True)
-
-
-def check_next_cycle(unit_id: str, known_cycles: Iterable[int], cycle: int) -> None:
-    """Refuse a cycle that repeats or precedes the unit's latest known cycle (SequenceConflict)."""
-    known = list(known_cycles)
-    if not known:
-        return
-    latest = max(known)
-    if cycle == latest or cycle in known:
-        raise SequenceConflict(f"unit {unit_id!r}: cycle {cycle} was already recorded")
-    if cycle < latest:
-        raise SequenceConflict(
-            f"unit {unit_id!r}: cycle {cycle} goes backwards (latest known cycle is {latest})"
-        )
