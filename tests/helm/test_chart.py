@@ -283,6 +283,11 @@ def test_hard_anti_affinity_on_request(everything_render: list[Manifest]) -> Non
     assert terms[0]["topologyKey"] == "kubernetes.io/hostname"
 
 
+def test_api_service_keeps_a_client_on_one_replica(default_render: list[Manifest]) -> None:
+    # a turbofan unit's history is per replica (docs/OPERATIONS.md): affinity by default
+    assert one(default_render, "Service", "-api")["spec"]["sessionAffinity"] == "ClientIP"
+
+
 def test_pdb_that_blocks_every_drain_is_refused() -> None:
     error = template_error(*EXISTING_SECRET, "--set", "api.pdb.minAvailable=2")
     assert "api.pdb.minAvailable must be lower than api.replicaCount" in error
