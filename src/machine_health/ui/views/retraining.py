@@ -6,6 +6,7 @@ for admins.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -46,7 +47,19 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def steps_table(tasks: list[dict[str, Any]]) -> pd.DataFrame:
+def result_text(value: Any) -> str | None:
+    """A step's return value as one line: the CLI's JSON line compacted, else its text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return value
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def steps_table(tasks: list[dict[str, Any]], results: dict[str, Any]) -> pd.DataFrame:
     tasks = sorted(tasks, key=lambda t: t.get("start_date") or "9999")
     return pd.DataFrame(
         [
@@ -56,6 +69,7 @@ def steps_table(tasks: list[dict[str, Any]]) -> pd.DataFrame:
                 "duration (s)": _duration(t),
                 "try": t.get("try_number"),
                 "started (UTC)": t.get("start_date"),
+                "result": result_text(results.get(t["task_id"])),
             }
             for t in tasks
         ]
@@ -83,7 +97,14 @@ def show_dag(client: AirflowClient, dag_id: str) -> None:
     cols[2].metric("Failed", int(states.get("failed", 0)))
     st.dataframe(runs_table(runs), hide_index=True)
     run_id = st.selectbox("Steps of run", [r["dag_run_id"] for r in runs], key=f"run_{dag_id}")
-    st.dataframe(steps_table(client.task_instances(dag_id, run_id)), hide_index=True)
+    tasks = client.task_instances(dag_id, run_id)
+    # only a finished step has a result; one request each (a run has nine steps at most)
+    results = {
+        t["task_id"]: client.result(dag_id, run_id, t["task_id"])
+        for t in tasks
+        if t.get("state") == "success"
+    }
+    st.dataframe(steps_table(tasks, results), hide_index=True)
 
 
 def trigger(client: AirflowClient, dag_ids: list[str]) -> None:
