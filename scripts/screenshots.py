@@ -3,9 +3,11 @@
 Starts, in a temporary directory: the embedded store (in memory), real models (trained with fast
 settings, or an existing MLflow store with --tracking-uri), the API on uvicorn, an admin user,
 real traffic (`machine_health.simulate`: C-MAPSS test units with their failures, CWRU test windows
-with feedback), drift and performance reports, and the UI. Then drives headless Chromium over
-the DevTools protocol: signs in, opens each page from the sidebar, waits for Streamlit to render,
-saves images/ui-<page>.png. Everything started is stopped at the end.
+with feedback), drift and performance reports, a local Airflow 3 api-server with one real run of
+`retrain_vibration` on that traffic (as the UI tests' `live_airflow` fixture: `airflow dags test`,
+no scheduler), and the UI. Then drives headless Chromium over the DevTools protocol: signs in,
+opens each page from the sidebar, waits for Streamlit to render, hides the sidebar so the page
+gets the whole width, saves images/ui-<page>.png. Everything started is stopped at the end.
 
     apt-get install -y chromium      # once
     .venv/bin/python scripts/screenshots.py [--tracking-uri sqlite:////path/mlflow.db] [--serve]
@@ -27,14 +29,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import websocket
 
-from machine_health import embedded_store
+from machine_health import embedded_store, local_airflow
 from machine_health.config import Settings
+from machine_health.errors import PipelineError
+from machine_health.stack import Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -168,6 +173,24 @@ def seed(settings: Settings, api_url: str, password: str) -> None:
             run_performance(settings, domain, now=moment)
 
 
+def start_airflow(settings: Settings, supervisor: Supervisor) -> local_airflow.LocalAirflow:
+    """A local Airflow api-server with the retrain DAGs and one real run of retrain_vibration on
+    the replayed traffic (a new version when its gate passes; the API reloads it)."""
+    print("running retrain_vibration once in a local Airflow (a few minutes)...", flush=True)
+    settings = settings.model_copy(update={"serving_urls": [settings.api_url]})
+    env, password = local_airflow.prepare(settings, REPO, {**os.environ, **settings.as_env()})
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(
+            local_airflow.launch, settings, supervisor, REPO, env, password, ("api-server",)
+        )
+        try:
+            conf = {"reason": "screenshots: retrain on the replayed traffic"}
+            local_airflow.run_once(REPO, env, "retrain_vibration", conf)
+        except PipelineError as exc:  # the page then shows the failed run: say so, go on
+            print(f"the retrain run failed: {exc}", flush=True)
+        return starting.result()
+
+
 class Browser:
     """Headless Chromium driven over the DevTools protocol (one tab)."""
 
@@ -187,11 +210,20 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_http(f"http://127.0.0.1:{port}/json/version", 30, self.proc)
-        tab = next(
-            t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page"
-        )
-        self.ws = websocket.create_connection(tab["webSocketDebuggerUrl"], timeout=60)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/json/version", 30, self.proc)
+            tab = next(
+                t
+                for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                if t["type"] == "page"
+            )
+            # no Origin header: Chromium refuses DevTools connections from unlisted origins
+            self.ws = websocket.create_connection(
+                tab["webSocketDebuggerUrl"], timeout=60, suppress_origin=True
+            )
+        except Exception:
+            self.proc.terminate()  # never leave a headless browser behind
+            raise
         self.next_id = 0
 
     def call(self, method: str, **params: object) -> dict:
@@ -253,7 +285,24 @@ class Browser:
             )
         self.settle()
 
+    def sidebar(self, shown: bool) -> None:
+        """Hide the sidebar for a screenshot (the page then has the whole width), or show it."""
+        display = "" if shown else "none"
+        self.js(
+            "document.querySelectorAll('[data-testid=\"stSidebar\"]')"
+            f".forEach(e => e.style.display = {json.dumps(display)})"
+        )
+        time.sleep(1.0 if shown else 2.0)  # the main block re-flows, charts redraw
+
+    def click(self, label: str) -> None:
+        self.js(
+            "Array.from(document.querySelectorAll('[data-testid=\"stMain\"] button'))"
+            f".find(e => e.innerText.trim() === {json.dumps(label)}).click()"
+        )
+        self.settle()
+
     def screenshot(self, path: Path) -> None:
+        self.sidebar(False)
         height = self.js(
             "Math.max(...Array.from(document.querySelectorAll('*')).map(e => e.scrollHeight))"
         )
@@ -268,6 +317,7 @@ class Browser:
         time.sleep(1.5)
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(data["data"]))
+        self.sidebar(True)
         self.call(
             "Emulation.setDeviceMetricsOverride",
             width=1400,
@@ -303,6 +353,8 @@ def shoot(ui_url: str, password: str, out_dir: Path, profile: Path) -> None:
             browser.settle()
             if page == "predictions":  # the vibration detail: envelope spectrum and defects
                 browser.select("Domain", "vibration")
+            if page == "test_prediction":  # a real CWRU window scored, not archived
+                browser.click("Predict (not archived)")
             browser.screenshot(out_dir / f"ui-{page}.png")
             print(f"saved {out_dir / f'ui-{page}.png'}", flush=True)
     finally:
@@ -319,6 +371,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mh-screens-"))
     store_port, api_port, ui_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen] = []
+    supervisor = Supervisor(tmp / "logs")  # the Airflow processes
     try:
         procs.append(
             embedded_store.launch("127.0.0.1", store_port, embedded_store.MEMORY, tmp / "store.log")
@@ -333,6 +386,7 @@ def main() -> None:
             replica_name="replica-1",
             api_url=f"http://127.0.0.1:{api_port}",
             ui_port=ui_port,
+            airflow_port=free_port(),
         ).ensure_dev_secrets()
         if not args.tracking_uri:
             train(settings)
@@ -361,11 +415,17 @@ def main() -> None:
         )
         wait_http(f"{settings.api_url}/ready", 180, procs[-1])
         seed(settings, settings.api_url, password)
+        airflow = start_airflow(settings, supervisor)
+        ui_env = {
+            **env,
+            "MH_AIRFLOW_URL": airflow.base_url,
+            "MH_AIRFLOW_PASSWORD": airflow.password,
+        }
         ui_log = (tmp / "ui.log").open("ab")
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "machine_health", "ui"],
-                env=env,
+                env=ui_env,
                 stdout=ui_log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
@@ -374,7 +434,10 @@ def main() -> None:
         ui_url = f"http://127.0.0.1:{ui_port}"
         wait_http(f"{ui_url}/_stcore/health", 120, procs[-1])
         if args.serve:
-            print(f"UI {ui_url}  API {settings.api_url}  admin / {password}  (logs {tmp})")
+            print(
+                f"UI {ui_url}  API {settings.api_url}  admin / {password}  Airflow "
+                f"{airflow.base_url} admin / {airflow.password}  (logs {tmp})"
+            )
             while True:
                 time.sleep(3600)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +445,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        supervisor.stop_all()
         for proc in reversed(procs):
             proc.terminate()
             try:

@@ -42,11 +42,13 @@ class AirflowClient:
             self._token = response.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
         response = httpx.request(
             method, f"{self.base_url}/api/v2{path}", headers=self._headers(),
             timeout=self.timeout_s, **kwargs,
         )  # fmt: skip
+        if missing_ok and response.status_code == 404:
+            return None
         if response.status_code >= 400:
             raise PipelineError(
                 f"Airflow {method} {path}: {response.status_code} {response.text[:300]}"
@@ -81,6 +83,12 @@ class AirflowClient:
         return self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
             "task_instances"
         ]
+
+    def result(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """What a step returned (its `return_value` XCom, as stored); None when it has none."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        entry = self._request("GET", path, missing_ok=True)
+        return None if entry is None else entry.get("value")
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from machine_health.airflow_client import AirflowClient
 from machine_health.config import Settings
@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 RETRAIN_TIMEOUT_S = 20 * 60
 FAILED_TASK_STATES = ("failed", "upstream_failed")
+#: what `make run` starts; the UI tests start the api-server alone (no run to schedule).
+PROCESSES = ("api-server", "scheduler", "dag-processor")
 
 
 @dataclass
@@ -90,15 +92,16 @@ def _password(home: Path) -> str:
     return password
 
 
-def start(
-    settings: Settings, supervisor: Supervisor, repo: Path, base_env: dict[str, str]
-) -> LocalAirflow:
-    """Migrate the metadata DB, start the three processes and log in."""
-    from machine_health.stack import wait_http
-
+def _airflow(repo: Path) -> Path:
     airflow = repo / ".venv-airflow" / "bin" / "airflow"
     if not airflow.exists():
         raise ConfigurationError(f"{airflow} is missing: run `make install`")
+    return airflow
+
+
+def prepare(settings: Settings, repo: Path, base_env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The environment of every Airflow process and the admin password, the DB migrated."""
+    airflow = _airflow(repo)
     env = airflow_env(settings, repo, base_env)
     password = _password(Path(env["AIRFLOW_HOME"]))
     migrate = subprocess.run(
@@ -106,12 +109,50 @@ def start(
     )
     if migrate.returncode != 0:
         raise PipelineError(f"airflow db migrate failed: {migrate.stderr[-1500:]}")
+    return env, password
+
+
+def run_once(repo: Path, env: dict[str, str], dag_id: str, conf: dict[str, Any]) -> None:
+    """One run of `dag_id` now, its steps executed by `airflow dags test` itself (`dag.test()`:
+    no scheduler needed). It also writes every DAG of the folder to the metadata DB, so an
+    api-server lists them without a dag-processor (the UI tests and screenshots use this)."""
+    out = subprocess.run(
+        [str(_airflow(repo)), "dags", "test", dag_id, "--conf", json.dumps(conf)],
+        env=env, capture_output=True, text=True, check=False, timeout=RETRAIN_TIMEOUT_S,
+    )  # fmt: skip
+    if out.returncode != 0:
+        log = (out.stdout + out.stderr)[-3000:]
+        raise PipelineError(f"airflow dags test {dag_id} failed: {log}")
+
+
+def launch(
+    settings: Settings,
+    supervisor: Supervisor,
+    repo: Path,
+    env: dict[str, str],
+    password: str,
+    processes: tuple[str, ...] = PROCESSES,
+) -> LocalAirflow:
+    """Start `processes` (of PROCESSES) with a prepared environment; wait for the api-server."""
+    from machine_health.stack import wait_http
+
+    airflow = str(_airflow(repo))
     port = str(settings.airflow_port)
-    supervisor.start(
-        "airflow-api", [str(airflow), "api-server", "-H", "127.0.0.1", "-p", port], env
-    )
-    supervisor.start("airflow-scheduler", [str(airflow), "scheduler", "--skip-serve-logs"], env)
-    supervisor.start("airflow-dag-processor", [str(airflow), "dag-processor"], env)
+    argv = {
+        "api-server": [airflow, "api-server", "-H", "127.0.0.1", "-p", port],
+        "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+        "dag-processor": [airflow, "dag-processor"],
+    }
+    for process in processes:
+        supervisor.start(f"airflow-{process.removesuffix('-server')}", argv[process], env)
     base_url = f"http://127.0.0.1:{port}"
     wait_http(f"{base_url}/api/v2/monitor/health", 180, supervisor)
     return LocalAirflow(base_url, password, AirflowClient(base_url, "admin", password))
+
+
+def start(
+    settings: Settings, supervisor: Supervisor, repo: Path, base_env: dict[str, str]
+) -> LocalAirflow:
+    """Migrate the metadata DB, start the three processes and log in."""
+    env, password = prepare(settings, repo, base_env)
+    return launch(settings, supervisor, repo, env, password)

@@ -1,13 +1,16 @@
 """The UI's tests: one real API (uvicorn, real store, real models) for the whole package, with an
 archive seeded through the API's own endpoints from the real data, and monitoring reports
-computed from that archive by the monitoring functions.
+computed from that archive by the monitoring functions; and, for the retraining page, a real
+local Airflow api-server with a run of a retrain DAG.
 
-`archive` is the truth the tests compare the UI's numbers with (read straight from the store).
+The store (`SeededApi.db`) and Airflow's REST API are the truth the tests compare the UI with.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,8 +21,11 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from streamlit.testing.v1 import AppTest
 
+from machine_health import local_airflow
+from machine_health.airflow_client import AirflowClient
 from machine_health.config import Settings
-from tests.conftest import REPO, start_uvicorn
+from machine_health.stack import Supervisor
+from tests.conftest import REPO, free_port, make_settings, start_uvicorn
 from tests.integration.conftest import (
     TrainedModels,
     api_settings,
@@ -123,6 +129,49 @@ def seeded(
         )
     finally:
         server.stop()
+        client.drop_database(settings.mongodb_db)
+        client.close()
+
+
+@dataclass(frozen=True)
+class LiveAirflow:
+    url: str
+    password: str
+    client: AirflowClient
+    dag_id: str  # the DAG that has a finished run
+    run_id: str
+
+
+#: the run `live_airflow` makes: its `check` finds no new label and stops it (seconds, no training)
+AIRFLOW_DAG = "retrain_vibration"
+AIRFLOW_REASON = "UI test run"
+
+
+@pytest.fixture(scope="module")
+def live_airflow(tmp_path_factory: pytest.TempPathFactory, store_uri: str) -> Iterator[LiveAirflow]:
+    """A real Airflow 3 api-server (local_airflow, as `make run` starts it, minus the scheduler
+    and dag-processor) whose metadata DB holds the retrain DAGs and one finished run of
+    AIRFLOW_DAG, executed by `airflow dags test`. The run's steps use their own empty archive
+    database and registry: nothing the other UI tests read changes."""
+    tmp = tmp_path_factory.mktemp("ui-airflow")
+    settings = make_settings(tmp, store_uri, airflow_port=free_port())
+    base_env = {**os.environ, **settings.as_env(), "MH_RETRY_DELAY_S": "1"}
+    supervisor = Supervisor(tmp / "logs")
+    client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
+    try:
+        env, password = local_airflow.prepare(settings, REPO, base_env)
+        # the api-server boots (about 10 s) while the run executes: it only reads the DB then
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(
+                local_airflow.launch, settings, supervisor, REPO, env, password, ("api-server",)
+            )
+            local_airflow.run_once(REPO, env, AIRFLOW_DAG, {"reason": AIRFLOW_REASON})
+            airflow = starting.result()
+        (run,) = airflow.client.runs(AIRFLOW_DAG)
+        run_id = run["dag_run_id"]
+        yield LiveAirflow(airflow.base_url, password, airflow.client, AIRFLOW_DAG, run_id)
+    finally:
+        supervisor.stop_all()
         client.drop_database(settings.mongodb_db)
         client.close()
 

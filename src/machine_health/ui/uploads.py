@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.io import loadmat, wavfile
+from scipy.io.matlab import MatReadError
 
 from machine_health.domains.turbofan.data import COLUMNS
 from machine_health.errors import InputError
 
 MIN_SAMPLES = 256
+#: what the parsers raise on bytes that are not what the name says (loadmat: even IndexError)
+UNREADABLE = (
+    MatReadError, ValueError, OSError, IndexError, KeyError, TypeError, NotImplementedError,
+)  # fmt: skip
+#: CWRU names say their rate ("48k_Drive_End_IR007_0_109.mat"); the .mat itself does not
+_CWRU_RATE = re.compile(r"(?:^|[^0-9])(12|48)k_", re.IGNORECASE)
 
 
 @dataclass
@@ -30,15 +38,19 @@ def read_waveforms(name: str, data: bytes) -> Waveforms:
     suffix = name.lower().rsplit(".", 1)[-1]
     try:
         if suffix == "mat":
-            return _mat(data)
+            found = _mat(data)
+            if (rate := _CWRU_RATE.search(name)) is not None:
+                found.sample_rate = float(rate.group(1)) * 1000
+                found.notes.append(f"sample rate {rate.group(1)} kHz, from the CWRU file name")
+            return found
         if suffix == "wav":
             return _wav(data)
         if suffix == "csv":
             frame = pd.read_csv(io.BytesIO(data))
             numeric = frame.select_dtypes("number")
             return Waveforms({c: numeric[c].to_numpy(float) for c in numeric.columns})
-    except (ValueError, OSError, NotImplementedError) as exc:
-        raise InputError(f"{name}: cannot read it ({exc})") from exc
+    except UNREADABLE as exc:
+        raise InputError(f"{name}: cannot read it as a .{suffix} file ({exc})") from exc
     raise InputError(f"{name}: upload a .mat, .wav or .csv file")
 
 
@@ -76,15 +88,25 @@ def read_cycles(data: bytes) -> pd.DataFrame:
     C-MAPSS text file (26 space-separated columns, no header)."""
     text = data.decode("utf-8", errors="replace")
     first = text.lstrip().split("\n", 1)[0]
-    if "cycle" in first:
-        frame = pd.read_csv(io.StringIO(text))
-    else:
-        frame = pd.read_csv(io.StringIO(text), sep=r"[\s,]+", header=None, engine="python")
-        frame = frame.dropna(axis=1, how="all")
-        if frame.shape[1] != len(COLUMNS):
-            raise InputError(f"expected {len(COLUMNS)} columns per cycle, found {frame.shape[1]}")
-        frame.columns = COLUMNS
+    try:
+        if "cycle" in first:
+            frame = pd.read_csv(io.StringIO(text))
+        else:
+            frame = pd.read_csv(io.StringIO(text), sep=r"[\s,]+", header=None, engine="python")
+            frame = frame.dropna(axis=1, how="all")
+            if frame.shape[1] != len(COLUMNS):
+                raise InputError(
+                    f"expected {len(COLUMNS)} columns per cycle, found {frame.shape[1]}"
+                )
+            frame.columns = COLUMNS
+    except UNREADABLE as exc:
+        raise InputError(f"cannot read the file as cycles ({exc})") from exc
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"the file lacks the columns {', '.join(missing)}")
-    return frame[COLUMNS]
+    if frame.empty:
+        raise InputError("the file holds no cycle")
+    try:
+        return frame[COLUMNS].apply(pd.to_numeric)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"every column must be a number ({exc})") from exc

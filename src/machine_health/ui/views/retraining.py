@@ -6,6 +6,7 @@ for admins.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -46,7 +47,26 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def steps_table(tasks: list[dict[str, Any]]) -> pd.DataFrame:
+#: keys of a step's result that repeat what the table already says (which step of which run)
+_IDENTITY = ("step", "domain", "run_id", "interval")
+
+
+def result_text(value: Any) -> str | None:
+    """A step's return value as one line: the CLI's JSON line compacted (without the keys that
+    name the step and run), else its text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return value
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in _IDENTITY}
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def steps_table(tasks: list[dict[str, Any]], results: dict[str, Any]) -> pd.DataFrame:
     tasks = sorted(tasks, key=lambda t: t.get("start_date") or "9999")
     return pd.DataFrame(
         [
@@ -56,6 +76,7 @@ def steps_table(tasks: list[dict[str, Any]]) -> pd.DataFrame:
                 "duration (s)": _duration(t),
                 "try": t.get("try_number"),
                 "started (UTC)": t.get("start_date"),
+                "result": result_text(results.get(t["task_id"])),
             }
             for t in tasks
         ]
@@ -71,8 +92,14 @@ def explain_setup() -> None:
     )
 
 
-def show_dag(client: AirflowClient, dag_id: str) -> None:
-    runs = client.runs(dag_id, limit=RUNS_SHOWN)
+def by_latest_run(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """DAG ids, the one that started a run last first (the page opens on recent activity);
+    DAGs that never ran last, alphabetically."""
+    latest = {d: max((r.get("start_date") or "" for r in rs), default="") for d, rs in runs.items()}
+    return sorted(sorted(runs), key=latest.__getitem__, reverse=True)
+
+
+def show_dag(client: AirflowClient, dag_id: str, runs: list[dict[str, Any]]) -> None:
     if not runs:
         st.info(f"{dag_id} has not run yet: wait for its schedule or trigger it.")
         return
@@ -83,7 +110,14 @@ def show_dag(client: AirflowClient, dag_id: str) -> None:
     cols[2].metric("Failed", int(states.get("failed", 0)))
     st.dataframe(runs_table(runs), hide_index=True)
     run_id = st.selectbox("Steps of run", [r["dag_run_id"] for r in runs], key=f"run_{dag_id}")
-    st.dataframe(steps_table(client.task_instances(dag_id, run_id)), hide_index=True)
+    tasks = client.task_instances(dag_id, run_id)
+    # only a finished step has a result; one request each (a run has nine steps at most)
+    results = {
+        t["task_id"]: client.result(dag_id, run_id, t["task_id"])
+        for t in tasks
+        if t.get("state") == "success"
+    }
+    st.dataframe(steps_table(tasks, results), hide_index=True)
 
 
 def trigger(client: AirflowClient, dag_ids: list[str]) -> None:
@@ -105,13 +139,15 @@ def render() -> None:
     st.caption(f"Airflow: {client.base_url}")
     try:
         with st.spinner("Asking Airflow..."):
-            dag_ids = sorted(d["dag_id"] for d in client.dags() if d["dag_id"].startswith(_PREFIX))
+            dag_ids = [d["dag_id"] for d in client.dags() if d["dag_id"].startswith(_PREFIX)]
+            runs = {d: client.runs(d, limit=RUNS_SHOWN) for d in dag_ids}
         if not dag_ids:
             st.info("Airflow knows no retrain DAG yet: check its dag-processor and airflow/dags/.")
             return
+        dag_ids = by_latest_run(runs)
         for dag_id, tab in zip(dag_ids, st.tabs(dag_ids), strict=True):
             with tab:
-                show_dag(client, dag_id)
+                show_dag(client, dag_id, runs[dag_id])
         if common.is_admin():
             trigger(client, dag_ids)
     except (PipelineError, httpx.HTTPError) as exc:

@@ -91,6 +91,8 @@ def vibration_body() -> dict[str, Any] | None:
     if not found.signals:
         st.error(f"{upload.name} holds no signal of at least {uploads.MIN_SAMPLES} samples.")
         return None
+    for note in found.notes:
+        st.caption(note)
     cols = st.columns(4)
     key = cols[0].selectbox("Signal", list(found.signals), key="vib_signal")
     rate = cols[1].number_input(
