@@ -82,3 +82,40 @@ def test_extract_reads_label_times_stored_as_text_by_earlier_versions() -> None:
     assert _timestamp(expected.replace(tzinfo=None)) == expected
     assert _timestamp(expected) is expected
     assert _timestamp("yesterday") is None and _timestamp(None) is None
+
+
+@pytest.mark.parametrize("decimals", [None, 6, 4])
+def test_gate_evaluation_leaves_out_the_archived_test_windows(
+    data_dir: Path, decimals: int | None
+) -> None:
+    """Archived test windows (as a client sent them: full precision or rounded) are found in
+    the recordings, and no held-out window that shares a sample with them is scored."""
+    import numpy as np
+    import pyarrow as pa
+
+    from machine_health.archive.records import encode_samples
+    from machine_health.domains.vibration import workflow
+    from machine_health.pipeline.datasets import vibration_evaluation
+
+    settings = Settings(_env_file=None, data_dir=data_dir)
+    test = workflow.load_portion(data_dir, "test")
+    chosen = np.arange(0, len(test), max(1, len(test) // 25))  # spread over every recording
+    sent = [w if decimals is None else np.round(w, decimals) for w in test.windows[chosen]]
+    noise = np.random.default_rng(0).normal(0, 0.1, test.windows.shape[1])  # found nowhere
+    table = pa.table({
+        "samples": [encode_samples(w) for w in [*sent, noise]],
+        "sample_rate": [workflow.SAMPLE_RATE] * (len(sent) + 1),
+    })  # fmt: skip
+    evaluation = vibration_evaluation(settings, table)
+    kept_keys = set(zip(evaluation.data.sources, evaluation.data.starts, strict=True))
+    length = test.windows.shape[1]
+    for i in chosen:
+        source, start = test.sources[i], test.starts[i]
+        assert (source, start) not in kept_keys
+        # nor any window overlapping it
+        assert not any(s == source and abs(st - start) < length for s, st in kept_keys)
+    assert evaluation.facts["eval_windows_excluded"] >= len(chosen)
+    assert evaluation.facts["eval_windows"] + evaluation.facts["eval_windows_excluded"] == len(test)
+    alone = pa.table({"samples": [encode_samples(noise)], "sample_rate": [workflow.SAMPLE_RATE]})
+    nothing = vibration_evaluation(settings, alone)
+    assert nothing.facts["eval_windows_excluded"] == 0

@@ -185,9 +185,22 @@ def vibration_training(settings: Settings, table: pa.Table) -> TrainingSet:
     return TrainingSet(_concat(base, archived), facts)
 
 
+#: grid (in the signal's units, g) that samples are snapped to before they are compared: coarse
+#: enough that a client's rounding (6 decimals, float32) rarely moves a sample to another cell,
+#: fine enough that four consecutive cells practically never repeat inside a recording.
+_QUANTUM = 1e-3
+#: positions of an archived window tried as its anchor in the recording: a sample whose rounding
+#: crossed a cell edge spoils the anchors that contain it, not the others.
+_ANCHORS = 8
+#: a located window must match the recording this closely on its first samples (g).
+_MATCH_ATOL = 2e-3
+_MATCH_SAMPLES = 64
+
+
 def _keys(values: np.ndarray) -> np.ndarray:
-    """128-bit keys of 4 consecutive float32 samples starting at every position."""
-    bits = np.ascontiguousarray(values.astype("<f4")).view("<u4").astype(np.uint64)
+    """Two 64-bit keys per position: the grid cells of the 4 consecutive samples starting there."""
+    cells = np.rint(np.asarray(values, dtype=np.float64) / _QUANTUM).astype(np.int64)
+    bits = cells.astype(np.uint32).astype(np.uint64)  # two's complement: fits 32 bits for |g| < 2e6
     if len(bits) < 4:
         return np.empty((0, 2), dtype=np.uint64)
     first = bits[:-3] << np.uint64(32) | bits[1:-2]
@@ -195,39 +208,67 @@ def _keys(values: np.ndarray) -> np.ndarray:
     return np.stack([first, second], axis=1)
 
 
+def _archived_windows(table: pa.Table, sample_rate: float) -> list[np.ndarray]:
+    """The archived waveforms recorded at the recordings' own rate (others cannot be located)."""
+    columns = table.select(["samples", "sample_rate"]).to_pydict()
+    return [
+        decode_samples(samples)
+        for samples, rate in zip(columns["samples"], columns["sample_rate"], strict=True)
+        if samples and np.isclose(float(rate), sample_rate)
+    ]
+
+
+def _locate(signal: np.ndarray, archived: list[np.ndarray]) -> list[tuple[int, int]]:
+    """(offset, length) in `signal` of every archived window found there.
+
+    Each window is looked up by the grid keys of its first `_ANCHORS` positions; a candidate
+    offset counts only if the window's first samples match the signal within `_MATCH_ATOL`, so a
+    key that happens to repeat cannot exclude anything.
+    """
+    anchors: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index, window in enumerate(archived):
+        for j, (a, b) in enumerate(_keys(window[: _ANCHORS + 3])):
+            anchors.setdefault((int(a), int(b)), []).append((index, j))
+    if not anchors:
+        return []
+    keys = _keys(signal)
+    wanted = np.array(list(anchors), dtype=np.uint64).reshape(-1, 2)
+    hit = np.isin(keys[:, 0], wanted[:, 0]) & np.isin(keys[:, 1], wanted[:, 1])
+    found: set[tuple[int, int]] = set()
+    located: set[int] = set()  # windows already found: their other anchors need no check
+    for position in np.flatnonzero(hit):
+        for index, j in anchors.get((int(keys[position, 0]), int(keys[position, 1])), []):
+            if index in located:
+                continue
+            offset, window = int(position) - j, archived[index]
+            head = window[:_MATCH_SAMPLES]
+            if offset < 0 or offset + len(head) > len(signal):
+                continue
+            if np.allclose(signal[offset : offset + len(head)], head, rtol=0, atol=_MATCH_ATOL):
+                found.add((offset, len(window)))
+                located.add(index)
+    return sorted(found)
+
+
 def vibration_evaluation(settings: Settings, table: pa.Table) -> EvaluationSet:
     """Test portion of every recording, without windows that overlap archived samples.
 
-    An archived window at the recording's own rate is located in the recording by its first
-    four samples (as float32, how the archive stores them); every test window sharing a sample
-    with it is excluded.
+    An archived window at the recording's own rate is located in the recording by its samples
+    snapped to a coarse grid (so a client's rounding of the values does not hide it, see
+    `_locate`); every test window sharing a sample with it is excluded.
     """
     from machine_health.domains.vibration import workflow
     from machine_health.domains.vibration.data import load_manifest, resolve_manifest_dir
 
     test = workflow.load_portion(settings.data_dir, "test")
     excluded = np.zeros(len(test), dtype=bool)
-    if table.num_rows:
-        columns = table.select(["samples", "sample_rate"]).to_pydict()
-        heads: dict[tuple[int, int], list[int]] = {}
-        for samples, rate in zip(columns["samples"], columns["sample_rate"], strict=True):
-            if samples and np.isclose(float(rate), workflow.SAMPLE_RATE):
-                head = _keys(np.frombuffer(bytes(samples)[:16], dtype="<f4"))
-                if len(head):
-                    n = len(bytes(samples)) // 4
-                    heads.setdefault((int(head[0, 0]), int(head[0, 1])), []).append(n)
-        if heads:
-            length = test.windows.shape[1]
-            manifest = resolve_manifest_dir(settings.data_dir)
-            for rec in load_manifest(manifest):
-                keys = _keys(rec.signal)
-                wanted = np.array(list(heads), dtype=np.uint64).reshape(-1, 2)
-                hit = np.isin(keys[:, 0], wanted[:, 0]) & np.isin(keys[:, 1], wanted[:, 1])
-                rows = test.sources == rec.file
-                for offset in np.flatnonzero(hit):
-                    for n in heads.get((int(keys[offset, 0]), int(keys[offset, 1])), []):
-                        overlap = (test.starts < offset + n) & (test.starts + length > offset)
-                        excluded |= rows & overlap
+    archived = _archived_windows(table, workflow.SAMPLE_RATE) if table.num_rows else []
+    if archived:
+        length = test.windows.shape[1]
+        for rec in load_manifest(resolve_manifest_dir(settings.data_dir)):
+            rows = test.sources == rec.file
+            for offset, n in _locate(rec.signal, archived):
+                excluded |= rows & (test.starts < offset + n) & (test.starts + length > offset)
     kept = test.subset(~excluded)
     if len(kept) == 0 or not (kept.labels == "normal").any() or not kept.is_fault.any():
         from machine_health.errors import ValidationFailed
