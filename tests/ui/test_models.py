@@ -88,8 +88,8 @@ def test_gate_report_shown_is_the_registrys(gated: GatedRegistry) -> None:
     assert set(artifacts) == {"gate/gate.json", "gate/gate.md"}
     report = json.loads(artifacts["gate/gate.json"])
     assert [json.loads(j.value) for j in tab.json] == [report]
-    shown = [m.value for m in tab.markdown if m.value.startswith("# Gate report")]
-    assert shown == [artifacts["gate/gate.md"].strip()]
+    shown = [m.value for m in tab.markdown if m.value.startswith("#### Gate report")]
+    assert shown == ["###" + artifacts["gate/gate.md"].strip()]  # the title one level down
     assert report["passed"] and report["champion_version"] == gated.first
     for row in report["metrics"]:  # every primary metric's numbers, as the table shows them
         assert f"| {row['metric']} | {row['better']} | {row['challenger']:.4g} |" in shown[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -44,7 +45,8 @@ def gate_report(domain: str, version: str) -> None:
             common.show_error(exc)
         return
     for text in report["markdown"].values():
-        st.markdown(text)
+        # The report is a document of its own (H1 title); inside the page it is a section.
+        st.markdown(re.sub(r"^#", "####", text, flags=re.MULTILINE))
     for path, body in report["json"].items():
         with st.expander(path):
             st.json(body)
