@@ -6,7 +6,7 @@ Trains the small session models once (or reuses MH_TEST_TRAINED_TRACKING_URI), c
 a private registry, then runs each fault with `LONG` traffic (real C-MAPSS cycles and CWRU
 windows with Idempotency-Keys) against its own embedded store and uvicorn, fault 4 (a real
 `retrain_vibration` DAG run whose extract and train steps are SIGKILLed mid-work and retried by
-Airflow, on every CWRU test window) and schemathesis with `FUZZ_EXAMPLES` examples per
+Airflow, on every other CWRU test window) and schemathesis with `FUZZ_EXAMPLES` examples per
 operation. Writes the figures into the reliability section of docs/BENCHMARKS.md and
 docs/benchmarks/reliability.json. Exits non-zero if a guarantee broke.
 """
@@ -69,12 +69,13 @@ def _fuzz(work: Path) -> dict[str, Any]:
 
 
 def _pipeline_fault(work: Path, models: TrainedModels) -> Report:
-    """Fault 4 with its own store and Airflow home; every real CWRU test window archived."""
+    """Fault 4 with its own store and Airflow home; every other real CWRU test window archived
+    (all of them would leave the gate no held-out window to score: evaluate refuses that)."""
     root = work / "pipeline"
     root.mkdir(parents=True, exist_ok=True)
     store = Store(root).start()
     try:
-        return run_pipeline_kill(root, store.uri, models, airflow_home(root), every=1)
+        return run_pipeline_kill(root, store.uri, models, airflow_home(root), every=2)
     finally:
         store.stop()
 
@@ -135,8 +136,8 @@ def _section(
     lines += [
         "",
         "Fault 4, a pipeline step killed and the DAG run retried: one `dag.test()` run of "
-        "`retrain_vibration` (local mode, real store, MLflow store and API replica, every real "
-        "CWRU test window archived with its label) whose "
+        "`retrain_vibration` (local mode, real store, MLflow store and API replica, every other "
+        "real CWRU test window archived with its label) whose "
         "`extract` is SIGKILLed while it writes its Parquet snapshot and whose `train` is "
         "SIGKILLed while it trains; Airflow retries each (retries = 2) in the same run. Tries = "
         "try number of the killed step at the end (1 = never retried).",

@@ -170,7 +170,9 @@ def simulate(
         str, typer.Option(help="Base URL of one API replica.")
     ] = "http://127.0.0.1:8000",
     domain: Annotated[str, typer.Option(help="vibration, turbofan or all.")] = "all",
-    limit: Annotated[int, typer.Option(help="Vibration windows to send.")] = 210,
+    limit: Annotated[
+        int, typer.Option(help="Vibration windows to send (every other test window: ~110).")
+    ] = 110,
     units: Annotated[int, typer.Option(help="Turbofan test units to replay.")] = 8,
     username: Annotated[str, typer.Option(help="An operator's user name.")] = "demo-operator",
     password_env: Annotated[

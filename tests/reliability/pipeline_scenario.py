@@ -167,7 +167,7 @@ def run_pipeline_kill(
 ) -> Report:
     """Fault 4: one DAG run with `extract` and `train` SIGKILLed mid-work, retried by Airflow.
 
-    `every`: archive one real CWRU test window in `every` (4: about 200 windows).
+    `every`: archive one real CWRU test window (2048 samples, not overlapping) in `every`.
     """
     settings = make_settings(root, store_uri, retrain_min_new_labels=20)
     source = registry_settings(root / "source-var", models.tracking_uri)
