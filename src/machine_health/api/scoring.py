@@ -29,7 +29,8 @@ from machine_health.archive import repository
 from machine_health.archive.records import PredictionRecord, encode_samples
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
-from machine_health.domains.base import Domain, check_next_cycle
+from machine_health.domains.base import Domain
+from machine_health.domains.sequence import check_next_cycle
 from machine_health.errors import InputError, StoreError
 from machine_health.monitoring import metrics
 from machine_health.serving import (

@@ -15,7 +15,7 @@ import contextlib
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel
 from threadpoolctl import ThreadpoolController
 
-from machine_health.errors import ModelError, SequenceConflict
+from machine_health.errors import ModelError
 
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
@@ -138,21 +138,3 @@ class Domain(ABC):
     @abstractmethod
     def example_input(self, data_dir: Path) -> dict[str, Any]:
         """A real input built from the data set (OpenAPI examples, smoke calls, the demo)."""
-
-
-def check_next_cycle(unit_id: str, known_cycles: Iterable[int], cycle: int) -> None:
-    """Refuse a cycle that repeats or precedes the unit's latest known cycle (SequenceConflict).
-
-    The rule of every domain scored one cycle at a time with its asset's history (the API's
-    409); one definition for the domain code and the serving path.
-    """
-    known = list(known_cycles)
-    if not known:
-        return
-    latest = max(known)
-    if cycle == latest or cycle in known:
-        raise SequenceConflict(f"unit {unit_id!r}: cycle {cycle} was already recorded")
-    if cycle < latest:
-        raise SequenceConflict(
-            f"unit {unit_id!r}: cycle {cycle} goes backwards (latest known cycle is {latest})"
-        )

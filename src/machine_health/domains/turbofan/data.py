@@ -20,7 +20,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from machine_health.domains.base import check_next_cycle  # noqa: F401 - re-exported
+from machine_health.domains.sequence import check_next_cycle  # noqa: F401 - re-exported
 from machine_health.errors import DataError
 
 logger = logging.getLogger(__name__)
