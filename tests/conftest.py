@@ -79,13 +79,18 @@ def settings(tmp_path: Path, store_uri: str) -> Settings:
     return make_settings(tmp_path, store_uri)
 
 
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    """The test's own database on the real store, dropped afterwards."""
+def own_database(settings: Settings) -> Iterator[Database]:
+    """`settings`' database on the real store, dropped afterwards (the body of a fixture)."""
     client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
     yield client[settings.mongodb_db]
     client.drop_database(settings.mongodb_db)
     client.close()
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The test's own database on the real store, dropped afterwards."""
+    yield from own_database(settings)
 
 
 @dataclass

@@ -14,13 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import Server, start_uvicorn
+from tests.conftest import Server, own_database, start_uvicorn
 from tests.integration.conftest import (
     TrainedModels,
     api_settings,
@@ -47,10 +46,7 @@ def api(
 
 @pytest.fixture(scope="module")
 def archive(api: tuple[Server, Settings]) -> Iterator[Database]:
-    client: MongoClient = MongoClient(api[1].store_uri, tz_aware=True)
-    yield client[api[1].mongodb_db]
-    client.drop_database(api[1].mongodb_db)
-    client.close()
+    yield from own_database(api[1])
 
 
 def _post_cycle(url: str, headers: dict[str, str], unit: str, row: dict[str, Any]) -> Any:

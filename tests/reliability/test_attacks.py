@@ -19,13 +19,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from machine_health.api.security import CLIENT_FACTOR
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn
+from tests.conftest import DATA_DIR, Server, make_settings, own_database, start_uvicorn
 from tests.integration.conftest import PASSWORDS, create_user, create_users, login
 from tests.reliability.scenarios import ReliabilityRegistry
 
@@ -51,10 +50,7 @@ def api(
 
 @pytest.fixture(scope="module")
 def archive(api: tuple[Server, Settings]) -> Iterator[Database]:
-    client: MongoClient = MongoClient(api[1].store_uri, tz_aware=True)
-    yield client[api[1].mongodb_db]
-    client.drop_database(api[1].mongodb_db)
-    client.close()
+    yield from own_database(api[1])
 
 
 @pytest.fixture(scope="module")
