@@ -63,10 +63,15 @@ def _ids(db: Any, **query: Any) -> list[str]:
 
 
 def _redate(db: Any, ids: list[str], age: timedelta) -> None:
-    """Move real predictions `age` back in time."""
-    for doc in db.predictions.find({"prediction_id": {"$in": ids}}, {"created_at": 1}):
-        shifted = doc["created_at"] - age
-        db.predictions.update_one({"_id": doc["_id"]}, {"$set": {"created_at": shifted}})
+    """Move real predictions `age` back in time.
+
+    Re-inserted, not `$set`: the embedded store (nx-27017 0.8.1) stores a datetime given to a
+    top-level `$set` as text, which no date range then matches (tests/integration/
+    test_store_contract.py pins that).
+    """
+    for doc in list(db.predictions.find({"prediction_id": {"$in": ids}})):
+        db.predictions.delete_one({"_id": doc["_id"]})
+        db.predictions.insert_one({**doc, "created_at": doc["created_at"] - age})
 
 
 @pytest.fixture(scope="module")
