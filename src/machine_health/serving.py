@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -29,6 +28,7 @@ from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle
 from machine_health.errors import MachineHealthError, ModelError, ModelRejected
 from machine_health.monitoring import metrics
+from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +176,8 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.domain}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def predict(self, item: Any) -> tuple[dict[str, Any], LoadedModel]:
         """The model's output for `item` and the model that produced it."""

@@ -14,7 +14,6 @@ With one worker none of this runs: no folder, no task, no I/O beside the request
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
 from machine_health.serving import ModelHolder
+from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +95,8 @@ class WorkerSync:
         self._task = asyncio.create_task(self._run(), name="worker-sync")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._heartbeat.unlink(missing_ok=True)
 
     async def _run(self) -> None:

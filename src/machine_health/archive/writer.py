@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 from machine_health.archive.spool import Spool, SpoolFile
 from machine_health.errors import SpoolFull, StoreError
 from machine_health.monitoring import metrics
+from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +81,7 @@ class ArchiveWriter:
         """Finish the queued writes, stop the tasks, release the spool (kept if not empty)."""
         while not self._queue.empty():
             await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         await asyncio.to_thread(self.spool.close)
 
