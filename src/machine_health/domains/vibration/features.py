@@ -196,8 +196,10 @@ def extract_features(
 
 
 def _workers() -> int:
-    """The CPUs this process may use (a pod's cpuset, not the node's core count)."""
-    return max(1, min(len(os.sched_getaffinity(0)), 8))
+    """The CPUs this process may use (a pod's cpuset, not the node's core count), at most 8."""
+    # sched_getaffinity is Linux only; elsewhere (a developer's macOS) the core count.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(usable or 1, 8))
 
 
 def _chunk_features(x: np.ndarray, speeds: np.ndarray, config: FeatureConfig) -> np.ndarray:
