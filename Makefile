@@ -16,7 +16,7 @@ AIRFLOW_HASH := $(shell cat requirements-airflow.txt | sha256sum | cut -c1-16)
 APP_STAMP := $(VENV)/.installed-$(APP_HASH)
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(AIRFLOW_HASH)
 
-.PHONY: help install run test test-fast lint format bench data clean freeze helm-check promtool
+.PHONY: help install run test test-fast lint format bench data clean freeze helm-check promtool wrk
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,7 +49,10 @@ test: install helm-check promtool  ## run the whole test suite (includes the Hel
 	$(BIN)/python -m pytest
 
 promtool:  ## Prometheus' rule checker (Debian's prometheus package), for the alert-rule tests
-	bash scripts/install_promtool.sh
+	bash scripts/install_debian_tool.sh promtool prometheus
+
+wrk:  ## the HTTP load generator of the API benchmark (Debian's wrk package)
+	bash scripts/install_debian_tool.sh wrk wrk
 
 helm-check: install  ## helm lint + template + schema validation of the chart (real helm binary)
 	bash scripts/helm_check.sh
@@ -66,7 +69,7 @@ format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install  ## run the benchmarks; figures go to docs/BENCHMARKS.md
+bench: install wrk  ## run the benchmarks; figures go to docs/BENCHMARKS.md
 	$(BIN)/python -m bench
 
 data:  ## download the public data sets into data/ and verify their sha256 (needs internet)

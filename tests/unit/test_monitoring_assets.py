@@ -34,8 +34,8 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         pytest.fail(
-            "promtool not found: run `bash scripts/install_promtool.sh` (Debian's prometheus "
-            "package ships it); the alert rules cannot be checked without it"
+            "promtool not found: run `make promtool` (Debian's prometheus package ships it); "
+            "the alert rules cannot be checked without it"
         )
     return path
 
