@@ -81,7 +81,7 @@ def test_bad_histories_are_refused(trained, fd001) -> None:
         bundle.predict([[]])
     records = unit1.to_dict(orient="records")
     del records[3]["setting_2"]  # the same check on the serving form (a list of cycles)
-    with pytest.raises(InputError, match="lacks columns: setting_2$"):
+    with pytest.raises(InputError, match=r"lacks columns: setting_2$"):
         bundle.predict([records])
     records = unit1.to_dict(orient="records")
     records[-1]["sensor_4"] = "hot"
