@@ -148,7 +148,9 @@ def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) ->
     }
 
 
-def _start_api(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_api(
+    settings: Settings, log: Path, cpus: set[int]
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, **settings.as_env(), "MH_API_PORT": str(port)}
     with log.open("ab") as out:
@@ -158,7 +160,7 @@ def _start_api(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], 
              "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
-    _pin(proc.pid, _cpus()[0])
+    _pin(proc.pid, cpus)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -272,17 +274,34 @@ def _wrk(
     return out
 
 
-def _batch_sizes(url: str) -> dict[str, float]:
-    """Mean requests per model call, per domain, from the API's own histogram."""
+def _histograms(url: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the API's batching histograms: model calls per domain, archive writes."""
     text = httpx.get(f"{url}/metrics").text
+    wanted = {
+        "model_batch_vibration": 'machine_health_model_batch_size_{}{{domain="vibration"}}',
+        "model_batch_turbofan": 'machine_health_model_batch_size_{}{{domain="turbofan"}}',
+        "archive_batch": "machine_health_archive_batch_size_{}",
+        "archive_write_s": "machine_health_archive_write_seconds_{}",
+    }
     out = {}
-    for domain in ("vibration", "turbofan"):
-        total = re.search(rf'machine_health_model_batch_size_sum{{domain="{domain}"}} (\S+)', text)
-        count = re.search(
-            rf'machine_health_model_batch_size_count{{domain="{domain}"}} (\S+)', text
-        )
-        if total and count and float(count.group(1)):
-            out[domain] = float(total.group(1)) / float(count.group(1))
+    for key, pattern in wanted.items():
+        found = [
+            re.search(rf"^{re.escape(pattern.format(part))} (\S+)$", text, re.MULTILINE)
+            for part in ("sum", "count")
+        ]
+        out[key] = tuple(float(m.group(1)) if m else 0.0 for m in found)
+    return out
+
+
+def _means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Mean of each histogram over what happened between two snapshots."""
+    out = {}
+    for key, (total, count) in after.items():
+        d_total, d_count = total - before[key][0], count - before[key][1]
+        if d_count:
+            out[key] = d_total / d_count
     return out
 
 
@@ -319,20 +338,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bodies = _write_bodies(work, payloads)
             baseline = _one_at_a_time(settings, histories)
             logger.info("turbofan one request at a time: %.1f req/s", baseline["req_per_s"])
-            _pin(store.pid, _cpus()[1])
-            _pin(os.getpid(), _cpus()[1])  # and so the wrk processes started from here
-            api, url = _start_api(settings, work / "api.log")
+            # The split is taken BEFORE this process pins itself: pinned, it sees one CPU only
+            # (until 2026-12-02 the API was pinned to the others' core that way).
+            api_cpus, other_cpus = _cpus()
+            _pin(store.pid, other_cpus)
+            _pin(os.getpid(), other_cpus)  # and so the wrk processes started from here
+            api, url = _start_api(settings, work / "api.log", api_cpus)
+            result_cpus = {  # read back: what the processes really run on
+                "api": sorted(os.sched_getaffinity(api.pid)),
+                "store_and_load_generator": sorted(os.sched_getaffinity(store.pid)),
+            }
             token = _token(settings, url)
             version = httpx.get(f"{url}/version").json()["models"]
             results = []
             for phase in PHASES:
+                before = _histograms(url)
                 result = _wrk(
                     url, phase, token, bodies, args.users, args.duration, work,
                     payloads["turbofan_rows"][0],
                 )  # fmt: skip
+                result["batching"] = _means(before, _histograms(url))
                 logger.info("%s", result)
                 results.append(result)
-            batch_sizes = _batch_sizes(url)
             archived = _archived(settings)
         finally:
             if api is not None:
@@ -351,13 +378,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "make bench (.venv/bin/python -m bench api_load)",
         "load_average_1min": {"before": load_before, "after": round(os.getloadavg()[0], 1)},
         "users": args.users,
+        "cpus": result_cpus,
         "duration_s": args.duration,
         "models": {
             d: {k: (m or {}).get(k) for k in ("name", "version")} for d, m in version.items()
         },
         "routes": results,
         "turbofan_one_at_a_time": baseline,
-        "mean_model_batch": batch_sizes,
         "archive": {"acknowledged_ok": predicted, "archived_docs": archived},
     }
 
@@ -405,6 +432,22 @@ def _analysis(result: dict[str, Any]) -> str:
     )
 
 
+def _batching_text(route: dict[str, Any]) -> str | None:
+    """How a predicting route batched: requests per model call, records per archive write."""
+    batching = route.get("batching", {})
+    domain = route["route"].rsplit("/", 1)[1]
+    per_call = batching.get(f"model_batch_{domain}")
+    if per_call is None:
+        return None
+    text = f"`{route['route']}` {per_call:.1f} requests per model call"
+    if "archive_batch" in batching:
+        text += (
+            f", {batching['archive_batch']:.1f} records per archive insert_many "
+            f"({1000 * batching['archive_write_s']:.1f} ms each)"
+        )
+    return text
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         START,
@@ -433,12 +476,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['requests']} | {r['failures']} |"
         )
     base = result["turbofan_one_at_a_time"]
-    batches = ", ".join(f"{d} {v:.1f}" for d, v in result["mean_model_batch"].items())
+    batches = "; ".join(filter(None, (_batching_text(r) for r in result["routes"])))
     lines += [
         "",
         f"Turbofan model called in-process one request at a time: {base['req_per_s']:.1f} req/s "
         f"(p50 {base['p50_ms']:.1f} ms per call; one warm call on {base['batch_size']} "
-        f"histories: {base['batch_ms']:.0f} ms). Mean requests per model call during the run: "
+        f"histories: {base['batch_ms']:.0f} ms). Batching, means per route: "
         f"{batches}. Archived documents after the run: {result['archive']['archived_docs']} "
         "(more than the counted requests: cycle 1 of every unit, posted before the measured "
         "run, is archived too).",
