@@ -385,6 +385,12 @@ def test_nan_infinity_and_oversized_bodies(
     for content, field in ((nan_body, "sensors"), (inf_body, "settings")):
         response = httpx.post(f"{server.url}/predict/turbofan", content=content, headers=headers)
         assert response.status_code == 422 and field in response.json()["reason"]
+    # Not JSON at all, or cut short: a 422 that says where, not a 500 (bodies are parsed by
+    # pydantic-core, api/json_body.py).
+    for broken in (raw[: len(raw) // 2], "samples=1,2,3", raw.replace(":", "=", 1)):
+        response = httpx.post(f"{server.url}/predict/turbofan", content=broken, headers=headers)
+        assert response.status_code == 422, response.text
+        assert "JSON" in response.json()["reason"]
     huge = b'{"samples": [' + b"0.0," * (settings.max_body_bytes // 4) + b"0.0]}"
     response = httpx.post(f"{server.url}/predict/vibration", content=huge, headers=headers)
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"

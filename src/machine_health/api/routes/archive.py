@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
 from machine_health.api.deps import DbDep, Labeller, Reader, StateDep
+from machine_health.api.json_body import api_router
 from machine_health.api.schemas import (
     FailureRequest,
     FailureResponse,
@@ -19,7 +20,7 @@ from machine_health.api.scoring import public_document
 from machine_health.archive import repository
 from machine_health.errors import InputError
 
-router = APIRouter(tags=["archive"])
+router = api_router(tags=["archive"])
 
 _SAFE = r"^[A-Za-z0-9_.:@-]+$"
 

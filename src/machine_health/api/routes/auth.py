@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
 from machine_health.api.deps import DbDep, OptionalUser, SettingsDep
+from machine_health.api.json_body import api_router
 from machine_health.api.schemas import RegisterRequest, Token, UserOut
 from machine_health.api.security import create_access_token, hash_password, login
 from machine_health.archive import users
 from machine_health.errors import AuthError, Forbidden
 
-router = APIRouter(tags=["auth"])
+router = api_router(tags=["auth"])
 
 
 @router.post("/token", response_model=Token)

@@ -10,15 +10,16 @@ import asyncio
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from pydantic import BaseModel, Field
 
 from machine_health import registry
 from machine_health.api.deps import CurrentUser, Reader, StateDep
+from machine_health.api.json_body import api_router
 from machine_health.api.security import Principal
 from machine_health.errors import Forbidden, NotFound
 
-router = APIRouter(tags=["models"])
+router = api_router(tags=["models"])
 
 _DOMAIN = Path(max_length=32, pattern=r"^[a-z_]+$")
 _VERSION = Path(max_length=16, pattern=r"^[0-9]+$")

@@ -12,10 +12,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from machine_health import __version__
 from machine_health.api.deps import Predictor, Reloader, StateDep
 from machine_health.api.errors import status_of
+from machine_health.api.json_body import FastJSONRoute, api_router
 from machine_health.api.schemas import ReloadRequest
 from machine_health.errors import MachineHealthError, NotFound
 
-router = APIRouter(tags=["operations"])
+router = api_router(tags=["operations"])
 
 _INDEX = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>machine-health API</title>
@@ -144,4 +145,7 @@ async def create_echo(body: dict[str, Any], _: Predictor) -> dict[str, Any]:
 
 
 def add_echo(router_: APIRouter) -> None:
-    router_.add_api_route("/echo", create_echo, methods=["POST"], include_in_schema=False)
+    router_.add_api_route(
+        "/echo", create_echo, methods=["POST"], include_in_schema=False,
+        route_class_override=FastJSONRoute,
+    )  # fmt: skip

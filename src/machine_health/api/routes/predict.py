@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field, create_model
 
 from machine_health.api.deps import IdempotencyKey, Predictor, ScorerDep
+from machine_health.api.json_body import api_router
 from machine_health.api.schemas import BatchResponse, PredictionResponse
 from machine_health.api.scoring import asset_of
 from machine_health.domains.base import Domain
@@ -160,7 +161,7 @@ def _check_batch_order(items: list[Any]) -> None:
 
 def build_router(domains: dict[str, Domain], data_dir: Path, batch_limit: int) -> APIRouter:
     """The prediction routes of every domain, plus a 404 with a reason for unknown ones."""
-    router = APIRouter()
+    router = api_router()
     for domain in domains.values():
         _add_domain_routes(router, domain, data_dir, batch_limit)
     known = ", ".join(sorted(domains))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from machine_health.api.deps import DbDep, Reader
+from machine_health.api.json_body import api_router
 from machine_health.archive import repository
 
-router = APIRouter(tags=["monitoring"])
+router = api_router(tags=["monitoring"])
 
 
 def _json_safe(value: Any) -> Any:

@@ -9,14 +9,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
 from machine_health.api import projection
 from machine_health.api.deps import DbDep, Reader, StateDep
+from machine_health.api.json_body import api_router
 from machine_health.archive import repository
 from machine_health.errors import NotFound
 
-router = APIRouter(tags=["stats"])
+router = api_router(tags=["stats"])
 
 _RUL_STEP = 10
 
