@@ -127,3 +127,25 @@ def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         [o["rul"] for o in loaded.predict(smoke)], [o["rul"] for o in bundle.predict(smoke)]
     )
+
+
+def test_cached_history_rows_score_like_plain_rows(fd001) -> None:
+    """The API's cached rows (`HistoryRow`, values computed once) read exactly like plain dicts."""
+    from machine_health.domains.turbofan import TurbofanCycle
+    from machine_health.domains.turbofan.bundle import HistoryRow, history_values
+    from machine_health.domains.turbofan.data import SENSORS, SETTINGS
+
+    unit = fd001.test[fd001.test["unit"] == 49].head(40)
+    rows = [
+        TurbofanCycle(unit_id="u49", cycle=int(r.cycle), settings=[r[c] for c in SETTINGS],
+                      sensors=[r[c] for c in SENSORS]).as_row()
+        for _, r in unit.iterrows()
+    ]  # fmt: skip
+    assert all(isinstance(row, HistoryRow) for row in rows)
+    cached = history_values(rows, 30)
+    np.testing.assert_array_equal(cached, history_values([dict(r) for r in rows], 30))
+    np.testing.assert_array_equal(cached[:, 0], unit["cycle"].to_numpy()[-30:])
+    mixed = [*rows[:-1], dict(rows[-1])]  # a new cycle not yet cached: the plain path
+    np.testing.assert_array_equal(history_values(mixed, 30), cached)
+    with pytest.raises(InputError, match="strictly increase"):
+        history_values([*rows, rows[0]], 30)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from machine_health.domains.base import Domain
-from machine_health.domains.turbofan.bundle import TurbofanBundle
+from machine_health.domains.turbofan.bundle import HistoryRow, TurbofanBundle
 from machine_health.domains.turbofan.data import (
     COLUMNS,
     SENSORS,
@@ -63,14 +63,14 @@ class TurbofanCycle(BaseModel):
     def _sensors_finite(cls, value: list[float]) -> list[float]:
         return _finite(value, "sensors")
 
-    def as_row(self) -> dict[str, Any]:
+    def as_row(self) -> HistoryRow:
         """This cycle as a history row (the columns `TurbofanBundle.predict` reads)."""
-        return {
+        return HistoryRow({
             "unit": self.unit_id,
             "cycle": self.cycle,
             **dict(zip(SETTINGS, self.settings, strict=True)),
             **dict(zip(SENSORS, self.sensors, strict=True)),
-        }
+        })  # fmt: skip
 
 
 class RulPrediction(BaseModel):

@@ -28,6 +28,22 @@ History = pd.DataFrame | Sequence[dict[str, Any]]
 _row_values = operator.itemgetter(*VALUE_COLUMNS)
 
 
+class HistoryRow(dict[str, Any]):
+    """One cycle as a history row (a dict of its columns) that also holds its `VALUE_COLUMNS`
+    as float64, computed once when the row is made.
+
+    The API keeps a unit's last cycles in memory and scores them again at every new cycle:
+    stacking the rows' arrays costs a tenth of reading 100 x 25 dict entries each time. Rows are
+    never modified after they are made (the array would no longer match).
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        super().__init__(columns)
+        self.values = np.array(_row_values(self), dtype="float64")
+
+
 def history_values(history: History, last: int) -> np.ndarray:
     """The last `last` rows of one unit's history as `(rows, VALUE_COLUMNS)` float64.
 
@@ -48,8 +64,10 @@ def history_values(history: History, last: int) -> np.ndarray:
         if isinstance(table, pd.DataFrame):
             values = table[VALUE_COLUMNS].to_numpy(dtype="float64")
         else:
-            # itemgetter reads a row's columns in C: the serving path's per-request cost here.
-            values = np.array([_row_values(row) for row in table], dtype="float64")
+            if all(isinstance(row, HistoryRow) for row in table):  # the API's cached rows
+                values = np.stack([row.values for row in table])
+            else:  # itemgetter reads a row's columns in C
+                values = np.array([_row_values(row) for row in table], dtype="float64")
     except KeyError:
         missing = sorted({c for row in table for c in VALUE_COLUMNS if c not in row},
                          key=VALUE_COLUMNS.index)  # fmt: skip
