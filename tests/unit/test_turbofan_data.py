@@ -21,10 +21,22 @@ from machine_health.domains.turbofan.data import (
     rul_targets,
     split_units,
 )
-from machine_health.domains.turbofan.features import fit_transform, pad_windows, thin_rows
+from machine_health.domains.turbofan.features import (
+    fit_transform,
+    pad_windows,
+    rolling_features,
+    thin_rows,
+)
 from machine_health.domains.turbofan.metrics import phm08_score, rul_metrics, smape
 from machine_health.domains.turbofan.models import FitConfig
-from machine_health.domains.turbofan.training import window_stride
+from machine_health.domains.turbofan.training import (
+    TEST_LIKE_MAX_RUL,
+    TEST_LIKE_MIN_CYCLES,
+    cut_scores,
+    learn_weights,
+    validation_cuts,
+    window_stride,
+)
 from machine_health.errors import DataError, SequenceConflict
 
 
@@ -234,3 +246,47 @@ def test_input_schema_and_example(data_dir: Path) -> None:
         TurbofanCycle.model_validate({**example, "unit_id": "bad id!"})
     with pytest.raises(ValidationError):
         TurbofanCycle.model_validate({**example, "cycle": 0})
+
+
+def test_validation_cuts_are_cuts_scored_against_the_uncapped_rul(fd001) -> None:
+    _, val = split_units(fd001.train, val_fraction=0.2, seed=3)
+    mask, rul = validation_cuts(val)
+    assert len(mask) == len(val) and len(rul) == mask.sum()
+    cut = val[mask]
+    # only validation units, each at least TEST_LIKE_MIN_CYCLES into its history
+    assert set(cut["unit"]) == set(val["unit"])
+    first = val.groupby("unit")["cycle"].transform("min")[mask]
+    assert ((cut["cycle"] - first + 1) >= TEST_LIKE_MIN_CYCLES).all()
+    # the true RUL, not capped at 125: up to TEST_LIKE_MAX_RUL
+    np.testing.assert_array_equal(rul, rul_targets(val, cap=None)[mask])
+    assert rul.min() == 0 and rul.max() == TEST_LIKE_MAX_RUL > 125
+    # every eligible cycle of a long unit: RUL 0 .. TEST_LIKE_MAX_RUL
+    long_unit = val.groupby("unit").size().idxmax()
+    assert (cut["unit"] == long_unit).sum() == TEST_LIKE_MAX_RUL + 1
+    scores = cut_scores(rul, rul + 10.0)
+    assert scores["val_rmse_last"] == pytest.approx(10.0)
+    assert scores["val_phm_last"] == pytest.approx(100 * math.expm1(1.0))
+
+
+def test_learned_weights_follow_the_better_member() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 150, size=500)
+    good = true / 125 + rng.normal(0, 0.02, size=500)
+    bad = true / 125 + rng.normal(0, 0.3, size=500)
+    weights = learn_weights(["cnn", "cnn", "hgb"], [bad, bad, good], true, 125.0)
+    assert weights[0] == weights[1] and sum(weights) == pytest.approx(1.0)
+    assert weights[2] >= 0.9
+    # two equally good, independent members: a mix beats either alone
+    other = true / 125 + rng.normal(0, 0.02, size=500)
+    mixed = learn_weights(["cnn", "hgb"], [good, other], true, 125.0)
+    assert 0.25 <= mixed[0] <= 0.75
+
+
+def test_rolling_features_scales() -> None:
+    windows = np.arange(2 * 20 * 3, dtype="float32").reshape(2, 20, 3)
+    plain = rolling_features(windows)
+    multi = rolling_features(windows, (5, 10))
+    assert plain.shape == (2, 18) and multi.shape == (2, 18 + 2 * 2 * 3)
+    np.testing.assert_array_equal(multi[:, :18], plain)
+    np.testing.assert_allclose(multi[:, 18:21], windows[:, -5:, :].mean(axis=1))
+    np.testing.assert_allclose(multi[:, 21:24], 3.0)  # slope per cycle of an arange

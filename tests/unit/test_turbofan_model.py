@@ -149,3 +149,67 @@ def test_cached_history_rows_score_like_plain_rows(fd001) -> None:
     np.testing.assert_array_equal(history_values(mixed, 30), cached)
     with pytest.raises(InputError, match="strictly increase"):
         history_values([*rows, rows[0]], 30)
+
+
+def test_ensemble_weights_learned_on_validation_and_served(
+    data_dir: Path, fd001, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from machine_health.domains.turbofan import models
+    from machine_health.domains.turbofan.models import predict_member
+    from machine_health.domains.turbofan.training import learn_weights, validation_cuts
+
+    monkeypatch.setitem(models.ENSEMBLES, "pair", ("cnn", "hgb"))
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
+    # no refit: the bundle's members are the ones the validation split scored
+    config = FitConfig(epochs=3, patience=2, hgb_max_iter=30, hgb_scales=(5, 10),
+                       refit_all=False)  # fmt: skip
+    bundle, info = train_bundle(settings, fd001.train, model_name="pair", seed=2, config=config)
+    assert set(info["weights"]) == {"cnn", "hgb"}
+    assert sum(info["weights"].values()) == pytest.approx(1.0)
+    assert bundle.weights == pytest.approx(list(info["weights"].values()))
+    assert info["val_rmse_last"] > 0 and info["val_phm_last"] > 0
+    # the weights are the grid optimum of the test-like cuts of the VALIDATION units only
+    val = fd001.train[fd001.train["unit"].isin(info["val_units"])].reset_index(drop=True)
+    mask, rul = validation_cuts(val)
+    assert info["val_cuts"] == mask.sum()
+    windows = bundle.transform.windows(val, every_cycle=True, keep=mask)
+    member_pred = [predict_member(m, windows) for m in bundle.members]
+    assert learn_weights(["cnn", "hgb"], member_pred, rul, bundle.cap) == bundle.weights
+    like = np.clip(np.average(member_pred, axis=0, weights=bundle.weights) * bundle.cap, 0, None)
+    assert info["val_rmse_last"] == pytest.approx(float(np.sqrt(np.mean((like - rul) ** 2))))
+    # serving applies them: predict_windows is the weighted mean, also after a save and load
+    units, served = predict_test(bundle, fd001.test)
+    test_windows = bundle.transform.windows(fd001.test, every_cycle=False)
+    expected = np.average(
+        [predict_member(m, test_windows) for m in bundle.members], axis=0, weights=bundle.weights
+    )
+    np.testing.assert_allclose(served, np.clip(expected * bundle.cap, 0, None), rtol=1e-6)
+    loaded = load_bundle(bundle.save(tmp_path / "pair"))
+    assert loaded.weights == pytest.approx(bundle.weights)
+    assert loaded.members[1].params == {"scales": [5, 10]}
+    n = bundle.transform.n_features
+    assert bundle.members[1].estimator.n_features_in_ == 6 * n + 2 * 2 * n  # + last 5, last 10
+    records = [fd001.test[fd001.test["unit"] == u].to_dict(orient="records") for u in units[:4]]
+    np.testing.assert_allclose([o["rul"] for o in loaded.predict(records)], served[:4], rtol=1e-5)
+    assert loaded.describe()["weights"] == pytest.approx(bundle.weights)
+
+
+def test_bundle_without_saved_weights_is_the_plain_mean(trained, tmp_path: Path) -> None:
+    import json
+
+    bundle, _ = trained
+    path = bundle.save(tmp_path / "old")
+    meta_file = next(path.rglob("members.json"))
+    meta = json.loads(meta_file.read_text())
+    meta.pop("weights")  # a bundle saved before the learned weights
+    for entry in meta["members"]:
+        entry.pop("params")
+    meta_file.write_text(json.dumps(meta))
+    loaded = load_bundle(path)
+    assert loaded.weights is None
+    smoke = bundle.smoke_inputs()
+    np.testing.assert_allclose(
+        [o["rul"] for o in loaded.predict(smoke)],
+        [o["rul"] for o in bundle.predict(smoke)],
+        rtol=1e-5,
+    )

@@ -57,7 +57,10 @@ def _train_turbofan(
     registry.log_params(
         {"model": info["model"], "epochs": info["epochs"], "window_stride": info["window_stride"]}
     )
-    registry.log_metrics({"train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"]})
+    registry.log_metrics(
+        {"train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"],
+         "val_rmse_last": info["val_rmse_last"], "val_phm_last": info["val_phm_last"]}
+    )  # fmt: skip
     fig = plot_learning_curves(info["history"], f"retrain {info['model']}")
     registry.log_figure(fig, "plots/learning_curve.png")
     plt.close(fig)
@@ -65,6 +68,7 @@ def _train_turbofan(
     return bundle, {
         "train_seconds": info["train_seconds"],
         "val_rmse": info["val_rmse"],
+        "val_rmse_last": info["val_rmse_last"],
         "train_windows": info["train_windows"],
         "window_stride": info["window_stride"],
     }

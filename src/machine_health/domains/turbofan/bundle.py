@@ -1,8 +1,9 @@
 """`TurbofanBundle`: the fitted feature transform + the trained model(s), saved as one directory.
 
 Files: `transform.json` (regimes, dropped sensors, per-regime scaling, window, RUL cap),
-`members.json` + `member_<i>.keras` / `member_<i>.skops` (the estimators; an ensemble averages
-them), `smoke.json` (a few real unit histories kept from training).
+`members.json` + `member_<i>.keras` / `member_<i>.skops` (the estimators, their scoring params and
+the ensemble's member weights, learned on validation; none saved = the plain mean), `smoke.json`
+(a few real unit histories kept from training).
 """
 
 from __future__ import annotations
@@ -103,9 +104,20 @@ class TurbofanBundle(ModelBundle):
         model_name: str,
         smoke: list[list[dict[str, Any]]] | None = None,
         facts: dict[str, Any] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         if not members:
             raise ModelError("a turbofan bundle needs at least one estimator")
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != len(members) or min(weights) < 0 or not sum(weights) > 0:
+                raise ModelError(
+                    f"member weights {weights} do not fit {len(members)} members "
+                    "(one non-negative weight each, not all zero)"
+                )
+            total = sum(weights)
+            weights = [w / total for w in weights]
+        self.weights: list[float] | None = weights
         self.transform = transform
         self.members = members
         self.model_name = model_name
@@ -122,8 +134,11 @@ class TurbofanBundle(ModelBundle):
 
     # --- scoring --------------------------------------------------------------------------
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
-        """RUL in cycles for windows `(n, window, features)`: mean of the members, clipped at 0."""
-        scaled = np.mean([predict_member(m, windows) for m in self.members], axis=0)
+        """RUL in cycles for windows `(n, window, features)`: the members' weighted mean (the
+        weights learned on validation; plain mean without), clipped at 0."""
+        scaled = np.average(
+            [predict_member(m, windows) for m in self.members], axis=0, weights=self.weights
+        )
         return np.clip(scaled * self.cap, 0.0, None)
 
     def predict(self, inputs: Sequence[History]) -> list[dict[str, Any]]:
@@ -145,6 +160,7 @@ class TurbofanBundle(ModelBundle):
         return {
             "model": self.model_name,
             "members": [m.name for m in self.members],
+            "weights": self.weights,
             "window": self.window,
             "rul_cap": self.cap,
             "regimes": self.transform.n_regimes,
@@ -166,8 +182,11 @@ class TurbofanBundle(ModelBundle):
 
                 file = f"member_{i}.skops"
                 sio.dump(member.estimator, path / file)
-            index.append({"name": member.name, "kind": member.kind, "file": file})
-        meta = {"model_name": self.model_name, "members": index, "facts": self.facts}
+            index.append(
+                {"name": member.name, "kind": member.kind, "file": file, "params": member.params}
+            )
+        meta = {"model_name": self.model_name, "members": index, "facts": self.facts,
+                "weights": self.weights}  # fmt: skip
         (path / "members.json").write_text(json.dumps(meta, indent=1, default=str))
         (path / "smoke.json").write_text(json.dumps(self.smoke))
 
@@ -186,11 +205,13 @@ class TurbofanBundle(ModelBundle):
                 estimator = _load_skops(file)
             else:
                 raise ModelError(f"{file}: unknown estimator kind {entry['kind']!r}")
-            members.append(Fitted(entry["name"], entry["kind"], estimator, history={}))
+            members.append(Fitted(entry["name"], entry["kind"], estimator, history={},
+                                  params=entry.get("params") or {}))  # fmt: skip
         smoke = json.loads((path / "smoke.json").read_text())
         return cls(
-            transform, members, model_name=meta["model_name"], smoke=smoke, facts=meta["facts"]
-        )
+            transform, members, model_name=meta["model_name"], smoke=smoke, facts=meta["facts"],
+            weights=meta.get("weights"),
+        )  # fmt: skip
 
 
 def _load_skops(file: Path) -> Any:

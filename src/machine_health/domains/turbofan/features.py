@@ -248,17 +248,29 @@ def fit_transform(
     )
 
 
-def rolling_features(windows: np.ndarray) -> np.ndarray:
-    """Tabular summary of windows `(n, w, f)`: last, mean, std, min, max and slope per feature."""
+def _slope(windows: np.ndarray) -> np.ndarray:
+    """Least-squares slope per feature of windows `(n, w, f)` along the cycles."""
     w = windows.shape[1]
     t = np.arange(w, dtype="float32") - (w - 1) / 2
-    slope = np.einsum("nwf,w->nf", windows, t) / float((t**2).sum() or 1.0)
+    return np.einsum("nwf,w->nf", windows, t) / float((t**2).sum() or 1.0)
+
+
+def rolling_features(windows: np.ndarray, scales: Sequence[int] = ()) -> np.ndarray:
+    """Tabular summary of windows `(n, w, f)`: last, mean, std, min, max and slope per feature,
+    plus the mean and slope of the last `k` cycles for every `k` in `scales` (shorter than `w`).
+
+    `scales=()` is the original feature set (bundles saved before the multi-scale features).
+    """
     parts = [
         windows[:, -1, :],
         windows.mean(axis=1),
         windows.std(axis=1),
         windows.min(axis=1),
         windows.max(axis=1),
-        slope,
+        _slope(windows),
     ]
+    for k in scales:
+        if 1 < k < windows.shape[1]:
+            tail = windows[:, -k:, :]
+            parts += [tail.mean(axis=1), _slope(tail)]
     return np.concatenate(parts, axis=1)

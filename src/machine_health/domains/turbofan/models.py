@@ -10,7 +10,7 @@ load TensorFlow.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,12 @@ class FitConfig:
     #: training-time budget: above this many training windows, each unit keeps every k-th one
     #: (`features.thin_rows`); None = every cycle's window.
     max_windows: int | None = None
+    #: hgb's extra feature scales: mean and slope of the last k cycles besides the whole window
+    #: (`features.rolling_features`); () = the whole-window summary only.
+    hgb_scales: tuple[int, ...] = ()
+    #: ensembles: learn the members' weights on the test-like validation score (per member
+    #: name, repeats share their name's weight); False = the plain mean.
+    learn_weights: bool = True
 
 
 @dataclass
@@ -59,6 +65,8 @@ class Fitted:
     kind: str
     estimator: Any
     history: dict[str, list[float]]
+    #: what scoring needs besides the estimator (hgb: its feature `scales`), saved in the bundle
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def members_of(model_name: str) -> tuple[str, ...]:
@@ -198,14 +206,16 @@ def fit_hgb(
 
     With `val=None` (the refit on all training units) it grows exactly `config.hgb_max_iter` trees.
     """
-    x_train, y_train = rolling_features(train[0]), train[1]
+    scales = tuple(int(k) for k in config.hgb_scales)
+    x_train, y_train = rolling_features(train[0], scales), train[1]
     params = {"learning_rate": 0.08, "max_leaf_nodes": 31, "min_samples_leaf": 40,
               "l2_regularization": 1.0, "random_state": seed, "early_stopping": False}  # fmt: skip
     if val is None:
         model = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
         return Fitted(name="hgb", kind="sklearn", estimator=model.fit(x_train, y_train),
-                      history={"loss": [], "val_loss": []})  # fmt: skip
-    x_val, y_val = rolling_features(val[0]), val[1]
+                      history={"loss": [], "val_loss": []},
+                      params={"scales": list(scales)})  # fmt: skip
+    x_val, y_val = rolling_features(val[0], scales), val[1]
     probe = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
     probe.fit(x_train, y_train)
     val_loss = [float(np.mean((p - y_val) ** 2)) for p in probe.staged_predict(x_val)]
@@ -218,7 +228,7 @@ def fit_hgb(
     logger.info("hgb seed %d: %d trees, best val_loss %.5f", seed, best, val_loss[best - 1])
     return Fitted(
         name="hgb", kind="sklearn", estimator=model,
-        history={"loss": train_loss, "val_loss": val_loss},
+        history={"loss": train_loss, "val_loss": val_loss}, params={"scales": list(scales)},
     )  # fmt: skip
 
 
@@ -239,7 +249,8 @@ def predict_member(member: Fitted, windows: np.ndarray) -> np.ndarray:
     """Scaled RUL (RUL / cap) of windows, one estimator call for the whole array."""
     if member.kind == "sklearn":
         with openmp_for(len(windows)):
-            out = member.estimator.predict(rolling_features(windows))
+            features = rolling_features(windows, member.params.get("scales", ()))
+            out = member.estimator.predict(features)
         return np.asarray(out, dtype="float64")
     out = member.estimator.predict_on_batch(windows)
     return np.asarray(out, dtype="float64").reshape(-1)

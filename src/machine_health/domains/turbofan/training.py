@@ -26,13 +26,14 @@ from machine_health.config import Settings
 from machine_health.domains.turbofan.bundle import TurbofanBundle
 from machine_health.domains.turbofan.data import Subset, load_subset, rul_targets, split_units
 from machine_health.domains.turbofan.features import FeatureTransform, fit_transform, thin_rows
-from machine_health.domains.turbofan.metrics import rul_metrics
+from machine_health.domains.turbofan.metrics import phm08_score, rul_metrics
 from machine_health.domains.turbofan.models import (
     DEFAULT_MODEL,
     FitConfig,
     Fitted,
     fit_member,
     members_of,
+    predict_member,
     refit_member,
 )
 
@@ -40,6 +41,67 @@ logger = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.2
 SMOKE_LENGTHS = (12, 120)  # one history shorter than the window (padding), one longer
+#: The test-like validation score. The test file scores ONE cut of each unit, made at some cycle
+#: before failure, against the TRUE (uncapped) RUL; the plain validation RMSE scores every cycle
+#: against the capped target, where the long flat start of each life is easy. The test-like
+#: score takes every cycle of a validation unit that such a cut can be (the average over
+#: uniformly drawn cuts, without their sampling noise): at least TEST_LIKE_MIN_CYCLES of history
+#: and a true RUL of at most TEST_LIKE_MAX_RUL (the range of C-MAPSS FD001's published test
+#: RUL, which ends at 145), scored against the uncapped RUL.
+TEST_LIKE_MIN_CYCLES = 30
+TEST_LIKE_MAX_RUL = 150
+WEIGHT_STEP = 0.05  # grid step of the ensemble's learned weights
+
+
+def validation_cuts(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(mask over `frame`'s rows, uncapped true RUL of those rows) of the test-like cuts of
+    run-to-failure histories (see TEST_LIKE_MIN_CYCLES)."""
+    rul = rul_targets(frame, cap=None)
+    order = frame.groupby("unit").cumcount().to_numpy() + 1  # cycles of history at that row
+    mask = (order >= TEST_LIKE_MIN_CYCLES) & (rul <= TEST_LIKE_MAX_RUL)
+    return mask, rul[mask]
+
+
+def cut_scores(rul_true: np.ndarray, rul_pred: np.ndarray) -> dict[str, float]:
+    """val_rmse_last and val_phm_last (PHM08 per 100 cuts, the test file's count of units)."""
+    pred = np.clip(rul_pred, 0.0, None)
+    return {
+        "val_rmse_last": float(np.sqrt(np.mean((pred - rul_true) ** 2))),
+        "val_phm_last": 100 * phm08_score(rul_true, pred) / max(len(rul_true), 1),
+    }
+
+
+def learn_weights(
+    names: Sequence[str], predictions: Sequence[np.ndarray], rul_true: np.ndarray, cap: float
+) -> list[float]:
+    """Member weights minimising the test-like validation RMSE (validation units only).
+
+    One weight per member NAME on a grid of step WEIGHT_STEP over the simplex (repeats of a name,
+    the ensemble's seeds, share it equally): few free parameters for 20 validation units.
+    `predictions` are the members' scaled outputs (RUL / cap) on the test-like rows.
+    """
+    groups = list(dict.fromkeys(names))
+    group_pred = np.stack([
+        np.mean([p for n, p in zip(names, predictions, strict=True) if n == g], axis=0)
+        for g in groups
+    ])  # fmt: skip
+    steps = round(1 / WEIGHT_STEP)
+    best: tuple[float, tuple[int, ...]] | None = None
+    for combo in _compositions(steps, len(groups)):
+        w = np.asarray(combo, dtype="float64") / steps
+        rmse = float(np.sqrt(np.mean((np.clip(w @ group_pred * cap, 0, None) - rul_true) ** 2)))
+        if best is None or rmse < best[0] - 1e-9:
+            best = (rmse, combo)
+    assert best is not None
+    per_group = {g: c / steps for g, c in zip(groups, best[1], strict=True)}
+    return [per_group[n] / names.count(n) for n in names]
+
+
+def _compositions(total: int, parts: int) -> list[tuple[int, ...]]:
+    """Every tuple of `parts` non-negative integers summing to `total`."""
+    if parts == 1:
+        return [(total,)]
+    return [(k, *rest) for k in range(total + 1) for rest in _compositions(total - k, parts - 1)]
 
 
 def merge_extra(train_df: pd.DataFrame, extra_df: pd.DataFrame | None) -> pd.DataFrame:
@@ -92,9 +154,12 @@ def train_bundle(
 
     `extra_df` holds more run-to-failure histories (same columns) appended to the training file.
     The window and RUL cap come from `settings` (`turbofan_window`, `rul_cap`). Returns the bundle
-    and facts: train_seconds, validation RMSE (all cycles of the validation units), learning
-    curves per member, the validation units. With `config.refit_all` the returned members are
-    refitted on all units for the epochs early stopping chose; val_rmse is the split run's.
+    and facts: train_seconds, validation RMSE (all cycles of the validation units vs the capped
+    target), the test-like validation scores (`val_rmse_last`, `val_phm_last`: see
+    TEST_LIKE_MIN_CYCLES), an ensemble's member weights (learned on those test-like cuts, applied
+    by the bundle), learning curves per member, the validation units. With `config.refit_all` the
+    returned members are refitted on all units for the epochs early stopping chose; the
+    validation figures and the weights are the split run's.
     """
     config = config or FitConfig()
     names = members_of(model_name)
@@ -126,9 +191,18 @@ def train_bundle(
         for name, k in zip(names, seeds, strict=True)
     ]  # fmt: skip
     val_units = sorted(int(u) for u in val_part["unit"].unique())
-    split_bundle = TurbofanBundle(transform, members, model_name=model_name)
+    # The test-like validation cuts (validation units only, every eligible cycle, no thinning).
+    like_mask, like_rul = validation_cuts(val_part)
+    like_windows = transform.windows(val_part, every_cycle=True, keep=like_mask)
+    like_member = [predict_member(m, like_windows) for m in members]
+    weights = None
+    if len(members) > 1 and config.learn_weights:
+        weights = learn_weights(names, like_member, like_rul, transform.cap)
+    split_bundle = TurbofanBundle(transform, members, model_name=model_name, weights=weights)
     val_pred = split_bundle.predict_windows(val_xy[0])
     val_rmse = float(np.sqrt(np.mean((val_pred - val_xy[1] * transform.cap) ** 2)))
+    like_pred = np.average(like_member, axis=0, weights=split_bundle.weights) * transform.cap
+    like = cut_scores(like_rul, like_pred)
     epochs = {
         label: len(m.history.get("loss", [])) for label, m in zip(labels, members, strict=True)
     }
@@ -148,13 +222,17 @@ def train_bundle(
     bundle = TurbofanBundle(
         transform, members, model_name=model_name, smoke=_smoke_histories(used),
         facts={"seed": seed, "train_units": int(used["unit"].nunique()),
-               "val_units": len(val_units), "refit_all": config.refit_all},
+               "val_units": len(val_units), "refit_all": config.refit_all, **like},
+        weights=split_bundle.weights,
     )  # fmt: skip
     info = {
         "model": model_name,
         "seed": seed,
         "train_seconds": seconds,
         "val_rmse": val_rmse,
+        **like,
+        "val_cuts": int(like_mask.sum()),
+        "weights": None if weights is None else dict(zip(labels, weights, strict=True)),
         "val_units": val_units,
         "train_unit_ids": sorted(int(u) for u in fit_part["unit"].unique()),
         "history": {label: m.history for label, m in zip(labels, members, strict=True)},
@@ -271,11 +349,13 @@ def _log_run(
          "window": bundle.window, "rul_cap": bundle.cap, "regimes": bundle.transform.n_regimes,
          "sensors": ",".join(bundle.transform.sensors),
          "dropped_sensors": ",".join(bundle.transform.dropped) or "-",
-         "val_fraction": VAL_FRACTION, "epochs": json.dumps(info["epochs"])}
+         "val_fraction": VAL_FRACTION, "epochs": json.dumps(info["epochs"]),
+         "weights": json.dumps(info["weights"])}
     )  # fmt: skip
     registry.log_metrics(
-        {**metrics, "train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"]}
-    )
+        {**metrics, "train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"],
+         "val_rmse_last": info["val_rmse_last"], "val_phm_last": info["val_phm_last"]}
+    )  # fmt: skip
     title = f"{data.name} {info['model']} seed {info['seed']}"
     for fig, name in (
         (plot_predictions(data.rul, predicted, title), "plots/pred_vs_true.png"),
@@ -312,11 +392,13 @@ def benchmark(
             )  # fmt: skip
             metrics = evaluate_bundle(bundle, data.test, data.rul)
             runs.append({"seed": seed, **metrics, "train_seconds": info["train_seconds"],
-                         "val_rmse": info["val_rmse"], "epochs": info["epochs"]})  # fmt: skip
+                         "val_rmse": info["val_rmse"], "val_rmse_last": info["val_rmse_last"],
+                         "val_phm_last": info["val_phm_last"], "weights": info["weights"],
+                         "epochs": info["epochs"]})  # fmt: skip
             logger.info(
-                "%s %s seed %d: rmse %.2f phm %.0f (%.0fs)",
-                subset, model_name, seed, metrics["rmse"], metrics["phm_score"],
-                info["train_seconds"],
+                "%s %s seed %d: val_rmse_last %.2f; test rmse %.2f phm %.0f (%.0fs)",
+                subset, model_name, seed, info["val_rmse_last"], metrics["rmse"],
+                metrics["phm_score"], info["train_seconds"],
             )  # fmt: skip
             if log_mlflow:
                 from machine_health import registry
@@ -345,6 +427,9 @@ def _summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "smape": mean("smape"),
         "train_seconds": mean("train_seconds"),
         "predict_ms_per_unit": mean("predict_ms_per_unit"),
+        "val_rmse": mean("val_rmse"),
+        "val_rmse_last": mean("val_rmse_last"),
+        "val_phm_last": mean("val_phm_last"),
         "seeds": len(runs),
         "rmse_std": float(np.std([r["rmse"] for r in runs])),
         "phm_score_std": float(np.std([r["phm_score"] for r in runs])),

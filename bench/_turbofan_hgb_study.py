@@ -1,0 +1,81 @@
+"""Validation-only study of hgb's feature scales on FD001 (reads the TRAINING file only).
+
+`python -m bench._turbofan_hgb_study [--data-dir ../shared/data] [--folds 5]`
+
+Unit-wise K-fold over the 100 training units: each fold's units are held out, the transform and
+hgb (trees chosen on that fold, as `fit_hgb` does) are fitted on the others, and the held-out
+units' test-like cuts (`training.validation_cuts`) are scored against the uncapped RUL. Every unit
+is scored exactly once per variant, so the variants are compared on the same 100 units rather
+than on the 20 of one split. The test file is never opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from machine_health.config import Settings
+from machine_health.domains.turbofan.data import find_file, read_history, resolve_cmapss_dir
+from machine_health.domains.turbofan.models import FitConfig, fit_hgb, predict_member
+from machine_health.domains.turbofan.training import _fit, _xy, cut_scores, validation_cuts
+
+VARIANTS: dict[str, tuple[int, ...]] = {
+    "window only": (),
+    "last 10, 30": (10, 30),
+    "last 5, 15, 30": (5, 15, 30),
+    "last 10, 30, 60": (10, 30, 60),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--subset", default="FD001")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = Settings(_env_file=None, data_dir=args.data_dir)
+    train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
+    units = np.sort(train["unit"].unique())
+    folds = np.array_split(np.random.default_rng(args.seed).permutation(units), args.folds)
+    base = FitConfig()
+    preds: dict[str, list[np.ndarray]] = {name: [] for name in VARIANTS}
+    truth: list[np.ndarray] = []
+    seconds = dict.fromkeys(VARIANTS, 0.0)
+    for held in folds:
+        val_part = train[train["unit"].isin(held)].reset_index(drop=True)
+        fit_part = train[~train["unit"].isin(held)].reset_index(drop=True)
+        transform = _fit(settings, fit_part, base)
+        train_xy, val_xy = _xy(transform, fit_part), _xy(transform, val_part)
+        mask, rul = validation_cuts(val_part)
+        like = transform.windows(val_part, every_cycle=True, keep=mask)
+        truth.append(rul)
+        for name, scales in VARIANTS.items():
+            started = time.perf_counter()
+            member = fit_hgb(train_xy, val_xy, seed=args.seed,
+                             config=replace(base, hgb_scales=scales))  # fmt: skip
+            seconds[name] += time.perf_counter() - started
+            preds[name].append(predict_member(member, like) * transform.cap)
+    y = np.concatenate(truth)
+    out = {}
+    for name in VARIANTS:
+        p = np.concatenate(preds[name])
+        per_fold = [cut_scores(t, q)["val_rmse_last"]
+                    for t, q in zip(truth, preds[name], strict=True)]  # fmt: skip
+        out[name] = {**cut_scores(y, p), "per_fold_rmse": per_fold,
+                     "fit_seconds": seconds[name] / args.folds}  # fmt: skip
+        print(f"{name:16s} val_rmse_last {out[name]['val_rmse_last']:.3f} "
+              f"val_phm_last {out[name]['val_phm_last']:.0f} folds "
+              f"{' '.join(f'{r:.2f}' for r in per_fold)} ({seconds[name] / args.folds:.0f} s/fit)",
+              flush=True)  # fmt: skip
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
