@@ -11,17 +11,14 @@ registered as ONE MLflow artifact, so serving can never pair a model with the wr
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
-from threadpoolctl import ThreadpoolController
 
 from machine_health.errors import ModelError
 
@@ -29,25 +26,8 @@ BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
 
 
-#: up to this many rows, scikit-learn's OpenMP estimators predict on one thread.
+#: up to this many rows, boosted trees predict on one thread (`domains.trees`).
 SMALL_BATCH = 64
-
-
-@lru_cache(maxsize=1)
-def _threadpools() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def openmp_for(rows: int) -> Iterator[None]:
-    """One OpenMP thread for a small batch (boosted trees predict with OpenMP): for a few rows
-    the thread wake-ups cost more than the work, and on a busy host one barrier can stall a
-    single prediction for tens to hundreds of ms."""
-    if rows > SMALL_BATCH:
-        yield
-        return
-    with _threadpools().limit(limits=1, user_api="openmp"):
-        yield
 
 
 class ModelBundle(ABC):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from machine_health.domains.base import openmp_for
+from machine_health.domains import trees
 from machine_health.domains.turbofan.features import rolling_features
 from machine_health.errors import ModelError
 
@@ -248,9 +248,7 @@ def fit_member(
 def predict_member(member: Fitted, windows: np.ndarray) -> np.ndarray:
     """Scaled RUL (RUL / cap) of windows, one estimator call for the whole array."""
     if member.kind == "sklearn":
-        with openmp_for(len(windows)):
-            features = rolling_features(windows, member.params.get("scales", ()))
-            out = member.estimator.predict(features)
-        return np.asarray(out, dtype="float64")
+        features = rolling_features(windows, member.params.get("scales", ()))
+        return trees.predict(member.estimator, features)
     out = member.estimator.predict_on_batch(windows)
     return np.asarray(out, dtype="float64").reshape(-1)

@@ -20,7 +20,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import StandardScaler
 
-from machine_health.domains.base import ModelBundle, openmp_for
+from machine_health.domains import trees
+from machine_health.domains.base import ModelBundle
 from machine_health.domains.vibration.features import FeatureConfig, extract_features
 from machine_health.domains.vibration.physics import resample
 from machine_health.errors import InputError, ModelError
@@ -80,8 +81,7 @@ class VibrationBundle(ModelBundle):
         # than the arithmetic when serving one window.
         z = (features - self.scaler.mean_) / self.scaler.scale_
         scores = mahalanobis(self.detector, z)
-        with openmp_for(len(z)):
-            return scores, self.classifier.predict_proba(z)
+        return scores, trees.predict_proba(self.classifier, z)
 
     def _chunks(self, item: Any) -> tuple[list[np.ndarray], float]:
         get = item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d)
