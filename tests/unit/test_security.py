@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import jwt
@@ -131,6 +132,29 @@ def test_previous_key_is_refused_after_its_grace_period_ends(settings: Settings)
         security.authenticate_bearer(ended, stranger)
     with pytest.raises(ValueError, match="timezone"):  # a naive end is ambiguous: refused
         rotated("2026-01-01T00:00:00")
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires(settings: Settings) -> None:
+    # exp (whole seconds) 3-4 s ago: inside the 5 s leeway for one to two more seconds
+    token, _ = security.create_access_token(settings, "ana", "viewer", ttl=timedelta(seconds=-3))
+    assert security.authenticate_bearer(settings, token).username == "ana"
+    assert security.authenticate_bearer(settings, token).username == "ana"  # from the cache
+    time.sleep(2.2)
+    with pytest.raises(AuthError, match="token expired"):
+        security.authenticate_bearer(settings, token)
+
+
+def test_a_remembered_token_is_not_valid_under_another_key(settings: Settings) -> None:
+    token, _ = security.create_access_token(settings, "ana", "viewer")
+    assert security.authenticate_bearer(settings, token).username == "ana"
+    other = settings.model_copy(
+        update={
+            "jwt_secret": Settings(_env_file=None, jwt_secret=secrets.token_urlsafe(48)).jwt_secret
+        }
+    )
+    with pytest.raises(AuthError, match=r"invalid token \(signature\)"):
+        security.authenticate_bearer(other, token)
+    assert security.authenticate_bearer(settings, token).username == "ana"
 
 
 def test_service_token_is_the_service_role(settings: Settings) -> None:
