@@ -1,6 +1,7 @@
 """API load benchmark: one uvicorn worker on loopback, 64 concurrent clients driven by wrk.
 
     .venv/bin/python -m bench api_load [--duration 20] [--users 64] [--tracking-uri URI]
+                                       [--routes /predict/turbofan,...]
 
 In ONE run against the same server (embedded store on a free port, in memory): a bare JSON echo
 route of the app (`POST /echo`, authenticated like the others, enabled by MH_BENCH_ROUTES), posted
@@ -355,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             token = _token(settings, url)
             version = httpx.get(f"{url}/version").json()["models"]
             results = []
-            for phase in PHASES:
+            for phase in [p for p in PHASES if not args.routes or p[0] in args.routes]:
                 before = _histograms(url)
                 result = _wrk(
                     url, phase, token, bodies, args.users, args.duration, work,
@@ -375,6 +376,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     predicted = {
         d: by_route[f"/predict/{d}"]["requests"] - by_route[f"/predict/{d}"]["failures"]
         for d in ("vibration", "turbofan")
+        if f"/predict/{d}" in by_route
     }
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -528,8 +530,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--users", type=int, default=64, help="Concurrent clients.")
     parser.add_argument("--tracking-uri", default=None, help="Registry with @champion models.")
     parser.add_argument("--no-write", action="store_true", help="Print only, write no docs.")
+    parser.add_argument(
+        "--routes", type=lambda text: text.split(","), default=None,
+        help="Only these routes (comma-separated labels, e.g. /predict/turbofan), for A/B runs "
+        "of one change; prints the figures and writes no docs.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    unknown = set(args.routes or ()) - {label for label, _, _ in PHASES}
+    if unknown:
+        parser.error(f"unknown routes {sorted(unknown)}; known: {[p[0] for p in PHASES]}")
     result = run(args)
+    if args.routes:
+        print(json.dumps(result["routes"], indent=1))
+        return
     logger.info("\n%s", markdown(result))
     if not args.no_write:
         write_docs(result)
