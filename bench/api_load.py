@@ -1,7 +1,8 @@
 """API load benchmark: one uvicorn worker on loopback, 64 concurrent clients driven by wrk.
 
-    .venv/bin/python -m bench api_load [--duration 20] [--users 64] [--tracking-uri URI]
-                                       [--routes /predict/turbofan,...]
+    .venv/bin/python -m bench api_load          # as `make bench` runs it
+    .venv/bin/python -m bench.api_load [--duration 20] [--users 64] [--tracking-uri URI]
+                                       [--routes /predict/turbofan,...] [--no-write]
 
 In ONE run against the same server (embedded store on a free port, in memory): a bare JSON echo
 route of the app (`POST /echo`, authenticated like the others, enabled by MH_BENCH_ROUTES), posted
@@ -525,7 +526,7 @@ def write_docs(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench api_load", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.api_load", description=__doc__)
     parser.add_argument("--duration", type=int, default=20, help="Seconds per route.")
     parser.add_argument("--users", type=int, default=64, help="Concurrent clients.")
     parser.add_argument("--tracking-uri", default=None, help="Registry with @champion models.")
