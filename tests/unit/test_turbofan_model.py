@@ -123,6 +123,10 @@ def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     assert info["epochs"]["hgb refit"] == best == bundle.members[0].estimator.n_iter_
     assert info["window_stride"] == 1 and info["train_windows"] == len(fd001.train)
     loaded = load_bundle(bundle.save(tmp_path / "hgb"))
+    # the default multi-scale features: of (10, 30, 60) only 10 fits in a 20-cycle window
+    assert loaded.members[0].params == {"scales": [10, 30, 60]}
+    n = bundle.transform.n_features
+    assert loaded.members[0].estimator.n_features_in_ == 6 * n + 2 * n
     smoke = bundle.smoke_inputs()
     np.testing.assert_allclose(
         [o["rul"] for o in loaded.predict(smoke)], [o["rul"] for o in bundle.predict(smoke)]
