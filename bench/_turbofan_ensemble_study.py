@@ -27,16 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._turbofan_hgb_study import unit_folds
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import find_file, read_history, resolve_cmapss_dir
 from machine_health.domains.turbofan.models import FitConfig, fit_member, predict_member
-from machine_health.domains.turbofan.training import (
-    _fit,
-    _xy,
-    cut_scores,
-    learn_weights,
-    validation_cuts,
-)
+from machine_health.domains.turbofan.training import cut_scores, learn_weights
 
 
 def _members(cnns: int, hgb_scales: tuple[int, ...], extra: list[str]) -> list[tuple[str, str]]:
@@ -69,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, data_dir=args.data_dir)
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
-    units = np.sort(train["unit"].unique())
-    folds = np.array_split(np.random.default_rng(args.seed).permutation(units), args.folds)
     scales = tuple(int(k) for k in args.hgb_scales.split(",") if k)
     extra = [e for e in args.extra.split(",") if e]
     members = _members(args.cnns, scales, extra)
@@ -79,24 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     preds: dict[str, list[np.ndarray]] = {label: [] for label, _ in members}
     seconds = {label: 0.0 for label, _ in members}
     truth: list[np.ndarray] = []
-    for i, held in enumerate(folds):
-        val_part = train[train["unit"].isin(held)].reset_index(drop=True)
-        fit_part = train[~train["unit"].isin(held)].reset_index(drop=True)
-        transform = _fit(settings, fit_part, base)
-        train_xy, val_xy = _xy(transform, fit_part), _xy(transform, val_part)
-        mask, rul = validation_cuts(val_part)
-        like = transform.windows(val_part, every_cycle=True, keep=mask)
-        truth.append(rul)
+    for i, fold in enumerate(unit_folds(settings, train, args.folds, args.seed)):
+        truth.append(fold.rul)
         repeat: dict[str, int] = {}
         for label, name in members:
             k = repeat.get(name, 0)
             repeat[name] = k + 1
-            config = replace(base, hgb_scales=scales) if label == "hgb_ms" else base
+            # "hgb" is the window summary only, "hgb_ms" adds the scales (whatever the default)
+            config = replace(base, hgb_scales=scales if label == "hgb_ms" else ())
             started = time.perf_counter()
-            member = fit_member(name, train_xy, val_xy, seed=args.seed + 1000 * k, config=config)
+            member = fit_member(
+                name, fold.train_xy, fold.val_xy, seed=args.seed + 1000 * k, config=config
+            )
             seconds[label] += time.perf_counter() - started
-            preds[label].append(predict_member(member, like) * cap)
-            score = cut_scores(rul, preds[label][-1])["val_rmse_last"]
+            preds[label].append(predict_member(member, fold.cuts) * cap)
+            score = cut_scores(fold.rul, preds[label][-1])["val_rmse_last"]
             print(f"fold {i} {label:8s} val_rmse_last {score:.3f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
         # saved after every fold: a stopped run keeps what it measured

@@ -14,15 +14,44 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import find_file, read_history, resolve_cmapss_dir
+from machine_health.domains.turbofan.features import FeatureTransform
 from machine_health.domains.turbofan.models import FitConfig, fit_hgb, predict_member
 from machine_health.domains.turbofan.training import _fit, _xy, cut_scores, validation_cuts
+
+
+@dataclass
+class Fold:
+    """One held-out fold: the transform and windows fitted without it, and its test-like cuts."""
+
+    transform: FeatureTransform
+    train_xy: tuple[np.ndarray, np.ndarray]
+    val_xy: tuple[np.ndarray, np.ndarray]
+    cuts: np.ndarray  # windows ending at the held-out units' test-like cuts
+    rul: np.ndarray  # their uncapped true RUL
+
+
+def unit_folds(settings: Settings, train: pd.DataFrame, folds: int, seed: int) -> Iterator[Fold]:
+    """K folds by unit over the training file (the same folds for the same seed)."""
+    units = np.sort(train["unit"].unique())
+    for held in np.array_split(np.random.default_rng(seed).permutation(units), folds):
+        val_part = train[train["unit"].isin(held)].reset_index(drop=True)
+        fit_part = train[~train["unit"].isin(held)].reset_index(drop=True)
+        transform = _fit(settings, fit_part, FitConfig())
+        mask, rul = validation_cuts(val_part)
+        yield Fold(
+            transform, _xy(transform, fit_part), _xy(transform, val_part),
+            transform.windows(val_part, every_cycle=True, keep=mask), rul,
+        )  # fmt: skip
+
 
 VARIANTS: dict[str, tuple[int, ...]] = {
     "window only": (),
@@ -41,26 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, data_dir=args.data_dir)
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
-    units = np.sort(train["unit"].unique())
-    folds = np.array_split(np.random.default_rng(args.seed).permutation(units), args.folds)
     base = FitConfig()
     preds: dict[str, list[np.ndarray]] = {name: [] for name in VARIANTS}
     truth: list[np.ndarray] = []
     seconds = dict.fromkeys(VARIANTS, 0.0)
-    for held in folds:
-        val_part = train[train["unit"].isin(held)].reset_index(drop=True)
-        fit_part = train[~train["unit"].isin(held)].reset_index(drop=True)
-        transform = _fit(settings, fit_part, base)
-        train_xy, val_xy = _xy(transform, fit_part), _xy(transform, val_part)
-        mask, rul = validation_cuts(val_part)
-        like = transform.windows(val_part, every_cycle=True, keep=mask)
-        truth.append(rul)
+    for fold in unit_folds(settings, train, args.folds, args.seed):
+        truth.append(fold.rul)
         for name, scales in VARIANTS.items():
             started = time.perf_counter()
-            member = fit_hgb(train_xy, val_xy, seed=args.seed,
+            member = fit_hgb(fold.train_xy, fold.val_xy, seed=args.seed,
                              config=replace(base, hgb_scales=scales))  # fmt: skip
             seconds[name] += time.perf_counter() - started
-            preds[name].append(predict_member(member, like) * transform.cap)
+            preds[name].append(predict_member(member, fold.cuts) * fold.transform.cap)
     y = np.concatenate(truth)
     out = {}
     for name in VARIANTS:
