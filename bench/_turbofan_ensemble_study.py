@@ -18,7 +18,6 @@ The test file is never opened.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._turbofan_hgb_study import unit_folds
+from bench._turbofan_hgb_study import study_parser, unit_folds
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import find_file, read_history, resolve_cmapss_dir
 from machine_health.domains.turbofan.models import FitConfig, fit_member, predict_member
@@ -52,11 +51,7 @@ def _combine(names: list[str], preds: list[np.ndarray], weights: list[float] | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--subset", default="FD001")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = study_parser()
     parser.add_argument("--cnns", type=int, default=5)
     parser.add_argument("--hgb-scales", default="", help="comma list: also an hgb with them")
     parser.add_argument("--extra", default="", help="comma list of more Keras members")

@@ -61,12 +61,18 @@ VARIANTS: dict[str, tuple[int, ...]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def study_parser() -> argparse.ArgumentParser:
+    """The options every validation study takes: data, subset, folds, seed."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--subset", default="FD001")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = study_parser()
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, data_dir=args.data_dir)
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
