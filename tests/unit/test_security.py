@@ -138,7 +138,10 @@ def test_a_verified_token_is_remembered_only_until_it_expires(settings: Settings
     # exp (whole seconds) 3-4 s ago: inside the 5 s leeway for one to two more seconds
     token, _ = security.create_access_token(settings, "ana", "viewer", ttl=timedelta(seconds=-3))
     assert security.authenticate_bearer(settings, token).username == "ana"
+    remembered = len(security._VERIFIED)
+    assert any(key[0] == token for key in security._VERIFIED)
     assert security.authenticate_bearer(settings, token).username == "ana"  # from the cache
+    assert len(security._VERIFIED) == remembered
     time.sleep(2.2)
     with pytest.raises(AuthError, match="token expired"):
         security.authenticate_bearer(settings, token)

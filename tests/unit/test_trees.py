@@ -11,7 +11,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 from machine_health.config import Settings
 from machine_health.domains import trees
-from machine_health.domains.base import SMALL_BATCH
 from machine_health.domains.turbofan.data import load_subset, rul_targets
 from machine_health.domains.turbofan.features import fit_transform, rolling_features
 
@@ -30,7 +29,7 @@ def test_regressor_equals_scikit_learn(features: tuple[np.ndarray, np.ndarray]) 
     x, y = features
     model = HistGradientBoostingRegressor(max_iter=120, random_state=0).fit(x[::3], y[::3])
     # a serving batch (one thread) and a large one (the thread pool)
-    for rows in (x[:7], x[: SMALL_BATCH * 20]):
+    for rows in (x[:7], x[: trees.SMALL_BATCH * 20]):
         got = trees.predict(model, rows)
         assert got.shape == (len(rows),)
         np.testing.assert_allclose(got, model.predict(rows), rtol=0, atol=1e-9)

@@ -176,7 +176,7 @@ def _verify(settings: Settings, token: str) -> dict[str, Any]:
     except jwt.InvalidSignatureError:
         raise AuthError("invalid token (signature)") from first_error
     until = settings.jwt_previous_secret_until
-    if until is not None and datetime.now(UTC) >= until:
+    if _past_previous(settings):
         raise AuthError(
             f"token signed with the previous key, no longer accepted since "
             f"{until.astimezone(UTC).isoformat()}: log in again"

@@ -26,10 +26,6 @@ BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
 
 
-#: up to this many rows, boosted trees predict on one thread (`domains.trees`).
-SMALL_BATCH = 64
-
-
 class ModelBundle(ABC):
     """Fitted transforms + model of one domain, saved and loaded as one directory."""
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from machine_health.domains.base import SMALL_BATCH
+#: up to this many rows, the trees are walked on one thread (a serving batch).
+SMALL_BATCH = 64
 
 _compiled: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
