@@ -1,12 +1,13 @@
-"""Validation-only study of hgb's feature scales on FD001 (reads the TRAINING file only).
+"""Validation-only studies of hgb's settings on FD001 (reads the TRAINING file only).
 
-`python -m bench._turbofan_hgb_study [--data-dir ../shared/data] [--folds 5]`
+`python -m bench._turbofan_hgb_study [--data-dir ../shared/data] [--folds 5] [--study scales]`
 
 Unit-wise K-fold over the 100 training units: each fold's units are held out, the transform and
 hgb (trees chosen on that fold, as `fit_hgb` does) are fitted on the others, and the held-out
 units' test-like cuts (`training.validation_cuts`) are scored against the uncapped RUL. Every unit
 is scored exactly once per variant, so the variants are compared on the same 100 units rather
-than on the 20 of one split. The test file is never opened.
+than on the 20 of one split. A study (`--study`, see `STUDIES`) is a set of variants, each a
+set of `FitConfig` fields overriding the defaults. The test file is never opened.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,11 +55,19 @@ def unit_folds(settings: Settings, train: pd.DataFrame, folds: int, seed: int) -
         )  # fmt: skip
 
 
-VARIANTS: dict[str, tuple[int, ...]] = {
-    "window only": (),
-    "last 10, 30": (10, 30),
-    "last 5, 15, 30": (5, 15, 30),
-    "last 10, 30, 60": (10, 30, 60),
+#: study name -> variant name -> the `FitConfig` fields the variant overrides
+STUDIES: dict[str, dict[str, dict[str, Any]]] = {
+    # the feature scales (every variant with the default tree cap)
+    "scales": {
+        "window only": {"hgb_scales": ()},
+        "last 10, 30": {"hgb_scales": (10, 30)},
+        "last 5, 15, 30": {"hgb_scales": (5, 15, 30)},
+        "last 10, 30, 60": {"hgb_scales": (10, 30, 60)},
+    },
+    # the tree cap (the trees are still chosen on the held-out fold, up to the cap)
+    "max-iter": {
+        f"{n} trees max": {"hgb_scales": (10, 30, 60), "hgb_max_iter": n} for n in (400, 800, 1200)
+    },
 }
 
 
@@ -71,35 +81,60 @@ def study_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report(
+    variants: dict[str, dict[str, Any]],
+    preds: dict[str, list[np.ndarray]],
+    truth: list[np.ndarray],
+    trees: dict[str, list[int]],
+    seconds: dict[str, float],
+) -> dict[str, dict[str, Any]]:
+    """Print and return every variant's out-of-fold scores, per-fold figures, trees and time."""
+    y = np.concatenate(truth)
+    out: dict[str, dict[str, Any]] = {}
+    for name in variants:
+        per_fold = [cut_scores(t, q) for t, q in zip(truth, preds[name], strict=True)]
+        fit_seconds = seconds[name] / len(truth)
+        out[name] = {
+            **cut_scores(y, np.concatenate(preds[name])),
+            "per_fold_rmse": [f["val_rmse_last"] for f in per_fold],
+            "per_fold_phm": [f["val_phm_last"] for f in per_fold],
+            "trees": trees[name],
+            "fit_seconds": fit_seconds,
+        }
+        print(f"{name:16s} val_rmse_last {out[name]['val_rmse_last']:.3f} "
+              f"val_phm_last {out[name]['val_phm_last']:.0f} folds "
+              f"{' '.join(f'{r:.2f}' for r in out[name]['per_fold_rmse'])} trees "
+              f"{' '.join(map(str, trees[name]))} ({fit_seconds:.0f} s/fit)",
+              flush=True)  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = study_parser()
+    parser.add_argument("--study", choices=sorted(STUDIES), default="scales")
     args = parser.parse_args(argv)
+    variants = STUDIES[args.study]
     settings = Settings(_env_file=None, data_dir=args.data_dir)
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
     base = FitConfig()
-    preds: dict[str, list[np.ndarray]] = {name: [] for name in VARIANTS}
+    preds: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    trees: dict[str, list[int]] = {name: [] for name in variants}
     truth: list[np.ndarray] = []
-    seconds = dict.fromkeys(VARIANTS, 0.0)
-    for fold in unit_folds(settings, train, args.folds, args.seed):
+    seconds = dict.fromkeys(variants, 0.0)
+    for i, fold in enumerate(unit_folds(settings, train, args.folds, args.seed)):
         truth.append(fold.rul)
-        for name, scales in VARIANTS.items():
+        for name, overrides in variants.items():
             started = time.perf_counter()
             member = fit_hgb(fold.train_xy, fold.val_xy, seed=args.seed,
-                             config=replace(base, hgb_scales=scales))  # fmt: skip
-            seconds[name] += time.perf_counter() - started
+                             config=replace(base, **overrides))  # fmt: skip
+            took = time.perf_counter() - started
+            seconds[name] += took
             preds[name].append(predict_member(member, fold.cuts) * fold.transform.cap)
-    y = np.concatenate(truth)
-    out = {}
-    for name in VARIANTS:
-        p = np.concatenate(preds[name])
-        per_fold = [cut_scores(t, q)["val_rmse_last"]
-                    for t, q in zip(truth, preds[name], strict=True)]  # fmt: skip
-        out[name] = {**cut_scores(y, p), "per_fold_rmse": per_fold,
-                     "fit_seconds": seconds[name] / args.folds}  # fmt: skip
-        print(f"{name:16s} val_rmse_last {out[name]['val_rmse_last']:.3f} "
-              f"val_phm_last {out[name]['val_phm_last']:.0f} folds "
-              f"{' '.join(f'{r:.2f}' for r in per_fold)} ({seconds[name] / args.folds:.0f} s/fit)",
-              flush=True)  # fmt: skip
+            trees[name].append(int(member.estimator.n_iter_))
+            score = cut_scores(fold.rul, preds[name][-1])["val_rmse_last"]
+            print(f"fold {i} {name:16s} val_rmse_last {score:.3f} trees {trees[name][-1]} "
+                  f"({took:.0f} s)", flush=True)  # fmt: skip
+    out = report(variants, preds, truth, trees, seconds)
     print(json.dumps(out))
     return 0
 
