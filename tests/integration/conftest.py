@@ -39,7 +39,9 @@ def train_small_models(var_dir: Path) -> TrainedModels:
         jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
     )  # fmt: skip
     vibration = train_vibration(settings)
-    turbofan = train_turbofan(settings, model_name="cnn", config=FitConfig(epochs=3, patience=2))
+    # No refit on all units: serving tests need a real Keras model, not the best one (-10 s).
+    quick = FitConfig(epochs=3, patience=2, refit_all=False)
+    turbofan = train_turbofan(settings, model_name="cnn", config=quick)
     return TrainedModels(
         tracking_uri=settings.tracking_uri,
         vibration_version=str(vibration["version"]),

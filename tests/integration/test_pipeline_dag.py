@@ -20,10 +20,12 @@ import numpy as np
 from machine_health import registry
 from machine_health.domains.vibration import workflow
 from tests.conftest import make_settings
+from tests.integration.conftest import TrainedModels
 from tests.integration.dag_runs import (
     DOMAIN,
     archive,
     dag_env,
+    initial_champion,
     run_dag,
     served,
     workspace_of,
@@ -32,10 +34,14 @@ from tests.integration.dag_runs import (
 
 
 def test_retrain_dag_end_to_end(
-    tmp_path: Path, store_uri: str, uvicorn_server: Any, airflow_env: dict[str, str]
+    tmp_path: Path,
+    store_uri: str,
+    uvicorn_server: Any,
+    airflow_env: dict[str, str],
+    trained_models: TrainedModels,
 ) -> None:
     settings = make_settings(tmp_path, store_uri, retrain_min_new_labels=20)
-    v1 = workflow.train_and_register(settings)["version"]
+    v1 = initial_champion(settings, trained_models)
     replicas = [uvicorn_server(settings), uvicorn_server(settings)]
     urls = [r.url for r in replicas]
     assert [served(u) for u in urls] == [v1, v1]

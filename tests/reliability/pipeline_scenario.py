@@ -43,13 +43,13 @@ from tests.integration.dag_runs import (
     DOMAIN,
     archive,
     dag_env,
+    initial_champion,
     run_dag,
     served,
     workspace_of,
     xcom,
 )
 from tests.reliability.harness import Report
-from tests.reliability.scenarios import log_version, registry_settings
 
 KILLED_STEPS = ("extract", "train")
 
@@ -170,9 +170,7 @@ def run_pipeline_kill(
     `every`: archive one real CWRU test window (2048 samples, not overlapping) in `every`.
     """
     settings = make_settings(root, store_uri, retrain_min_new_labels=20)
-    source = registry_settings(root / "source-var", models.tracking_uri)
-    bundle, _ = registry.load(source, DOMAIN, version=models.vibration_version)
-    v1 = log_version(settings, bundle, (registry.CHAMPION,), "initial-vibration")
+    v1 = initial_champion(settings, models)
     replica: Server = start_uvicorn(settings, root / "logs", timeout_s=120)
     violations: list[str] = []
     try:
