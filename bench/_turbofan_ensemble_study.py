@@ -33,9 +33,11 @@ from machine_health.domains.turbofan.models import FitConfig, fit_member, predic
 from machine_health.domains.turbofan.training import cut_scores, learn_weights
 
 
-def _members(cnns: int, hgb_scales: tuple[int, ...], extra: list[str]) -> list[tuple[str, str]]:
+def _members(
+    cnns: int, hgb_scales: tuple[int, ...], extra: list[str], window_hgb: bool = True
+) -> list[tuple[str, str]]:
     """(label, model name) of every member to train per fold; CNN #k trains with seed + 1000 k."""
-    out = [("hgb", "hgb")]
+    out = [("hgb", "hgb")] if window_hgb or not hgb_scales else []
     if hgb_scales:
         out.append(("hgb_ms", "hgb"))
     out += [(f"cnn#{k + 1}", "cnn") for k in range(cnns)]
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = study_parser()
     parser.add_argument("--cnns", type=int, default=5)
     parser.add_argument("--hgb-scales", default="", help="comma list: also an hgb with them")
+    parser.add_argument(
+        "--no-window-hgb", action="store_true",
+        help="with --hgb-scales: train only the multi-scale hgb (seed s, as served)",
+    )  # fmt: skip
     parser.add_argument("--extra", default="", help="comma list of more Keras members")
     parser.add_argument("--out", type=Path, default=Path("turbofan_ensemble_study.npz"))
     args = parser.parse_args(argv)
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
     scales = tuple(int(k) for k in args.hgb_scales.split(",") if k)
     extra = [e for e in args.extra.split(",") if e]
-    members = _members(args.cnns, scales, extra)
+    members = _members(args.cnns, scales, extra, window_hgb=not args.no_window_hgb)
     base = FitConfig()
     cap = float(settings.rul_cap)
     preds: dict[str, list[np.ndarray]] = {label: [] for label, _ in members}
