@@ -33,9 +33,11 @@ from machine_health.domains.turbofan.models import FitConfig, fit_member, predic
 from machine_health.domains.turbofan.training import cut_scores, learn_weights
 
 
-def _members(cnns: int, hgb_scales: tuple[int, ...], extra: list[str]) -> list[tuple[str, str]]:
+def _members(
+    cnns: int, hgb_scales: tuple[int, ...], extra: list[str], window_hgb: bool = True
+) -> list[tuple[str, str]]:
     """(label, model name) of every member to train per fold; CNN #k trains with seed + 1000 k."""
-    out = [("hgb", "hgb")]
+    out = [("hgb", "hgb")] if window_hgb or not hgb_scales else []
     if hgb_scales:
         out.append(("hgb_ms", "hgb"))
     out += [(f"cnn#{k + 1}", "cnn") for k in range(cnns)]
@@ -54,16 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = study_parser()
     parser.add_argument("--cnns", type=int, default=5)
     parser.add_argument("--hgb-scales", default="", help="comma list: also an hgb with them")
+    parser.add_argument(
+        "--no-window-hgb", action="store_true",
+        help="with --hgb-scales: train only the multi-scale hgb (seed s, as served)",
+    )  # fmt: skip
     parser.add_argument("--extra", default="", help="comma list of more Keras members")
     parser.add_argument("--out", type=Path, default=Path("turbofan_ensemble_study.npz"))
+    parser.add_argument(
+        "--rescore", action="store_true",
+        help="train nothing: score the folds saved in --out (the same member options)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, data_dir=args.data_dir)
-    train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
     scales = tuple(int(k) for k in args.hgb_scales.split(",") if k)
     extra = [e for e in args.extra.split(",") if e]
-    members = _members(args.cnns, scales, extra)
-    base = FitConfig()
+    members = _members(args.cnns, scales, extra, window_hgb=not args.no_window_hgb)
     cap = float(settings.rul_cap)
+    if args.rescore:
+        return rescore(args.out, members, cap)
+    train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
+    base = FitConfig()
     preds: dict[str, list[np.ndarray]] = {label: [] for label, _ in members}
     seconds = {label: 0.0 for label, _ in members}
     truth: list[np.ndarray] = []
@@ -91,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def rescore(path: Path, members: list[tuple[str, str]], cap: float) -> int:
+    """Report the folds saved by a (possibly stopped) run: those every member finished."""
+    saved = np.load(path)
+    done = 0
+    while all(f"{label}_{done}" in saved for label, _ in members):
+        done += 1
+    print(f"{done} folds saved for every member", flush=True)
+    preds = {label: [saved[f"{label}_{j}"] for j in range(done)] for label, _ in members}
+    truth = [saved[f"truth_{j}"] for j in range(done)]
+    report(members, preds, truth, {label: 0.0 for label, _ in members}, cap)
+    return 0
+
+
 def report(
     members: list[tuple[str, str]],
     preds: dict[str, list[np.ndarray]],
@@ -105,11 +130,13 @@ def report(
 
     def score(name: str, per_fold: list[np.ndarray]) -> None:
         p = np.concatenate(per_fold)
-        folds = [cut_scores(t, q)["val_rmse_last"] for t, q in zip(truth, per_fold, strict=True)]
-        out[name] = {**cut_scores(y, p), "per_fold_rmse": folds}  # type: ignore[dict-item]
+        each = [cut_scores(t, q) for t, q in zip(truth, per_fold, strict=True)]
+        folds = [f["val_rmse_last"] for f in each]
+        phm = [f["val_phm_last"] for f in each]
+        out[name] = {**cut_scores(y, p), "per_fold_rmse": folds, "per_fold_phm": phm}  # type: ignore[dict-item]
         print(f"{name:40s} val_rmse_last {out[name]['val_rmse_last']:.3f} val_phm_last "
-              f"{out[name]['val_phm_last']:.0f} folds {' '.join(f'{r:.2f}' for r in folds)}",
-              flush=True)  # fmt: skip
+              f"{out[name]['val_phm_last']:.0f} folds {' '.join(f'{r:.2f}' for r in folds)} "
+              f"phm {' '.join(f'{r:.0f}' for r in phm)}", flush=True)  # fmt: skip
 
     for label, _ in members:
         score(label, preds[label])
