@@ -8,8 +8,9 @@ load real `@champion` models without training again.
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def train_small_models(var_dir: Path) -> TrainedModels:
     # No refit on all units: serving tests need a real Keras model, not the best one (-10 s).
     quick = FitConfig(epochs=3, patience=2, refit_all=False)
     turbofan = train_turbofan(settings, model_name="cnn", config=quick)
+    # What the registry holds right after training: `pristine_models` copies it.
+    shutil.copyfile(_registry_db(settings.tracking_uri), var_dir / "registry-as-trained.db")
     return TrainedModels(
         tracking_uri=settings.tracking_uri,
         vibration_version=str(vibration["version"]),
@@ -49,14 +52,33 @@ def train_small_models(var_dir: Path) -> TrainedModels:
     )
 
 
+def _registry_db(tracking_uri: str) -> Path:
+    return Path(tracking_uri.removeprefix("sqlite:///"))
+
+
 _SESSION_MODELS: list[TrainedModels] = []
 
 
 def session_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
-    """The session's models, trained on first use (shared with tests/reliability)."""
+    """The session's models, trained on first use (shared with tests/reliability and tests/ui).
+
+    API tests register more versions into this registry; tests that list its versions take
+    `pristine_models` instead.
+    """
     if not _SESSION_MODELS:
         _SESSION_MODELS.append(train_small_models(tmp_path_factory.mktemp("models") / "var"))
     return _SESSION_MODELS[0]
+
+
+def pristine_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+    """The session's models in a registry of their own: a copy of the registry database as
+    training left it (version 1 of each domain, nothing registered since). The artifacts are
+    the session's, read in place; versions added here stay here."""
+    models = session_models(tmp_path_factory)
+    trained_db = _registry_db(models.tracking_uri)
+    copy = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    shutil.copyfile(trained_db.parent.parent / "registry-as-trained.db", copy)
+    return replace(models, tracking_uri=f"sqlite:///{copy}")
 
 
 @pytest.fixture(scope="session")

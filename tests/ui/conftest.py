@@ -31,7 +31,7 @@ from tests.integration.conftest import (
     api_settings,
     create_users,
     login,
-    session_models,
+    pristine_models,
 )
 
 APP = REPO / "src" / "machine_health" / "ui" / "app.py"
@@ -58,7 +58,8 @@ class SeededApi:
 
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
-    return session_models(tmp_path_factory)
+    # The Models page lists every version: the UI needs the registry as training left it.
+    return pristine_models(tmp_path_factory)
 
 
 def _post(url: str, path: str, body: Any, headers: dict[str, str]) -> Any:
