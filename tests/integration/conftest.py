@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,12 +21,17 @@ from pymongo import MongoClient
 from machine_health.config import Settings
 from tests.conftest import DATA_DIR, make_settings
 
+if TYPE_CHECKING:
+    from machine_health.monitoring.reference import Reference
+
 
 @dataclass(frozen=True)
 class TrainedModels:
     tracking_uri: str
     vibration_version: str
     turbofan_version: str
+    #: a copy of the registry database as training left it (`pristine_models`), if one was kept
+    as_trained: Path | None = None
 
 
 def train_small_models(var_dir: Path) -> TrainedModels:
@@ -43,17 +48,14 @@ def train_small_models(var_dir: Path) -> TrainedModels:
     # No refit on all units: serving tests need a real Keras model, not the best one (-10 s).
     quick = FitConfig(epochs=3, patience=2, refit_all=False)
     turbofan = train_turbofan(settings, model_name="cnn", config=quick)
-    # What the registry holds right after training: `pristine_models` copies it.
-    shutil.copyfile(_registry_db(settings.tracking_uri), var_dir / "registry-as-trained.db")
+    as_trained = var_dir / "registry-as-trained.db"
+    shutil.copyfile(settings.tracking_uri.removeprefix("sqlite:///"), as_trained)
     return TrainedModels(
         tracking_uri=settings.tracking_uri,
         vibration_version=str(vibration["version"]),
         turbofan_version=str(turbofan["version"]),
+        as_trained=as_trained,
     )
-
-
-def _registry_db(tracking_uri: str) -> Path:
-    return Path(tracking_uri.removeprefix("sqlite:///"))
 
 
 _SESSION_MODELS: list[TrainedModels] = []
@@ -75,9 +77,9 @@ def pristine_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
     training left it (version 1 of each domain, nothing registered since). The artifacts are
     the session's, read in place; versions added here stay here."""
     models = session_models(tmp_path_factory)
-    trained_db = _registry_db(models.tracking_uri)
+    assert models.as_trained is not None, "the session's models were not trained here"
     copy = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    shutil.copyfile(trained_db.parent.parent / "registry-as-trained.db", copy)
+    shutil.copyfile(models.as_trained, copy)
     return replace(models, tracking_uri=f"sqlite:///{copy}")
 
 
@@ -93,12 +95,24 @@ def api_settings(
     return make_settings(tmp_path, store_uri, mlflow_tracking_uri=models.tracking_uri, **overrides)
 
 
-def register_version(settings: Settings, bundle: Any, run_name: str, domain: str) -> str:
-    """Register `bundle` as a new version (no alias) of the domain's model; its number."""
+def register_version(
+    settings: Settings,
+    bundle: Any,
+    run_name: str,
+    domain: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    reference: Reference | None = None,
+) -> str:
+    """Register `bundle` as a new version of the domain's model (with `aliases`, and the drift
+    `reference` logged beside it as training does); its number."""
     from machine_health import registry
+    from machine_health.monitoring.reference import log_reference
 
     with registry.start_run(settings, run_name=run_name, tags={"domain": domain}):
-        return registry.log_bundle(settings, bundle, aliases=()).version
+        if reference is not None:
+            log_reference(reference)
+        return registry.log_bundle(settings, bundle, aliases=aliases).version
 
 
 def turbofan_rows(data_dir: Any, units: int, cycles: int) -> dict[int, list[dict[str, Any]]]:

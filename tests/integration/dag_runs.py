@@ -23,9 +23,9 @@ from machine_health import registry
 from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
 from machine_health.archive.records import PredictionRecord, encode_samples
 from machine_health.config import Settings
-from machine_health.monitoring.reference import log_reference, vibration_training_reference
+from machine_health.monitoring.reference import vibration_training_reference
 from tests.conftest import REPO
-from tests.integration.conftest import TrainedModels
+from tests.integration.conftest import TrainedModels, register_version
 
 AIRFLOW = REPO / ".venv-airflow" / "bin"
 PROBE = REPO / "tests" / "dags" / "airflow_probe.py"
@@ -38,9 +38,9 @@ def initial_champion(settings: Settings, models: TrainedModels) -> str:
     copied into `settings`' registry as training would log them (no retraining here)."""
     source = settings.model_copy(update={"mlflow_tracking_uri": models.tracking_uri})
     bundle, _ = registry.load(source, DOMAIN, version=models.vibration_version)
-    with registry.start_run(settings, run_name="initial-vibration", tags={"domain": DOMAIN}):
-        log_reference(vibration_training_reference(settings.data_dir, bundle.config))
-        return registry.log_bundle(settings, bundle, aliases=(registry.CHAMPION,)).version
+    reference = vibration_training_reference(settings.data_dir, bundle.config)
+    return register_version(settings, bundle, "initial-vibration", DOMAIN,
+                            aliases=(registry.CHAMPION,), reference=reference)  # fmt: skip
 
 
 def archive(settings: Settings, windows: Any, labels: list[str], at: datetime) -> int:
