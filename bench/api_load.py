@@ -151,15 +151,15 @@ def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) ->
 
 
 def _start_api(
-    settings: Settings, log: Path, cpus: set[int]
+    settings: Settings, log: Path, cpus: set[int], loop: str = "auto"
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, **settings.as_env(), "MH_API_PORT": str(port)}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "machine_health.api.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
-             "--log-level", "warning"],
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", loop,
+             "--no-access-log", "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     _pin(proc.pid, cpus)
@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             api_cpus, other_cpus = _cpus()
             _pin(store.pid, other_cpus)
             _pin(os.getpid(), other_cpus)  # and so the wrk processes started from here
-            api, url = _start_api(settings, work / "api.log", api_cpus)
+            api, url = _start_api(settings, work / "api.log", api_cpus, args.loop)
             result_cpus = {  # read back: what the processes really run on
                 "api": sorted(os.sched_getaffinity(api.pid)),
                 "store_and_load_generator": sorted(os.sched_getaffinity(store.pid)),
@@ -385,6 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "make bench (.venv/bin/python -m bench api_load)",
         "load_average_1min": {"before": load_before, "after": round(os.getloadavg()[0], 1)},
         "users": args.users,
+        "event_loop": args.loop,
         "cpus": result_cpus,
         "duration_s": args.duration,
         "models": {
@@ -531,6 +532,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--users", type=int, default=64, help="Concurrent clients.")
     parser.add_argument("--tracking-uri", default=None, help="Registry with @champion models.")
     parser.add_argument("--no-write", action="store_true", help="Print only, write no docs.")
+    parser.add_argument(
+        "--loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+        help="uvicorn's event loop (auto: uvloop, as `machine-health serve` runs it).",
+    )  # fmt: skip
     parser.add_argument(
         "--routes", type=lambda text: text.split(","), default=None,
         help="Only these routes (comma-separated labels, e.g. /predict/turbofan), for A/B runs "
