@@ -68,6 +68,17 @@ STUDIES: dict[str, dict[str, dict[str, Any]]] = {
     "max-iter": {
         f"{n} trees max": {"hgb_scales": (10, 30, 60), "hgb_max_iter": n} for n in (400, 800, 1200)
     },
+    # the trees' own settings, one change at a time from the defaults (lr 0.08, 31 leaves,
+    # 40 windows per leaf, l2 1, every feature); a halved learning rate gets twice the tree cap
+    "trees": {
+        "defaults": {},
+        "lr 0.04, 800 max": {"hgb_learning_rate": 0.04, "hgb_max_iter": 800},
+        "15 leaves": {"hgb_max_leaf_nodes": 15},
+        "63 leaves": {"hgb_max_leaf_nodes": 63},
+        "200 per leaf": {"hgb_min_samples_leaf": 200},
+        "l2 10": {"hgb_l2_regularization": 10.0},
+        "features 0.5": {"hgb_max_features": 0.5},
+    },
 }
 
 

@@ -33,7 +33,7 @@ DEFAULT_MODEL = "ensemble"
 
 @dataclass
 class FitConfig:
-    """Training knobs shared by the Keras models."""
+    """Training knobs of the turbofan models (the Keras ones and hgb)."""
 
     epochs: int = 60
     batch_size: int = 256
@@ -54,6 +54,12 @@ class FitConfig:
     #: 5-fold-by-unit validation study (`bench._turbofan_hgb_study`: test-like RMSE 12.74 against
     #: 13.49 for the window only, better on every fold); scales >= the window are skipped.
     hgb_scales: tuple[int, ...] = (10, 30, 60)
+    #: hgb's tree settings (`bench._turbofan_hgb_study --study trees` compared them on validation)
+    hgb_learning_rate: float = 0.08
+    hgb_max_leaf_nodes: int = 31
+    hgb_min_samples_leaf: int = 40
+    hgb_l2_regularization: float = 1.0
+    hgb_max_features: float = 1.0  # share of the features each split may choose from
     #: ensembles: learn the members' weights on the test-like validation score (per member
     #: name, repeats share their name's weight); False = the plain mean.
     learn_weights: bool = True
@@ -210,8 +216,12 @@ def fit_hgb(
     """
     scales = tuple(int(k) for k in config.hgb_scales)
     x_train, y_train = rolling_features(train[0], scales), train[1]
-    params = {"learning_rate": 0.08, "max_leaf_nodes": 31, "min_samples_leaf": 40,
-              "l2_regularization": 1.0, "random_state": seed, "early_stopping": False}  # fmt: skip
+    params = {
+        "learning_rate": config.hgb_learning_rate, "max_leaf_nodes": config.hgb_max_leaf_nodes,
+        "min_samples_leaf": config.hgb_min_samples_leaf, "max_features": config.hgb_max_features,
+        "l2_regularization": config.hgb_l2_regularization, "random_state": seed,
+        "early_stopping": False,
+    }  # fmt: skip
     if val is None:
         model = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
         return Fitted(name="hgb", kind="sklearn", estimator=model.fit(x_train, y_train),
