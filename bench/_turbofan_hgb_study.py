@@ -55,30 +55,68 @@ def unit_folds(settings: Settings, train: pd.DataFrame, folds: int, seed: int) -
         )  # fmt: skip
 
 
+#: hgb's tree settings before the `trees` studies changed the defaults: the studies run with
+#: them keep them, so each still repeats its recorded figures
+FIRST_TREES: dict[str, Any] = {
+    "hgb_max_leaf_nodes": 31, "hgb_min_samples_leaf": 40, "hgb_max_features": 1.0,
+}  # fmt: skip
+
+
+def on_first_trees(variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {**FIRST_TREES, **overrides} for name, overrides in variants.items()}
+
+
 #: study name -> variant name -> the `FitConfig` fields the variant overrides
 STUDIES: dict[str, dict[str, dict[str, Any]]] = {
     # the feature scales (every variant with the default tree cap)
-    "scales": {
-        "window only": {"hgb_scales": ()},
-        "last 10, 30": {"hgb_scales": (10, 30)},
-        "last 5, 15, 30": {"hgb_scales": (5, 15, 30)},
-        "last 10, 30, 60": {"hgb_scales": (10, 30, 60)},
-    },
+    "scales": on_first_trees(
+        {
+            "window only": {"hgb_scales": ()},
+            "last 10, 30": {"hgb_scales": (10, 30)},
+            "last 5, 15, 30": {"hgb_scales": (5, 15, 30)},
+            "last 10, 30, 60": {"hgb_scales": (10, 30, 60)},
+        }
+    ),
     # the tree cap (the trees are still chosen on the held-out fold, up to the cap)
-    "max-iter": {
-        f"{n} trees max": {"hgb_scales": (10, 30, 60), "hgb_max_iter": n} for n in (400, 800, 1200)
-    },
+    "max-iter": on_first_trees(
+        {
+            f"{n} trees max": {"hgb_scales": (10, 30, 60), "hgb_max_iter": n}
+            for n in (400, 800, 1200)
+        }
+    ),
     # the trees' own settings, one change at a time from the defaults (lr 0.08, 31 leaves,
     # 40 windows per leaf, l2 1, every feature); a halved learning rate gets twice the tree cap
-    "trees": {
-        "defaults": {},
-        "lr 0.04, 800 max": {"hgb_learning_rate": 0.04, "hgb_max_iter": 800},
-        "15 leaves": {"hgb_max_leaf_nodes": 15},
-        "63 leaves": {"hgb_max_leaf_nodes": 63},
-        "200 per leaf": {"hgb_min_samples_leaf": 200},
-        "l2 10": {"hgb_l2_regularization": 10.0},
-        "features 0.5": {"hgb_max_features": 0.5},
-    },
+    "trees": on_first_trees(
+        {
+            "defaults": {},
+            "lr 0.04, 800 max": {"hgb_learning_rate": 0.04, "hgb_max_iter": 800},
+            "15 leaves": {"hgb_max_leaf_nodes": 15},
+            "63 leaves": {"hgb_max_leaf_nodes": 63},
+            "200 per leaf": {"hgb_min_samples_leaf": 200},
+            "l2 10": {"hgb_l2_regularization": 10.0},
+            "features 0.5": {"hgb_max_features": 0.5},
+        }
+    ),
+    # after "trees": the three changes that beat the defaults (15 leaves, 200 per leaf,
+    # features 0.5), combined, and fewer leaves still; simpler trees may want more of them
+    "trees-2": on_first_trees(
+        {
+            "15 leaves": {"hgb_max_leaf_nodes": 15},
+            "7 leaves": {"hgb_max_leaf_nodes": 7},
+            "15 leaves, 200 per leaf": {"hgb_max_leaf_nodes": 15, "hgb_min_samples_leaf": 200},
+            "15 leaves, features 0.5": {"hgb_max_leaf_nodes": 15, "hgb_max_features": 0.5},
+            "15 leaves, 200 per leaf, features 0.5": {
+                "hgb_max_leaf_nodes": 15,
+                "hgb_min_samples_leaf": 200,
+                "hgb_max_features": 0.5,
+            },
+            "15 leaves, 200 per leaf, 800 max": {
+                "hgb_max_leaf_nodes": 15,
+                "hgb_min_samples_leaf": 200,
+                "hgb_max_iter": 800,
+            },
+        }
+    ),
 }
 
 
