@@ -22,7 +22,7 @@ from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains.base import BUNDLE_MANIFEST, ModelBundle
 from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn
-from tests.integration.conftest import TrainedModels, create_users, login
+from tests.integration.conftest import TrainedModels, create_users, login, register_version
 from tests.reliability.harness import (
     Report,
     Store,
@@ -98,20 +98,21 @@ def foreign_class(bundle_dir: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-def log_version(settings: Settings, bundle: Any, aliases: tuple[str, ...], run_name: str) -> str:
-    with registry.start_run(settings, run_name=run_name):
-        return registry.log_bundle(settings, bundle, aliases=aliases).version
-
-
 def build_registry(var_dir: Path, source: TrainedModels) -> ReliabilityRegistry:
     """Copy the session's trained bundles into a private registry (no training)."""
     src = registry_settings(var_dir.parent / "source-var", source.tracking_uri)
     dst = registry_settings(var_dir)
     vibration, _ = registry.load(src, "vibration", version=source.vibration_version)
     turbofan, _ = registry.load(src, "turbofan", version=source.turbofan_version)
-    log_version(dst, vibration, (registry.CHAMPION,), "reliability-vibration-1")
-    log_version(dst, vibration, (registry.CHALLENGER,), "reliability-vibration-2")
-    log_version(dst, turbofan, (registry.CHAMPION,), "reliability-turbofan-1")
+    register_version(
+        dst, vibration, "reliability-vibration-1", "vibration", aliases=(registry.CHAMPION,)
+    )
+    register_version(
+        dst, vibration, "reliability-vibration-2", "vibration", aliases=(registry.CHALLENGER,)
+    )
+    register_version(
+        dst, turbofan, "reliability-turbofan-1", "turbofan", aliases=(registry.CHAMPION,)
+    )
     return ReliabilityRegistry(tracking_uri=dst.tracking_uri, var_dir=var_dir)
 
 

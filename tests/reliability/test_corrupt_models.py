@@ -19,13 +19,12 @@ from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains import get_domain
 from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn
-from tests.integration.conftest import create_users, login
+from tests.integration.conftest import create_users, login, register_version
 from tests.reliability.harness import service_headers
 from tests.reliability.scenarios import (
     ReliabilityRegistry,
     _Tampered,
     foreign_class,
-    log_version,
     registry_settings,
     truncate_largest_file,
 )
@@ -41,15 +40,19 @@ def corrupt_versions(reliability_registry: ReliabilityRegistry) -> dict[str, tup
     return {
         "truncated model file": (
             "vibration",
-            log_version(reg, _Tampered(vibration, truncate_largest_file), (), f"cut-{tag}"),
+            register_version(
+                reg, _Tampered(vibration, truncate_largest_file), f"cut-{tag}", "vibration"
+            ),
         ),
         "truncated keras model": (
             "turbofan",
-            log_version(reg, _Tampered(turbofan, truncate_largest_file), (), f"cutk-{tag}"),
+            register_version(
+                reg, _Tampered(turbofan, truncate_largest_file), f"cutk-{tag}", "turbofan"
+            ),
         ),
         "class outside the project": (
             "vibration",
-            log_version(reg, _Tampered(vibration, foreign_class), (), f"eval-{tag}"),
+            register_version(reg, _Tampered(vibration, foreign_class), f"eval-{tag}", "vibration"),
         ),
         "vibration bundle under the turbofan name": (
             "turbofan",

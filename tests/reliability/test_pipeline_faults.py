@@ -29,8 +29,8 @@ from machine_health.pipeline import evaluate, lineage
 from machine_health.pipeline import register as register_step
 from machine_health.pipeline.workspace import Workspace
 from tests.conftest import REPO
-from tests.integration.conftest import TrainedModels
-from tests.reliability.scenarios import log_version, registry_settings
+from tests.integration.conftest import TrainedModels, register_version
+from tests.reliability.scenarios import registry_settings
 
 RUN_ID = "scheduled__2026-11-21T00:00:00+00:00"
 START, END = "2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00"
@@ -50,7 +50,9 @@ def prepared(tmp_path: Path, trained_models: TrainedModels) -> Prepared:
     settings = registry_settings(tmp_path / "var")
     source = registry_settings(tmp_path / "source", trained_models.tracking_uri)
     bundle, _ = registry.load(source, "vibration", version=trained_models.vibration_version)
-    log_version(settings, bundle, (registry.CHAMPION,), "initial-vibration")
+    register_version(
+        settings, bundle, "initial-vibration", "vibration", aliases=(registry.CHAMPION,)
+    )
     with registry.start_run(settings, run_name="retrain-vibration") as run:
         logged = registry.log_bundle(settings, bundle, register=False)
     ws = Workspace.open(settings, "vibration", RUN_ID, START, END)

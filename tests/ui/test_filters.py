@@ -27,8 +27,7 @@ from machine_health import registry
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
 from machine_health.simulate import vibration_windows
 from tests.conftest import start_uvicorn
-from tests.integration.conftest import TrainedModels, create_users, login
-from tests.reliability.scenarios import log_version
+from tests.integration.conftest import TrainedModels, create_users, login, register_version
 from tests.ui.conftest import SeededApi, app_as
 
 pytestmark = pytest.mark.slow
@@ -89,9 +88,13 @@ def varied(
     turbofan, _ = registry.load(
         seeded.settings, "turbofan", version=trained_models.turbofan_version
     )
-    log_version(settings, vibration, (registry.CHAMPION,), "filters-vibration-1")
-    log_version(settings, vibration, (), "filters-vibration-2")
-    log_version(settings, turbofan, (registry.CHAMPION,), "filters-turbofan-1")
+    register_version(
+        settings, vibration, "filters-vibration-1", "vibration", aliases=(registry.CHAMPION,)
+    )
+    register_version(settings, vibration, "filters-vibration-2", "vibration")
+    register_version(
+        settings, turbofan, "filters-turbofan-1", "turbofan", aliases=(registry.CHAMPION,)
+    )
     create_users(settings)
     server = start_uvicorn(settings, tmp / "logs")
     client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)

@@ -25,8 +25,7 @@ from machine_health.pipeline import evaluate, extract
 from machine_health.pipeline import register as register_step
 from machine_health.pipeline.workspace import Workspace
 from tests.conftest import start_uvicorn
-from tests.integration.conftest import TrainedModels
-from tests.reliability.scenarios import log_version
+from tests.integration.conftest import TrainedModels, register_version
 from tests.ui.conftest import SeededApi, app_as, metrics
 
 pytestmark = pytest.mark.slow
@@ -50,7 +49,9 @@ def gated(
         update={"var_dir": tmp / "var", "mlflow_tracking_uri": None}
     )
     bundle, _ = registry.load(seeded.settings, DOMAIN, version=trained_models.vibration_version)
-    first = log_version(settings, bundle, (registry.CHAMPION,), "initial-vibration")
+    first = register_version(
+        settings, bundle, "initial-vibration", "vibration", aliases=(registry.CHAMPION,)
+    )
     with registry.start_run(settings, run_name="retrain-vibration") as run:
         logged = registry.log_bundle(settings, bundle, register=False)
     end = datetime.now(UTC) + timedelta(minutes=1)  # after every seeded label
