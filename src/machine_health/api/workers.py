@@ -18,13 +18,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
+from machine_health.files import write_text_atomic
 from machine_health.serving import ModelHolder
 from machine_health.tasks import cancel_and_wait
 
@@ -50,21 +50,9 @@ def prepare(settings: Settings, supervisor_pid: int) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically: a reader sees the old or the new content, never half of one.
-
-    The temporary file is unique per call, not per process: a worker's heartbeat is written
-    both by its poll loop and by `record` after a reload, from two threads at once, and with a
-    shared name the slower one found its file already renamed away (a 500 on `PUT /reload`).
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w") as tmp_file:
-            tmp_file.write(json.dumps(data))
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Atomic, and safe from two threads at once: a worker's heartbeat is written both by its
+    # poll loop and by `record` after a reload.
+    write_text_atomic(path, json.dumps(data))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from machine_health.config import Settings
 from machine_health.errors import PipelineError
+from machine_health.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ def sha256_of(path: Path) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str, sort_keys=True))
 
 
 @dataclass(frozen=True)
