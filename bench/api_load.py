@@ -12,16 +12,22 @@ each for `--duration` seconds. Bodies are real: a CWRU test window (2048 samples
 and C-MAPSS FD001 test rows. The clients are wrk connections, one wrk thread each (wrk is C:
 locust, used before, took most of the second core at these rates, the core the store needs);
 on the turbofan routes each is one engine unit posting its cycles in order (so
-/predict/turbofan builds windows from the archive). Cycle 1 of every unit is posted first, 8
-units at a time, and timed apart: a unit's first request on a replica reads its history from the
-archive, which the embedded store answers by scanning the collection (MongoDB uses the
-`domain_asset` index); the measured run is the steady state of known units.
+/predict/turbofan builds windows from the archive). Before a turbofan route is measured, every
+one of its units gets a full history: cycle 1 of every unit is posted first (to
+`/predict/turbofan`, 8 units at a time) and timed apart, since a unit's first request on a
+replica reads its history from the archive, which the embedded store answers by scanning the
+collection (MongoDB uses the `domain_asset` index); then cycles 2..H of every unit (H = the
+cycles the served model reads) through `/predict/turbofan`, unmeasured. So both turbofan routes
+score windows of H archived cycles (a test prediction reads, and does not add to, the cycles
+before it): `/predict` against `/predict-test` is the archive write alone, not a difference in
+history. The measured run is the steady state of known units.
 
 Baseline of the turbofan batching target: the served bundle called in-process ONE request at a
-time on real 30-cycle histories, with the collector settled as the server settles it
-(`heap.settle`), over 400 calls. Models: unless `--tracking-uri` names a registry with
-@champion versions, both domains are trained first with their default model kinds (turbofan:
-the Keras ensemble, with 2 epochs: inference cost does not depend on the epochs).
+time on real histories of the same H cycles (FD001 test units, front-padded when shorter), with
+the collector settled as the server settles it (`heap.settle`), over 400 calls. Models: unless
+`--tracking-uri` names a registry with @champion versions, both domains are trained first with
+their default model kinds (turbofan: the Keras ensemble, with 2 epochs: inference cost does not
+depend on the epochs).
 
 Writes docs/benchmarks/api_load.json and the `api_load` section of docs/BENCHMARKS.md.
 """
@@ -107,8 +113,8 @@ def _payloads(settings: Settings) -> tuple[dict[str, Any], list[list[dict[str, A
         {"settings": [float(r[c]) for c in SETTINGS], "sensors": [float(r[c]) for c in SENSORS]}
         for _, r in test.head(400).iterrows()
     ]
-    histories = [
-        group.sort_values("cycle").tail(30).to_dict(orient="records")
+    histories = [  # whole test histories: the baseline keeps the cycles the model reads
+        group.sort_values("cycle").to_dict(orient="records")
         for _, group in list(test.groupby("unit"))[:50]
     ]
     payloads = {
@@ -119,11 +125,18 @@ def _payloads(settings: Settings) -> tuple[dict[str, Any], list[list[dict[str, A
     return payloads, histories
 
 
-def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) -> dict[str, float]:
-    """The served turbofan bundle, called in-process one request at a time."""
+def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The served turbofan bundle, called in-process one request at a time on H-cycle histories.
+
+    H is what the API keeps per unit for that bundle (`Scorer._history_needed`), so the
+    baseline, the warm-up and the served routes all score histories of the same length.
+    """
     from machine_health import registry
 
     bundle, ref = registry.load(settings, "turbofan")
+    reads = getattr(bundle.transform, "history_cycles", None) or bundle.window
+    cycles = max(int(reads), settings.turbofan_window)
+    histories = [history[-cycles:] for history in histories]
     heap.settle()  # as the server does once its models are loaded
     for history in histories[:5]:
         bundle.predict([history])
@@ -147,6 +160,8 @@ def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) ->
         "p50_ms": float(np.percentile(times, 50) * 1000),
         "batch_size": len(batch),
         "batch_ms": float(np.median(batch_times) * 1000),
+        "history_cycles": cycles,
+        "mean_history_cycles": float(np.mean([len(h) for h in histories])),
     }
 
 
@@ -233,9 +248,31 @@ async def _first_cycles(
         return list(await asyncio.gather(*(post(unit) for unit in units)))
 
 
+async def _fill_histories(
+    url: str, token: str, units: list[str], rows: list[dict[str, Any]], last_cycle: int
+) -> None:
+    """Cycles 2..`last_cycle` of every unit through `/predict/turbofan`, units side by side.
+
+    Row k of `rows` is cycle k + 1 (wrapping), as the wrk script numbers them, so the measured
+    run continues each unit's life where this leaves it.
+    """
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+
+        async def fill(unit: str) -> None:
+            for cycle in range(2, last_cycle + 1):
+                row = rows[(cycle - 1) % len(rows)]
+                response = await client.post(
+                    "/predict/turbofan", json={"unit_id": unit, "cycle": cycle, **row}
+                )
+                response.raise_for_status()
+
+        await asyncio.gather(*(fill(unit) for unit in units))
+
+
 def _wrk(
     url: str, phase: tuple[str, str, str], token: str, bodies: dict[str, Path], users: int,
-    duration: int, work: Path, first_row: dict[str, Any],
+    duration: int, work: Path, turbofan_rows: list[dict[str, Any]], history: int,
 ) -> dict[str, Any]:  # fmt: skip
     """One route under `users` closed-loop clients (wrk, one thread per connection)."""
     label, route, body = phase
@@ -246,9 +283,12 @@ def _wrk(
     if body == "turbofan":
         prefix = f"bench-{slug}"
         units = [f"{prefix}-{i}" for i in range(users)]
-        cold = asyncio.run(_first_cycles(url, route, token, units, first_row))
+        # cycle 1 through the archiving route on both turbofan routes: it timed alone, then a
+        # full history for every unit, so both routes score the same windows
+        cold = asyncio.run(_first_cycles(url, "/predict/turbofan", token, units, turbofan_rows[0]))
+        asyncio.run(_fill_histories(url, token, units, turbofan_rows, history))
         env |= {"MH_BENCH_ROWS_FILE": str(bodies["turbofan"]), "MH_BENCH_UNIT_PREFIX": prefix,
-                "MH_BENCH_FIRST_CYCLE": "2"}  # fmt: skip
+                "MH_BENCH_FIRST_CYCLE": str(history + 1)}  # fmt: skip
     else:
         env["MH_BENCH_BODY_FILE"] = str(bodies[body])
 
@@ -261,6 +301,7 @@ def _wrk(
 
     if body != "turbofan":
         wrk(2)  # warm-up, not counted: new connections, first requests of a route
+    before = _histograms(url)  # batching of the measured run only, not of any warm-up
     wrk(duration)
     figures = json.loads(result_file.read_text())
     seconds = figures["duration_us"] / 1e6
@@ -272,6 +313,7 @@ def _wrk(
         "p50_ms": figures["p50_us"] / 1000,
         "p99_ms": figures["p99_us"] / 1000,
         "max_ms": figures["max_us"] / 1000,
+        "batching": _means(before, _histograms(url)),
     }
     if cold:
         out["first_request_of_a_unit_ms"] = {
@@ -358,12 +400,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             version = httpx.get(f"{url}/version").json()["models"]
             results = []
             for phase in [p for p in PHASES if not args.routes or p[0] in args.routes]:
-                before = _histograms(url)
                 result = _wrk(
                     url, phase, token, bodies, args.users, args.duration, work,
-                    payloads["turbofan_rows"][0],
+                    payloads["turbofan_rows"], baseline["history_cycles"],
                 )  # fmt: skip
-                result["batching"] = _means(before, _histograms(url))
                 logger.info("%s", result)
                 results.append(result)
             archived = _archived(settings)
@@ -486,15 +526,20 @@ def markdown(result: dict[str, Any]) -> str:
     batches = "; ".join(filter(None, (_batching_text(r) for r in result["routes"])))
     lines += [
         "",
-        f"Turbofan model called in-process one request at a time: {base['req_per_s']:.1f} req/s "
+        "Turbofan model called in-process one request at a time, on histories of up to "
+        f"{base['history_cycles']} cycles (mean {base['mean_history_cycles']:.0f}; every "
+        "turbofan unit of the routes had the full "
+        f"{base['history_cycles']} archived before its route was measured): "
+        f"{base['req_per_s']:.1f} req/s "
         f"(p50 {base['p50_ms']:.1f} ms per call; one warm call on {base['batch_size']} "
         f"histories: {base['batch_ms']:.0f} ms). Batching, means per route: "
         f"{batches}. Archived documents after the run: {result['archive']['archived_docs']} "
-        "(more than the counted requests: cycle 1 of every unit, posted before the measured "
-        "run, is archived too).",
+        "(more than the counted requests: the first "
+        f"{base['history_cycles']} cycles of every turbofan unit, posted before its route was "
+        "measured, are archived too).",
         "",
-        "First request of a unit (cycle 1 of every unit, 8 at a time, before the measured run; "
-        "the unit's history is read from the archive): "
+        "First request of a unit (cycle 1 of every unit through `/predict/turbofan`, 8 at a "
+        "time, before the measured run; the unit's history is read from the archive): "
         + "; ".join(
             f"`{r['route']}` p50 {c['p50']:.0f} ms, max {c['max']:.0f} ms over {c['units']} units"
             for r in result["routes"]
