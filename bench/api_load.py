@@ -128,14 +128,14 @@ def _payloads(settings: Settings) -> tuple[dict[str, Any], list[list[dict[str, A
 def _one_at_a_time(settings: Settings, histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """The served turbofan bundle, called in-process one request at a time on H-cycle histories.
 
-    H is what the API keeps per unit for that bundle (`Scorer._history_needed`), so the
+    H is what the API keeps per unit for that bundle (`scoring.history_needed`), so the
     baseline, the warm-up and the served routes all score histories of the same length.
     """
     from machine_health import registry
+    from machine_health.api.scoring import history_needed
 
     bundle, ref = registry.load(settings, "turbofan")
-    reads = getattr(bundle.transform, "history_cycles", None) or bundle.window
-    cycles = max(int(reads), settings.turbofan_window)
+    cycles = history_needed(bundle, settings)
     histories = [history[-cycles:] for history in histories]
     heap.settle()  # as the server does once its models are loaded
     for history in histories[:5]:
@@ -283,7 +283,7 @@ def _wrk(
     if body == "turbofan":
         prefix = f"bench-{slug}"
         units = [f"{prefix}-{i}" for i in range(users)]
-        # cycle 1 through the archiving route on both turbofan routes: it timed alone, then a
+        # cycle 1 through the archiving route on both turbofan routes, timed on its own, then a
         # full history for every unit, so both routes score the same windows
         cold = asyncio.run(_first_cycles(url, "/predict/turbofan", token, units, turbofan_rows[0]))
         asyncio.run(_fill_histories(url, token, units, turbofan_rows, history))

@@ -59,6 +59,13 @@ def is_sequence_domain(domain: Domain) -> bool:
     return "cycle" in fields and hasattr(domain.input_model, "as_row")
 
 
+def history_needed(bundle: Any, settings: Settings) -> int:
+    """Cycles of a unit's history kept for `bundle` (what it reads), at least the setting."""
+    transform = getattr(bundle, "transform", None)
+    needed = getattr(transform, "history_cycles", None) or getattr(bundle, "window", None)
+    return max(int(needed or 0), settings.turbofan_window)
+
+
 def asset_of(item: BaseModel) -> str:
     return str(getattr(item, "asset_id", None) or getattr(item, "unit_id", None) or "unknown")
 
@@ -244,12 +251,8 @@ class Scorer:
             return answer
 
     def _history_needed(self, domain_name: str) -> int:
-        """Cycles of history the served model reads (its window), at least the setting."""
         loaded = self.holder.loaded(domain_name)
-        bundle = loaded.bundle if loaded else None
-        transform = getattr(bundle, "transform", None)
-        needed = getattr(transform, "history_cycles", None) or getattr(bundle, "window", None)
-        return max(int(needed or 0), self.settings.turbofan_window)
+        return history_needed(loaded.bundle if loaded else None, self.settings)
 
     def _load_history(self, domain: Domain) -> Any:
         async def load(unit_id: str, limit: int) -> list[dict[str, Any]]:
