@@ -114,6 +114,21 @@ def test_window_budget_trains_on_thinned_windows(data_dir: Path, fd001) -> None:
     assert metrics["rmse"] < 25  # a constant predictor scores about 40
 
 
+def test_hgb_trees_are_grown_with_the_configured_settings(data_dir: Path, fd001) -> None:
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
+    config = FitConfig(
+        hgb_max_iter=20, hgb_learning_rate=0.1, hgb_max_leaf_nodes=7, hgb_min_samples_leaf=100,
+        hgb_l2_regularization=2.0, hgb_max_features=0.7,
+    )  # fmt: skip
+    bundle, _ = train_bundle(settings, fd001.train, model_name="hgb", seed=3, config=config)
+    params = bundle.members[0].estimator.get_params()  # the refit on all units
+    assert {k: params[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf",
+                                   "l2_regularization", "max_features", "random_state")} == {
+        "learning_rate": 0.1, "max_leaf_nodes": 7, "min_samples_leaf": 100,
+        "l2_regularization": 2.0, "max_features": 0.7, "random_state": 3,
+    }  # fmt: skip
+
+
 def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
     bundle, info = train_bundle(
