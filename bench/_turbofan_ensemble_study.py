@@ -1,6 +1,7 @@
 """Validation-only study of the ensemble's members on FD001 (reads the TRAINING file only).
 
-`python -m bench._turbofan_ensemble_study [--data-dir ../shared/data] [--folds 5] [--cnns 5]`
+`python -m bench._turbofan_ensemble_study [--data-dir ../shared/data] [--folds 5] [--cnns 5]
+[--mlps 3 --mlp-width 256]`
 
 The same unit-wise K-fold as `bench._turbofan_hgb_study` (same folds for the same seed): each
 fold's units are held out, the transform and the members (early stopping on that fold, as the
@@ -34,13 +35,15 @@ from machine_health.domains.turbofan.training import cut_scores, learn_weights
 
 
 def _members(
-    cnns: int, hgb_scales: tuple[int, ...], extra: list[str], window_hgb: bool = True
+    cnns: int, hgb_scales: tuple[int, ...], extra: list[str], window_hgb: bool = True, mlps: int = 0
 ) -> list[tuple[str, str]]:
-    """(label, model name) of every member to train per fold; CNN #k trains with seed + 1000 k."""
+    """(label, model name) of every member to train per fold; CNN (MLP) #k trains with seed +
+    1000 k."""
     out = [("hgb", "hgb")] if window_hgb or not hgb_scales else []
     if hgb_scales:
         out.append(("hgb_ms", "hgb"))
     out += [(f"cnn#{k + 1}", "cnn") for k in range(cnns)]
+    out += [(f"mlp#{k + 1}", "mlp") for k in range(mlps)]
     out += [(name, name) for name in extra]
     return out
 
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-window-hgb", action="store_true",
         help="with --hgb-scales: train only the multi-scale hgb (seed s, as served)",
     )  # fmt: skip
+    parser.add_argument("--mlps", type=int, default=0, help="MLPs of the rolling features")
+    parser.add_argument("--mlp-width", type=int, default=FitConfig.mlp_width)
     parser.add_argument("--extra", default="", help="comma list of more Keras members")
     parser.add_argument("--out", type=Path, default=Path("turbofan_ensemble_study.npz"))
     parser.add_argument(
@@ -70,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(_env_file=None, data_dir=args.data_dir)
     scales = tuple(int(k) for k in args.hgb_scales.split(",") if k)
     extra = [e for e in args.extra.split(",") if e]
-    members = _members(args.cnns, scales, extra, window_hgb=not args.no_window_hgb)
+    members = _members(args.cnns, scales, extra, window_hgb=not args.no_window_hgb, mlps=args.mlps)
     cap = float(settings.rul_cap)
     if args.rescore:
         return rescore(args.out, members, cap)
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
-    base = FitConfig()
+    base = FitConfig(mlp_width=args.mlp_width)
     preds: dict[str, list[np.ndarray]] = {label: [] for label, _ in members}
     seconds = {label: 0.0 for label, _ in members}
     truth: list[np.ndarray] = []
@@ -85,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, name in members:
             k = repeat.get(name, 0)
             repeat[name] = k + 1
-            # "hgb" is the window summary only, "hgb_ms" adds the scales (whatever the default)
-            config = replace(base, hgb_scales=scales if label == "hgb_ms" else ())
+            # "hgb" is the window summary only, "hgb_ms" (and the MLPs) add the scales
+            config = replace(base, hgb_scales=scales if label != "hgb" else ())
             started = time.perf_counter()
             member = fit_member(
                 name, fold.train_xy, fold.val_xy, seed=args.seed + 1000 * k, config=config
@@ -142,12 +147,15 @@ def report(
         score(label, preds[label])
         print(f"   ({seconds[label] / n:.0f} s per fit)")
     cnns = [label for label, name in members if name == "cnn"]
-    others = [label for label, name in members if name not in ("cnn", "hgb")]
+    mlps = [label for label, name in members if name == "mlp"]
+    others = [label for label, name in members if name not in ("cnn", "hgb", "mlp")]
     hgbs = [label for label, name in members if name == "hgb"]
     compositions = []
     for hgb in hgbs:
         for c in range(1, len(cnns) + 1):
             compositions.append([*cnns[:c], hgb])
+        if mlps:
+            compositions += [[hgb, *mlps], [*cnns, hgb, *mlps]]
         for r in range(1, len(others) + 1):
             for extra in combinations(others, r):
                 compositions.append([*cnns[:3], *extra, hgb])

@@ -298,8 +298,11 @@ def benchmark_turbofan(
     data_dir: DataDirOption = None,
     subset: SubsetOption = "FD001",
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated: hgb,cnn,lstm,cnn_gru,ensemble.")
-    ] = "hgb,cnn,lstm,cnn_gru,ensemble",
+        str,
+        typer.Option(
+            "--models", help="Comma-separated: hgb,mlp,cnn,lstm,cnn_gru,cnn_ensemble,ensemble."
+        ),
+    ] = "hgb,mlp,cnn,lstm,cnn_gru,cnn_ensemble,ensemble",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per model.")] = 3,
     json_out: JsonOption = None,
 ) -> None:

@@ -151,6 +151,36 @@ def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     )
 
 
+def test_mlp_learns_rolling_features_with_its_scaler_inside(
+    data_dir: Path, fd001, tmp_path: Path
+) -> None:
+    from machine_health.domains.turbofan.features import rolling_features
+    from machine_health.domains.turbofan.training import bundle_transform
+
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
+    config = FitConfig(epochs=8, patience=3, hgb_scales=(5, 10))
+    bundle, info = train_bundle(settings, fd001.train, model_name="mlp", seed=4, config=config)
+    assert info["epochs"]["mlp refit"] == info["history"]["mlp"]["best_epoch"][0]
+    member = bundle.members[0]
+    assert member.params == {"scales": [5, 10]}
+    n = bundle.transform.n_features
+    assert member.estimator.input_shape == (None, 6 * n + 2 * 2 * n)
+    # the refit's normalisation is adapted to the rolling features of every training unit
+    transform = bundle_transform(settings, fd001.train, config, seed=4)
+    features = rolling_features(transform.windows(fd001.train, every_cycle=True), (5, 10))
+    norm = next(layer for layer in member.estimator.layers if layer.name.startswith("normal"))
+    np.testing.assert_allclose(np.ravel(norm.mean), features.mean(axis=0), rtol=1e-4, atol=1e-4)
+    metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
+    assert metrics["rmse"] < 25  # a constant predictor scores about 40
+    loaded = load_bundle(bundle.save(tmp_path / "mlp"))
+    assert loaded.members[0].params == {"scales": [5, 10]}
+    smoke = bundle.smoke_inputs()
+    np.testing.assert_allclose(
+        [o["rul"] for o in loaded.predict(smoke)], [o["rul"] for o in bundle.predict(smoke)],
+        rtol=1e-5,
+    )  # fmt: skip
+
+
 def test_cached_history_rows_score_like_plain_rows(fd001) -> None:
     """The API's cached rows (`HistoryRow`, values computed once) read exactly like plain dicts."""
     from machine_health.domains.turbofan import TurbofanCycle

@@ -137,9 +137,11 @@ class TurbofanBundle(ModelBundle):
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """RUL in cycles for windows `(n, window, features)`: the members' weighted mean (the
         weights learned on validation; plain mean without), clipped at 0."""
+        features: dict[tuple[int, ...], np.ndarray] = {}  # computed once for all members
         scaled = np.average(
-            [predict_member(m, windows) for m in self.members], axis=0, weights=self.weights
-        )
+            [predict_member(m, windows, features) for m in self.members],
+            axis=0, weights=self.weights,
+        )  # fmt: skip
         return np.clip(scaled * self.cap, 0.0, None)
 
     def predict(self, inputs: Sequence[History]) -> list[dict[str, Any]]:

@@ -163,7 +163,7 @@ def train_bundle(
     """
     config = config or FitConfig()
     names = members_of(model_name)
-    # A repeated member (the ensemble's three CNNs) trains with another seed each.
+    # A repeated member (the ensemble's three MLPs) trains with another seed each.
     seeds = [seed + 1000 * names[:i].count(name) for i, name in enumerate(names)]
     labels = [name if k == seed else f"{name}#{(k - seed) // 1000 + 1}" for name, k in
               zip(names, seeds, strict=True)]  # fmt: skip
@@ -370,7 +370,7 @@ def benchmark(
     settings: Settings,
     *,
     subset: str = "FD001",
-    models: Sequence[str] = ("hgb", "cnn", "lstm", "cnn_gru", "ensemble"),
+    models: Sequence[str] = ("hgb", "mlp", "cnn", "lstm", "cnn_gru", "cnn_ensemble", "ensemble"),
     seeds: int = 3,
     config: FitConfig | None = None,
     log_mlflow: bool = True,
