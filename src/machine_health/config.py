@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     retrain_turbofan_model: str = Field(
         "ensemble",
         description="Turbofan model the retrain step trains (ensemble = `train turbofan`'s "
-        "default, so a challenger is the champion's kind; hgb, cnn, lstm... are cheaper).",
+        "default, so a challenger is the champion's kind; hgb alone is cheaper).",
     )
     retrain_epochs: int = Field(30, ge=1, description="Most epochs of a retrained Keras model.")
     retrain_max_windows: int = Field(

@@ -155,7 +155,7 @@ def load_subset(data_dir: Path, subset: str = "FD001") -> Subset:
     return Subset(name=subset, train=train, test=test, rul=rul.astype("float64"))
 
 
-def rul_targets(frame: pd.DataFrame, cap: float | None = 125) -> np.ndarray:
+def rul_targets(frame: pd.DataFrame, cap: float | None) -> np.ndarray:
     """Piecewise-linear RUL of run-to-failure rows: min(last cycle of the unit - cycle, cap)."""
     last = frame.groupby("unit")["cycle"].transform("max").to_numpy()
     rul = (last - frame["cycle"].to_numpy()).astype("float64")
