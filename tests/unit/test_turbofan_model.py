@@ -181,6 +181,26 @@ def test_mlp_learns_rolling_features_with_its_scaler_inside(
     )  # fmt: skip
 
 
+def test_served_ensemble_is_hgb_and_three_mlps(data_dir: Path, fd001, tmp_path: Path) -> None:
+    from machine_health.domains.turbofan.models import DEFAULT_MODEL, predict_member
+
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
+    config = FitConfig(epochs=4, patience=2, hgb_max_iter=30)
+    bundle, info = train_bundle(settings, fd001.train, seed=5, config=config)  # the default
+    assert bundle.model_name == DEFAULT_MODEL == "ensemble"
+    assert [m.name for m in bundle.members] == ["hgb", "mlp", "mlp", "mlp"]
+    assert set(info["weights"]) == {"hgb", "mlp", "mlp#2", "mlp#3"}
+    assert info["weights"]["mlp"] == info["weights"]["mlp#2"] == info["weights"]["mlp#3"]
+    windows = bundle.transform.windows(fd001.test, every_cycle=False)
+    each = [predict_member(m, windows) for m in bundle.members]
+    assert not np.allclose(each[1], each[2])  # three fits with their own seeds, not one
+    expected = np.clip(np.average(each, axis=0, weights=bundle.weights) * bundle.cap, 0, None)
+    np.testing.assert_allclose(bundle.predict_windows(windows), expected, rtol=1e-6)
+    assert evaluate_bundle(bundle, fd001.test, fd001.rul)["rmse"] < 25
+    loaded = load_bundle(bundle.save(tmp_path / "ensemble"))
+    np.testing.assert_allclose(loaded.predict_windows(windows), expected, rtol=1e-5)
+
+
 def test_cached_history_rows_score_like_plain_rows(fd001) -> None:
     """The API's cached rows (`HistoryRow`, values computed once) read exactly like plain dicts."""
     from machine_health.domains.turbofan import TurbofanCycle

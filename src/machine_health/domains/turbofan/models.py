@@ -113,7 +113,7 @@ def build_keras(
     loss: Any = "mse",
     *,
     features: np.ndarray | None = None,
-    width: int = 64,
+    width: int = FitConfig.mlp_width,
 ) -> Any:
     """A compiled Keras regressor; sigmoid output = RUL / cap.
 
