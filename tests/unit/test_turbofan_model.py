@@ -285,3 +285,29 @@ def test_bundle_without_saved_weights_is_the_plain_mean(trained, tmp_path: Path)
         [o["rul"] for o in bundle.predict(smoke)],
         rtol=1e-5,
     )
+
+
+@pytest.mark.parametrize(("name", "recurrent"), [("lstm", "LSTM"), ("cnn_gru", "GRU")])
+def test_recurrent_sequence_models_learn_and_round_trip(
+    data_dir: Path, fd001, tmp_path: Path, name: str, recurrent: str
+) -> None:
+    """The two Keras sequence models besides the CNN: they read whole windows through a
+    recurrent layer, learn from the training file and serve the same after a save and load."""
+    settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=30)
+    # Quick: every 4th cycle's window, a few epochs, no refit (docs/BENCHMARKS.md has the full
+    # protocol's figures).
+    config = FitConfig(epochs=8, patience=2, refit_all=False, max_windows=5_200)
+    bundle, info = train_bundle(settings, fd001.train, model_name=name, seed=6, config=config)
+    model = bundle.members[0].estimator
+    assert model.input_shape == (None, 30, bundle.transform.n_features)
+    assert any(type(layer).__name__ == recurrent for layer in model.layers)
+    curve = info["history"][name]["val_loss"]
+    assert min(curve) < curve[0]  # it learned past its first epoch on the held-out units
+    metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
+    assert metrics["rmse"] < 25  # a constant predictor scores about 40
+    loaded = load_bundle(bundle.save(tmp_path / name))
+    smoke = bundle.smoke_inputs()
+    np.testing.assert_allclose(
+        [o["rul"] for o in loaded.predict(smoke)], [o["rul"] for o in bundle.predict(smoke)],
+        rtol=1e-5,
+    )  # fmt: skip
