@@ -217,6 +217,11 @@ def test_every_container_is_pinned_non_root_read_only_with_resources_and_probes(
     assert checked == 3 + 4 + 2  # default: api ui mlflow; everything: + toolbox; production: api ui
 
 
+def test_the_mlflow_server_sends_no_telemetry(default_render: list[Manifest]) -> None:
+    (server,) = containers_of(one(default_render, "Deployment", "-mlflow"))
+    assert {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"} in server["env"]
+
+
 def assert_pinned(image: str, where: str) -> None:
     if "@sha256:" in image:
         return
