@@ -1,7 +1,7 @@
 """Validation-only study of the ensemble's members on FD001 (reads the TRAINING file only).
 
 `python -m bench._turbofan_ensemble_study [--data-dir ../shared/data] [--folds 5] [--cnns 5]
-[--mlps 3 --mlp-width 256]`
+[--mlps 3 --mlp-width 256] [--extra lstm,cnn_gru]`
 
 The same unit-wise K-fold as `bench._turbofan_hgb_study` (same folds for the same seed): each
 fold's units are held out, the transform and the members (early stopping on that fold, as the
@@ -155,11 +155,16 @@ def report(
         for c in range(1, len(cnns) + 1):
             compositions.append([*cnns[:c], hgb])
         if mlps:
-            compositions += [[hgb, *mlps], [*cnns, hgb, *mlps]]
+            compositions.append([hgb, *mlps])
+            if cnns:
+                compositions.append([*cnns, hgb, *mlps])
         for r in range(1, len(others) + 1):
             for extra in combinations(others, r):
                 compositions.append([*cnns[:3], *extra, hgb])
-                compositions.append([*cnns, *extra, hgb])
+                if len(cnns) > 3:
+                    compositions.append([*cnns, *extra, hgb])
+                if mlps:
+                    compositions.append([hgb, *mlps, *extra])
     for labels in compositions:
         names = [lab.split("#")[0] for lab in labels]
         plain = [_combine(names, [preds[lab][j] / cap for lab in labels], None) * cap

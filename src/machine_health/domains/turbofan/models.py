@@ -33,7 +33,8 @@ TABULAR_MODELS = ("hgb", "mlp")
 #: served default) won the 5-fold-by-unit validation study `bench._turbofan_ensemble_study`
 #: with `--mlps 3`: hgb and three MLPs score test-like RMSE 11.13 against 11.81 for
 #: `cnn_ensemble` (the default before), better on every fold; adding the CNNs to them gains
-#: nothing (11.12) at six times the training time.
+#: nothing (11.12) at six times the training time, the LSTM or the CNN-GRU scores worse (11.14,
+#: 11.17; `--extra lstm`, `--extra cnn_gru`).
 ENSEMBLES: dict[str, tuple[str, ...]] = {
     "ensemble": ("hgb", "mlp", "mlp", "mlp"),
     "cnn_ensemble": ("cnn", "cnn", "cnn", "hgb"),
