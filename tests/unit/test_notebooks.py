@@ -35,8 +35,8 @@ def test_notebook_code_runs_on_the_real_data(
 ) -> None:
     # The cells run in order in one namespace, from notebooks/ as Jupyter would, with the data
     # root the tests use. Executed directly rather than through a Jupyter kernel: the cells are
-    # plain Python, and a kernel (ipykernel, nbclient) would be two more environments' worth of
-    # dependencies for the same check.
+    # plain Python, and a kernel (ipykernel, nbclient and their dependencies) would grow the
+    # pinned environment for the same check.
     import matplotlib
 
     matplotlib.use("Agg")
