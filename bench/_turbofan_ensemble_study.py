@@ -1,7 +1,7 @@
 """Validation-only study of the ensemble's members on FD001 (reads the TRAINING file only).
 
 `python -m bench._turbofan_ensemble_study [--data-dir ../shared/data] [--folds 5] [--cnns 5]
-[--mlps 3 --mlp-width 256] [--extra lstm,cnn_gru]`
+[--mlps 3 --mlp-width 256] [--extra lstm,cnn_gru] [--rescore [--merge OTHER.npz ...]]`
 
 The same unit-wise K-fold as `bench._turbofan_hgb_study` (same folds for the same seed): each
 fold's units are held out, the transform and the members (early stopping on that fold, as the
@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         "--rescore", action="store_true",
         help="train nothing: score the folds saved in --out (the same member options)",
     )  # fmt: skip
+    parser.add_argument(
+        "--merge", type=Path, nargs="*", default=[],
+        help="with --rescore: also read these saved runs (members they share must agree)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, data_dir=args.data_dir)
     scales = tuple(int(k) for k in args.hgb_scales.split(",") if k)
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     members = _members(args.cnns, scales, extra, window_hgb=not args.no_window_hgb, mlps=args.mlps)
     cap = float(settings.rul_cap)
     if args.rescore:
-        return rescore(args.out, members, cap)
+        return rescore([args.out, *args.merge], members, cap)
     train = read_history(find_file(resolve_cmapss_dir(args.data_dir), f"train_{args.subset}"))
     base = FitConfig(mlp_width=args.mlp_width)
     preds: dict[str, list[np.ndarray]] = {label: [] for label, _ in members}
@@ -108,9 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rescore(path: Path, members: list[tuple[str, str]], cap: float) -> int:
-    """Report the folds saved by a (possibly stopped) run: those every member finished."""
-    saved = np.load(path)
+def rescore(paths: list[Path], members: list[tuple[str, str]], cap: float) -> int:
+    """Report the folds saved by (possibly stopped) runs: those every member finished.
+
+    Runs that trained different extra members on the same folds combine: what two runs share
+    (the truth, hgb, the MLPs: deterministic for one seed) must be equal, else they are not the
+    same folds or the same code.
+    """
+    saved: dict[str, np.ndarray] = {}
+    for path in paths:
+        for key, value in np.load(path).items():
+            if key in saved and not np.array_equal(saved[key], value):
+                raise SystemExit(f"{path}: {key} differs from an earlier file's")
+            saved[key] = value
     done = 0
     while all(f"{label}_{done}" in saved for label, _ in members):
         done += 1
