@@ -359,8 +359,10 @@ def serve(
     import uvicorn
 
     from machine_health.api import workers as worker_sync
+    from machine_health.api.app import API_SECRETS
 
     settings = get_settings()
+    settings.require_secrets(*API_SECRETS)  # refused here, before uvicorn and its workers
     count = workers or settings.workers
     # The workers read their count from the environment (they are spawned, not forked).
     os.environ["MH_WORKERS"] = str(count)
@@ -386,13 +388,14 @@ def serve(
 def ui(
     port: Annotated[int | None, typer.Option(help="Port (default: MH_UI_PORT).")] = None,
 ) -> None:
-    """Serve the Streamlit inspection UI on 127.0.0.1 (it talks to MH_API_URL)."""
+    """Serve the Streamlit inspection UI on MH_UI_HOST (it talks to MH_API_URL; holds no secret)."""
     import os
     import sys
 
+    settings = get_settings()
     script = Path(__file__).with_name("ui") / "app.py"
     args = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address",
-            "127.0.0.1", "--server.port", str(port or get_settings().ui_port),
+            settings.ui_host, "--server.port", str(port or settings.ui_port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--client.toolbarMode", "minimal"]  # fmt: skip
     # exec, not a child: a supervisor's SIGTERM must reach Streamlit itself

@@ -20,6 +20,8 @@ from machine_health.errors import ConfigurationError
 # Values that people paste from examples; refused outside development.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "xxx", "todo"}
 _MIN_SECRET_LENGTH = 32
+#: the secret settings: each is required only by the components that use it
+_SECRETS = ("jwt_secret", "service_token")
 
 
 def _default_data_dir() -> Path:
@@ -36,7 +38,9 @@ class Settings(BaseSettings):
     )
 
     env: Literal["dev", "test", "prod"] = Field(
-        "dev", description="dev generates and keeps local secrets; test/prod require them."
+        "dev",
+        description="dev generates and keeps local secrets; test/prod require them where they "
+        "are used (the API, the reload step) and refuse placeholders.",
     )
     var_dir: Path = Field(Path("var"), description="Local state: store, spool, runs, secrets.")
     data_dir: Path = Field(
@@ -92,6 +96,9 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Units whose recent cycles the API keeps in memory."
     )
     bench_routes: bool = Field(False, description="Expose POST /echo (the load benchmark's base).")
+    ui_host: str = Field(
+        "127.0.0.1", description="Bind address of `machine-health ui` (0.0.0.0 in a pod)."
+    )
     ui_port: int = Field(8501, description="Port of the Streamlit UI.")
     api_url: str = Field(
         "http://127.0.0.1:8000", description="The API the UI (and other clients) talk to."
@@ -220,17 +227,41 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
+        """Outside dev, a secret that IS set must be a real one (missing ones: `require_secrets`).
+
+        Settings are built by every component, and not every component gets every secret (the
+        UI gets none): whether a secret must be present is decided where it is used.
+        """
         if self.env == "dev":
             return self
-        for name in ("jwt_secret", "service_token"):
-            value: SecretStr | None = getattr(self, name)
-            raw = value.get_secret_value() if value else ""
-            if raw.strip().lower() in _PLACEHOLDERS or len(raw) < _MIN_SECRET_LENGTH:
-                raise ConfigurationError(
-                    f"MH_{name.upper()} must be set to a random value of at least "
-                    f"{_MIN_SECRET_LENGTH} characters when MH_ENV={self.env} "
-                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
-                )
+        for name in _SECRETS:
+            if getattr(self, name) is not None:
+                self._check_secret(name)
+        return self
+
+    def _check_secret(self, name: str) -> None:
+        value: SecretStr | None = getattr(self, name)
+        raw = value.get_secret_value() if value else ""
+        if raw.strip().lower() in _PLACEHOLDERS or len(raw) < _MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"MH_{name.upper()} must be set to a random value of at least "
+                f"{_MIN_SECRET_LENGTH} characters when MH_ENV={self.env} "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+
+    def require_secrets(self, *names: str) -> Settings:
+        """These settings, or ConfigurationError when one of the named secrets is missing or weak.
+
+        Called where a secret is used: the API (it signs and verifies tokens: `jwt_secret`,
+        `service_token`), the reload step (`service_token`). In dev, `ensure_dev_secrets()`
+        fills them first; a secret still missing is refused in every environment.
+        """
+        unknown = set(names) - set(_SECRETS)
+        if unknown:
+            raise ValueError(f"not a secret setting: {', '.join(sorted(unknown))}")
+        for name in names:
+            if self.env != "dev" or getattr(self, name) is None:
+                self._check_secret(name)
         return self
 
     # --- derived values ---------------------------------------------------------------------
@@ -290,7 +321,7 @@ class Settings(BaseSettings):
         if self.env != "dev":
             return self
         updates: dict[str, SecretStr] = {}
-        for name in ("jwt_secret", "service_token"):
+        for name in _SECRETS:
             if getattr(self, name) is None:
                 updates[name] = SecretStr(_read_or_create_secret(self.var_dir / "secrets" / name))
         return self.model_copy(update=updates) if updates else self

@@ -12,15 +12,39 @@ from machine_health.errors import ConfigurationError
 STRONG = "x" * 16 + "Q3v9-Lm2Zr8_Tp4Wn6Yk1Hd5"
 
 
-def test_prod_refuses_missing_secrets() -> None:
-    with pytest.raises(ConfigurationError, match="MH_JWT_SECRET"):
-        Settings(_env_file=None, env="prod")
+def test_prod_settings_without_secrets_build_but_refuse_where_secrets_are_used() -> None:
+    # The UI pod gets no secret: its settings must build. The API / reload step require them.
+    settings = Settings(_env_file=None, env="prod")
+    with pytest.raises(ConfigurationError, match="MH_JWT_SECRET must be set"):
+        settings.require_secrets("jwt_secret", "service_token")
+    with_jwt = Settings(_env_file=None, env="prod", jwt_secret=STRONG)
+    assert with_jwt.require_secrets("jwt_secret") is with_jwt
+    with pytest.raises(ConfigurationError, match="MH_SERVICE_TOKEN must be set"):
+        with_jwt.require_secrets("jwt_secret", "service_token")
+    with pytest.raises(ValueError, match="not a secret"):
+        with_jwt.require_secrets("api_url")
+
+
+def test_dev_requires_secrets_only_until_they_are_generated(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, env="dev", var_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match="MH_SERVICE_TOKEN"):
+        settings.require_secrets("service_token")
+    settings.ensure_dev_secrets().require_secrets("jwt_secret", "service_token")
+
+
+def test_ui_host_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(_env_file=None).ui_host == "127.0.0.1"
+    monkeypatch.setenv("MH_UI_HOST", "0.0.0.0")
+    assert Settings(_env_file=None).ui_host == "0.0.0.0"
 
 
 @pytest.mark.parametrize("placeholder", ["changeme", "secret", "short-but-not-placeholder"])
 def test_prod_refuses_placeholder_or_short_secrets(placeholder: str) -> None:
     with pytest.raises(ConfigurationError, match="at least 32 characters"):
         Settings(_env_file=None, env="prod", jwt_secret=placeholder, service_token=STRONG)
+    # a secret that is set is checked even in a component that does not require it
+    with pytest.raises(ConfigurationError, match="MH_SERVICE_TOKEN"):
+        Settings(_env_file=None, env="prod", service_token=placeholder)
 
 
 def test_prod_accepts_real_secrets() -> None:

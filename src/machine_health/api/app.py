@@ -40,6 +40,9 @@ from machine_health.serving import ModelHolder
 
 logger = logging.getLogger(__name__)
 
+#: what the API needs: the JWT key (issue/verify user tokens) and the reload step's token
+API_SECRETS = ("jwt_secret", "service_token")
+
 
 @dataclass
 class AppState:
@@ -107,7 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:
         settings = get_settings()
         configure_logging(settings)
-    settings = settings.ensure_dev_secrets()
+    # The API signs and verifies tokens: it refuses to start without real secrets (the UI and
+    # most pipeline steps do not need them, so `Settings` alone does not require them).
+    settings = settings.ensure_dev_secrets().require_secrets(*API_SECRETS)
     domains = load_domains()
 
     @asynccontextmanager

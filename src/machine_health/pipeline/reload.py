@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from machine_health.config import Settings
-from machine_health.errors import ConfigurationError, ReloadNotConverged
+from machine_health.errors import ReloadNotConverged
 from machine_health.pipeline.replicas import serving_replicas
 from machine_health.pipeline.workspace import Workspace
 
@@ -68,11 +68,11 @@ def reload_replicas(
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Reload every replica and wait until all serve `version` of `domain`."""
-    if settings.service_token is None:
-        raise ConfigurationError("MH_SERVICE_TOKEN is not set: the replicas would refuse reload")
+    settings.require_secrets("service_token")  # the replicas refuse a reload without it
+    token = settings.service_token.get_secret_value()  # type: ignore[union-attr] (required)
     urls = urls or serving_replicas(settings)
     timeout_s = timeout_s or settings.reload_timeout_s
-    headers = {"Authorization": f"Bearer {settings.service_token.get_secret_value()}"}
+    headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     with httpx.Client(headers=headers, timeout=timeout_s) as client:
         with ThreadPoolExecutor(max_workers=min(len(urls), 16)) as pool:
