@@ -6,6 +6,8 @@
 #   3. helm template of every scenario, validated object by object with
 #      kubernetes-validate --strict against the Kubernetes versions K3s ships (KUBE_VERSIONS);
 #      custom resources (monitoring.coreos.com) are listed and left to tests/helm/ (no schema);
+#      they render only when the cluster has their API, so the `everything` scenario tells helm
+#      it has (--api-versions monitoring.coreos.com/v1) and `production` renders without them;
 #   4. the negative cases: no secret => a `required` failure, a wrong type => a schema failure;
 #   5. hadolint on every Dockerfile (scripts/lint_docker.sh);
 #   6. the retrain DAGs' KubernetesPodOperator pods, built by the real Airflow from the chart's
@@ -46,17 +48,21 @@ SECRET_ARGS=(
   --set "secrets.serviceToken=$(secret)"
   --set "secrets.mongodbUri=mongodb://machine-health:$(secret)@mongodb-0.mongodb-headless:27017/machine_health?replicaSet=rs0"
 )
-# Scenario name -> helm arguments (arrays, so no value is ever word-split or globbed).
+# Scenario name -> helm arguments (arrays, so no value is ever word-split or globbed);
+# CLUSTER_ARGS: what `helm template` is told about the cluster (helm lint has no such flag).
 EXISTING=(--set secrets.existingSecret=machine-health-secrets)
 scenario_args() {
+  CLUSTER_ARGS=()
   case "$1" in
     default) ARGS=("${SECRET_ARGS[@]}") ;;
     existing-secret) ARGS=("${EXISTING[@]}") ;;
     production) ARGS=(-f kubernetes/values-production.yaml) ;;
-    everything)  # every optional template on: monitoring, toolbox, hard anti-affinity, TLS
+    everything)  # every optional template on: monitoring (CRDs present), toolbox, hard
+      # anti-affinity, sticky UI replicas, published docs, a helm test that logs in
       ARGS=("${EXISTING[@]}" --set monitoring.enabled=true --set toolbox.enabled=true
-        --set api.antiAffinity=hard --set "ingress.tls[0].secretName=machine-health-tls"
-        --set "ingress.tls[0].hosts[0]=machine-health.local") ;;
+        --set api.antiAffinity=hard --set ui.replicaCount=2 --set ingress.api.publishDocs=true
+        --set tests.credentialsSecret=machine-health-test-user)
+      CLUSTER_ARGS=(--api-versions monitoring.coreos.com/v1) ;;
     *) die "unknown scenario $1" ;;
   esac
 }
@@ -91,10 +97,18 @@ for name in "${SCENARIOS[@]}"; do
   step "helm template ($name)"
   scenario_args "$name"
   "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
-    --kube-version "${KUBE_VERSIONS%% *}" "${ARGS[@]}" >"$OUT/$name.yaml"
+    --kube-version "${KUBE_VERSIONS%% *}" "${CLUSTER_ARGS[@]}" "${ARGS[@]}" >"$OUT/$name.yaml"
   echo "  $(grep -c '^kind:' "$OUT/$name.yaml") objects -> ${OUT#"$ROOT"/}/$name.yaml"
   validate "$OUT/$name.yaml" "$name"
 done
+
+step "monitoring objects follow the cluster's API"
+grep -q '^kind: ServiceMonitor' "$OUT/everything.yaml" \
+  || die "everything: no ServiceMonitor although monitoring.coreos.com/v1 was given"
+if grep -q '^kind: \(ServiceMonitor\|PrometheusRule\)' "$OUT/production.yaml"; then
+  die "production: monitoring custom resources rendered for a cluster without their CRDs"
+fi
+echo "  everything (CRDs): ServiceMonitor + PrometheusRule; production (no CRDs): none"
 
 step "negative cases"
 if "$HELM" template "$RELEASE" "$CHART" >"$tmp/nosecret.out" 2>&1; then
