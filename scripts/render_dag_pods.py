@@ -2,8 +2,11 @@
 
     python scripts/render_dag_pods.py RENDERED_CHART.yaml OUT_DIR
 
-Reads the pipeline ConfigMap out of a `helm template` output, gives its data to the DAGs as the
-environment Airflow gets in the cluster (`extraEnvFrom`), and has the REAL Airflow of
+Reads the pipeline ConfigMap out of a `helm template` output, gives its data to the DAGs the
+two ways Airflow gets it in the cluster (kubernetes/values-airflow.yaml): as files, one per key,
+in the directory MH_PIPELINE_CONFIG_DIR (the ConfigMap volume the DAGs read first) and as the
+environment (`extraEnvFrom`, which carries the kubernetes_default connection), and has the REAL
+Airflow of
 `.venv-airflow` build every step's pod (`build_pod_request_obj(dry_run=True)`, through
 tests/dags/airflow_probe.py) into OUT_DIR/<dag>.<task>.yaml, for `kubernetes-validate`.
 Run by scripts/helm_check.sh; no cluster is needed.
@@ -36,6 +39,10 @@ def main(rendered: Path, out_dir: Path) -> int:
     config = pipeline_config(rendered)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mh-airflow-") as home:
+        config_dir = Path(home) / "pipeline-config"
+        config_dir.mkdir()
+        for key, value in config.items():
+            (config_dir / key).write_text(value, encoding="utf-8")
         env = {
             "PATH": os.environ.get("PATH", ""),
             "AIRFLOW_HOME": home,
@@ -43,6 +50,7 @@ def main(rendered: Path, out_dir: Path) -> int:
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
             "PYTHONPATH": str(REPO / "airflow" / "dags"),
             "MH_EXECUTION_MODE": "kubernetes",
+            "MH_PIPELINE_CONFIG_DIR": str(config_dir),
             **config,
         }
         out = subprocess.run(

@@ -3,14 +3,16 @@
 Every step is the SAME command line, `machine-health pipeline <step> --domain D --run-id R
 --interval-start T0 --interval-end T1`, run either
 - `MH_EXECUTION_MODE=kubernetes`: as a KubernetesPodOperator pod of the pipeline image, configured
-  by the chart's pipeline ConfigMap (`MH_PIPELINE_*`: namespace, image, ServiceAccount, Secret and
-  ConfigMap names, workspace claim, labels, resources, security contexts), or
+  by the chart's pipeline ConfigMap (`MH_PIPELINE_*`: namespace, image, pull secrets,
+  ServiceAccount, Secret and ConfigMap names, workspace claim, labels, resources, security
+  contexts), read from the files of MH_PIPELINE_CONFIG_DIR (the ConfigMap mounted as a volume,
+  refreshed by the kubelet) or else from the environment, or
 - `MH_EXECUTION_MODE=local` (default): on this machine with the project's CLI
   (`MH_PIPELINE_CLI`, default `<repo>/.venv/bin/machine-health`).
 
 The first task, `check`, answers whether enough new labelled data arrived (or the monitoring
 triggers fired: drift, live performance); `enough_new_data` short-circuits the run otherwise.
-Everything here is read from the environment at parse time; nothing calls a database.
+Everything here is read at parse time (environment, config files); nothing calls a database.
 """
 
 from __future__ import annotations
@@ -96,31 +98,87 @@ def local_task(step: str, domain: str, *, force: bool = False) -> Any:
 
 
 # --- kubernetes mode -------------------------------------------------------------------------
-def _json_env(name: str, default: Any) -> Any:
-    raw = os.environ.get(name)
+#: the Secret keys a step needs, as single variables (never the whole Secret: the API's JWT
+#: signing key stays out of the step pods). Optional = absent with the in-cluster MLflow.
+STEP_SECRET_KEYS = ("MH_MONGODB_URI", "MH_SERVICE_TOKEN")
+STEP_OPTIONAL_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+#: the step pod's own emptyDir (the root filesystem is read-only), not a shared /tmp.
+POD_TMP = "/tmp"  # noqa: S108
+
+
+def pipeline_setting(name: str, default: str | None = None) -> str | None:
+    """One `MH_PIPELINE_*` value: the file `name` in MH_PIPELINE_CONFIG_DIR, else the env var.
+
+    In the cluster the chart's pipeline ConfigMap is mounted as that directory (one file per
+    key): the kubelet refreshes the files after a `helm upgrade`, and each parse of the DAG
+    files reads them again, so a new pipeline image is used without restarting Airflow. The
+    environment serves local runs and anything the directory does not hold.
+    """
+    directory = os.environ.get("MH_PIPELINE_CONFIG_DIR", "").strip()
+    if directory:
+        path = Path(directory) / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+    return os.environ.get(name, default)
+
+
+def _json_setting(name: str, default: Any) -> Any:
+    raw = pipeline_setting(name)
     return json.loads(raw) if raw else default
 
 
 def pod_settings() -> dict[str, Any]:
     """What the chart's pipeline ConfigMap publishes (defaults match the chart's names)."""
+
+    def text(name: str, default: str) -> str:
+        return pipeline_setting(name, default) or default
+
     return {
-        "namespace": os.environ.get("MH_PIPELINE_NAMESPACE", "machine-health"),
-        "image": os.environ.get("MH_PIPELINE_IMAGE", "machine-health/pipeline:0.1.0"),
-        "pull_policy": os.environ.get("MH_PIPELINE_IMAGE_PULL_POLICY", "IfNotPresent"),
-        "service_account": os.environ.get("MH_PIPELINE_SERVICE_ACCOUNT", "machine-health-pipeline"),
-        "config_map": os.environ.get("MH_PIPELINE_CONFIG_MAP", "machine-health-config"),
-        "secret": os.environ.get("MH_PIPELINE_SECRET_NAME", "machine-health"),
-        "claim": os.environ.get("MH_PIPELINE_WORKSPACE_CLAIM", "machine-health-workspace"),
-        "mount": os.environ.get("MH_PIPELINE_WORKSPACE_MOUNT", "/workspace"),
-        "var_dir": os.environ.get("MH_PIPELINE_VAR_DIR", "/workspace/var"),
-        "labels": _json_env("MH_PIPELINE_POD_LABELS", {}),
-        "resources": _json_env(
+        "namespace": text("MH_PIPELINE_NAMESPACE", "machine-health"),
+        "image": text("MH_PIPELINE_IMAGE", "machine-health/pipeline:0.1.0"),
+        "pull_policy": text("MH_PIPELINE_IMAGE_PULL_POLICY", "IfNotPresent"),
+        "pull_secrets": _json_setting("MH_PIPELINE_IMAGE_PULL_SECRETS", []),
+        "service_account": text("MH_PIPELINE_SERVICE_ACCOUNT", "machine-health-pipeline"),
+        "config_map": text("MH_PIPELINE_CONFIG_MAP", "machine-health-config"),
+        "secret": text("MH_PIPELINE_SECRET_NAME", "machine-health-secrets"),
+        "claim": text("MH_PIPELINE_WORKSPACE_CLAIM", "machine-health-workspace"),
+        "mount": text("MH_PIPELINE_WORKSPACE_MOUNT", "/workspace"),
+        "var_dir": text("MH_PIPELINE_VAR_DIR", "/workspace/var"),
+        "tmp_size_limit": text("MH_PIPELINE_TMP_SIZE_LIMIT", "2Gi"),
+        "labels": _json_setting("MH_PIPELINE_POD_LABELS", {}),
+        "resources": _json_setting(
             "MH_PIPELINE_RESOURCES",
             {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         ),
-        "security_context": _json_env("MH_PIPELINE_SECURITY_CONTEXT", None),
-        "pod_security_context": _json_env("MH_PIPELINE_POD_SECURITY_CONTEXT", None),
+        "security_context": _json_setting("MH_PIPELINE_SECURITY_CONTEXT", None),
+        "pod_security_context": _json_setting("MH_PIPELINE_POD_SECURITY_CONTEXT", None),
     }
+
+
+def step_env(pod: dict[str, Any]) -> list[Any]:
+    """The step container's variables besides the main ConfigMap: paths, the namespace, and
+    the few Secret keys a step uses."""
+    from kubernetes.client import models as k8s
+
+    def secret(key: str, *, optional: bool = False) -> Any:
+        ref = k8s.V1SecretKeySelector(name=pod["secret"], key=key, optional=optional or None)
+        return k8s.V1EnvVar(name=key, value_from=k8s.V1EnvVarSource(secret_key_ref=ref))
+
+    namespace = k8s.V1EnvVarSource(
+        field_ref=k8s.V1ObjectFieldSelector(field_path="metadata.namespace")
+    )
+    return [
+        k8s.V1EnvVar(name="MH_VAR_DIR", value=pod["var_dir"]),
+        k8s.V1EnvVar(name="MH_EXECUTION_MODE", value="kubernetes"),
+        # The root filesystem is read-only: temporary files and matplotlib's cache go to /tmp.
+        k8s.V1EnvVar(name="TMPDIR", value=POD_TMP),
+        k8s.V1EnvVar(name="MPLCONFIGDIR", value=f"{POD_TMP}/matplotlib"),
+        # Where the reload step looks for the API replicas (with MH_SERVING_SERVICE of the
+        # main ConfigMap): the pod's own namespace, the release's.
+        k8s.V1EnvVar(name="MH_KUBERNETES_NAMESPACE", value_from=namespace),
+        *(secret(key) for key in STEP_SECRET_KEYS),
+        *(secret(key, optional=True) for key in STEP_OPTIONAL_SECRET_KEYS),
+    ]
 
 
 def kubernetes_task(step: str, domain: str, *, force: bool = False) -> Any:
@@ -136,26 +194,29 @@ def kubernetes_task(step: str, domain: str, *, force: bool = False) -> Any:
         namespace=pod["namespace"],
         image=pod["image"],
         image_pull_policy=pod["pull_policy"],
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in pod["pull_secrets"]],
         cmds=["machine-health"],
         arguments=step_arguments(step, domain, force=force),
         service_account_name=pod["service_account"],
         env_from=[
-            k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=pod["config_map"])),
-            k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=pod["secret"])),
+            k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=pod["config_map"]))
         ],
-        env_vars=[
-            k8s.V1EnvVar(name="MH_VAR_DIR", value=pod["var_dir"]),
-            k8s.V1EnvVar(name="MH_EXECUTION_MODE", value="kubernetes"),
-        ],
+        env_vars=step_env(pod),
         volumes=[
             k8s.V1Volume(
                 name="workspace",
                 persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
                     claim_name=pod["claim"]
                 ),
-            )
+            ),
+            k8s.V1Volume(
+                name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=pod["tmp_size_limit"])
+            ),
         ],
-        volume_mounts=[k8s.V1VolumeMount(name="workspace", mount_path=pod["mount"])],
+        volume_mounts=[
+            k8s.V1VolumeMount(name="workspace", mount_path=pod["mount"]),
+            k8s.V1VolumeMount(name="tmp", mount_path=POD_TMP),
+        ],
         container_resources=k8s.V1ResourceRequirements(
             requests=resources.get("requests"), limits=resources.get("limits")
         ),
@@ -164,7 +225,8 @@ def kubernetes_task(step: str, domain: str, *, force: bool = False) -> Any:
         container_security_context=pod["security_context"],
         xcom_sidecar_container_security_context=pod["security_context"],
         get_logs=True,
-        on_finish_action="delete_pod",
+        # A failed step's pod stays for `kubectl logs` / `describe`; successful ones go.
+        on_finish_action="delete_succeeded_pod",
         do_xcom_push=True,
         execution_timeout=TIMEOUTS.get(step, DEFAULT_TIMEOUT),
     )

@@ -2,7 +2,8 @@
 
 python airflow_probe.py dagbag            -> import errors, tags, retries, tasks per DAG
 python airflow_probe.py pods <out_dir>    -> every KubernetesPodOperator's pod (dry run),
-                                             as dicts, and as YAML files in <out_dir>
+                                             as dicts, and as YAML files in <out_dir>, and
+                                             the operators' on_finish_action
 python airflow_probe.py test <dag> <when> [scheduled|manual]
                                           -> `dag.test` of one run: its state, and per task its
                                              state, XCom, try number, duration and
@@ -46,6 +47,7 @@ def pods(out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     bag = DagBag(str(DAGS))
     rendered = {}
+    operators = {}
     for dag_id, dag in bag.dags.items():
         for task in dag.tasks:
             if type(task).__name__ != "KubernetesPodOperator":
@@ -53,8 +55,17 @@ def pods(out_dir: Path) -> dict:
             pod = task.build_pod_request_obj(context=None, dry_run=True)
             data = ApiClient().sanitize_for_serialization(pod)
             rendered[f"{dag_id}.{task.task_id}"] = data
+            # What the pod spec does not show: the operator's own settings.
+            operators[f"{dag_id}.{task.task_id}"] = {
+                "on_finish_action": task.on_finish_action.value,
+                "kubernetes_conn_id": task.kubernetes_conn_id,
+            }
             (out_dir / f"{dag_id}.{task.task_id}.yaml").write_text(yaml.safe_dump(data))
-    return {"import_errors": {str(k): v for k, v in bag.import_errors.items()}, "pods": rendered}
+    return {
+        "import_errors": {str(k): v for k, v in bag.import_errors.items()},
+        "pods": rendered,
+        "operators": operators,
+    }
 
 
 def one_run(dag_id: str, when: str, kind: str = "scheduled") -> dict:

@@ -23,12 +23,14 @@ CHART_ENV = {
     "MH_PIPELINE_NAMESPACE": "mh-test",
     "MH_PIPELINE_IMAGE": "registry.example.com/machine-health/pipeline:1.2.3",
     "MH_PIPELINE_IMAGE_PULL_POLICY": "Always",
+    "MH_PIPELINE_IMAGE_PULL_SECRETS": json.dumps(["registry-credentials"]),
     "MH_PIPELINE_SERVICE_ACCOUNT": "mh-pipeline-sa",
     "MH_PIPELINE_CONFIG_MAP": "mh-config",
     "MH_PIPELINE_SECRET_NAME": "mh-secret",
     "MH_PIPELINE_WORKSPACE_CLAIM": "mh-workspace",
     "MH_PIPELINE_WORKSPACE_MOUNT": "/workspace",
     "MH_PIPELINE_VAR_DIR": "/workspace/var",
+    "MH_PIPELINE_TMP_SIZE_LIMIT": "1Gi",
     "MH_PIPELINE_POD_LABELS": json.dumps(
         {"app.kubernetes.io/name": "machine-health", "app.kubernetes.io/component": "pipeline"}
     ),
@@ -43,7 +45,11 @@ CHART_ENV = {
     "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
         {
             "conn_type": "kubernetes",
-            "extra": {"in_cluster": True, "xcom_sidecar_container_resources": SIDECAR},
+            "extra": {
+                "in_cluster": True,
+                "xcom_sidecar_container_image": "registry.example.com/alpine:3.24.2",
+                "xcom_sidecar_container_resources": SIDECAR,
+            },
         }
     ),
 }
@@ -122,10 +128,15 @@ def test_rendered_pod_of_every_step(tmp_path: Path) -> None:
             assert {"--run-id", "--interval-start", "--interval-end"} <= set(base["args"])
             assert base["resources"]["limits"] == {"cpu": "2", "memory": "6Gi"}
             assert base["securityContext"]["runAsNonRoot"] is True
-            env = {e["name"]: e["value"] for e in base["env"]}
-            assert env == {"MH_VAR_DIR": "/workspace/var", "MH_EXECUTION_MODE": "kubernetes"}
+            env = {e["name"]: e["value"] for e in base["env"] if "value" in e}
+            assert env == {
+                "MH_VAR_DIR": "/workspace/var",
+                "MH_EXECUTION_MODE": "kubernetes",
+                "TMPDIR": "/tmp",
+                "MPLCONFIGDIR": "/tmp/matplotlib",
+            }
             sources = {(k, v["name"]) for s in base["envFrom"] for k, v in s.items()}
-            assert sources == {("configMapRef", "mh-config"), ("secretRef", "mh-secret")}
+            assert sources == {("configMapRef", "mh-config")}
             mounts = {m["name"]: m["mountPath"] for m in base["volumeMounts"]}
             assert mounts["workspace"] == "/workspace" and mounts["xcom"] == "/airflow/xcom"
             volumes = {v["name"]: v for v in spec["volumes"]}
@@ -146,7 +157,11 @@ def test_pods_built_from_the_charts_own_configmap(tmp_path: Path) -> None:
     chart's own objects, with limits on every container, the XCom sidecar included."""
     from tests.helm.conftest import EXISTING_SECRET, template
 
-    rendered = template(*EXISTING_SECRET)
+    rendered = template(
+        *EXISTING_SECRET,
+        *("--set", "imagePullSecrets[0].name=regcred"),
+        *("--set", "pipeline.xcomSidecarImage=registry.local/mirror/alpine:3.24.2"),
+    )
     by_kind: dict[str, list[dict]] = {}
     for doc in rendered:
         by_kind.setdefault(doc["kind"], []).append(doc)
@@ -155,13 +170,152 @@ def test_pods_built_from_the_charts_own_configmap(tmp_path: Path) -> None:
     assert result["import_errors"] == {}
     claims = {c["metadata"]["name"] for c in by_kind["PersistentVolumeClaim"]}
     accounts = {a["metadata"]["name"] for a in by_kind["ServiceAccount"]}
+    configmaps = {c["metadata"]["name"]: c["data"] for c in by_kind["ConfigMap"]}
+    api_service = next(s for s in by_kind["Service"] if s["metadata"]["name"].endswith("-api"))
     for name, pod in result["pods"].items():
         spec = pod["spec"]
         assert pod["metadata"]["namespace"] == "machine-health", name
         assert spec["serviceAccountName"] in accounts, name
+        assert spec["imagePullSecrets"] == [{"name": "regcred"}], name
+        sidecar = next(c for c in spec["containers"] if c["name"] != "base")
+        assert sidecar["image"] == "registry.local/mirror/alpine:3.24.2", name
+        base = next(c for c in spec["containers"] if c["name"] == "base")
+        # The environment the kubelet would give the step: the main ConfigMap, resolved.
+        (source,) = base["envFrom"]
+        main = configmaps[source["configMapRef"]["name"]]
+        assert main["MH_SERVING_SERVICE"] == api_service["metadata"]["name"], name
+        env = {e["name"]: e for e in base["env"]}
+        assert env["MH_KUBERNETES_NAMESPACE"]["valueFrom"]["fieldRef"] == {
+            "fieldPath": "metadata.namespace"
+        }, name
+        secret_names = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in env.values()
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert secret_names == {"machine-health-secrets"}, name
+        assert "MH_JWT_SECRET" not in env, name
         workspace = next(v for v in spec["volumes"] if v["name"] == "workspace")
         assert workspace["persistentVolumeClaim"]["claimName"] in claims, name
         for container in spec["containers"]:
             limits = container["resources"]["limits"]
             assert {"cpu", "memory"} <= set(limits), f"{name}/{container['name']}"
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# --- step pods: writable /tmp, kept failures, least secrets, namespace, pull secrets -----------
+
+
+@pytest.fixture(scope="module")
+def step_pods(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("step-pods")
+    result = probe(tmp, "pods", str(tmp / "pods"), mode="kubernetes")
+    assert result["import_errors"] == {}
+    return result
+
+
+def base_container(pod: dict) -> dict:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "base")
+
+
+def test_step_pods_have_a_writable_tmp_and_keep_failed_pods(step_pods: dict) -> None:
+    """Read-only root: /tmp is an emptyDir with a size limit, and TMPDIR / MPLCONFIGDIR point
+    there (tempfile, matplotlib). Failed pods stay for inspection; successful ones go."""
+    for name, pod in step_pods["pods"].items():
+        base = base_container(pod)
+        assert base["securityContext"].get("readOnlyRootFilesystem") in (None, True), name
+        mounts = {m["mountPath"]: m["name"] for m in base["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "1Gi"}, name
+        env = {e["name"]: e.get("value") for e in base["env"]}
+        assert env["TMPDIR"] == "/tmp", name
+        assert env["MPLCONFIGDIR"].startswith("/tmp/"), name
+        assert step_pods["operators"][name]["on_finish_action"] == "delete_succeeded_pod", name
+
+
+def test_step_pods_get_only_the_secret_keys_they_need(step_pods: dict) -> None:
+    """No envFrom of the whole Secret: the API's JWT signing key never reaches a step pod."""
+    for name, pod in step_pods["pods"].items():
+        base = base_container(pod)
+        assert "MH_JWT_SECRET" not in json.dumps(pod), name
+        assert all("secretRef" not in source for source in base["envFrom"]), name
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in base["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert set(refs) == {
+            "MH_MONGODB_URI",
+            "MH_SERVICE_TOKEN",
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+        }, name
+        assert {ref["name"] for ref in refs.values()} == {"mh-secret"}, name
+        assert all(ref["key"] == key for key, ref in refs.items()), name
+        assert not refs["MH_MONGODB_URI"].get("optional"), name
+        assert not refs["MH_SERVICE_TOKEN"].get("optional"), name
+        assert refs["MLFLOW_TRACKING_USERNAME"]["optional"] is True, name
+        assert refs["MLFLOW_TRACKING_PASSWORD"]["optional"] is True, name
+
+
+def test_step_pods_know_their_namespace(step_pods: dict) -> None:
+    """The reload step reads MH_KUBERNETES_NAMESPACE (config.py's kubernetes_namespace)."""
+    for name, pod in step_pods["pods"].items():
+        env = {e["name"]: e for e in base_container(pod)["env"]}
+        assert "MH_K8S_NAMESPACE" not in env, name
+        field = env["MH_KUBERNETES_NAMESPACE"]["valueFrom"]["fieldRef"]
+        assert field["fieldPath"] == "metadata.namespace", name
+
+
+def test_step_pods_pull_with_the_charts_secrets_and_sidecar_image(step_pods: dict) -> None:
+    for name, pod in step_pods["pods"].items():
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-credentials"}], name
+        sidecar = next(c for c in pod["spec"]["containers"] if c["name"] != "base")
+        assert sidecar["image"] == "registry.example.com/alpine:3.24.2", name
+
+
+# --- the pipeline ConfigMap as a volume: a new image without restarting Airflow ----------------
+
+
+def write_configmap_volume(directory: Path, data: dict[str, str], version: int) -> None:
+    """The layout the kubelet gives a ConfigMap volume: `key -> ..data/key`, `..data` a symlink
+    to a timestamped directory, swapped atomically on every update (no subPath)."""
+    directory.mkdir(exist_ok=True)
+    payload = directory / f"..2026_01_01_00_00_0{version}.000000000"
+    payload.mkdir()
+    for key, value in data.items():
+        (payload / key).write_text(value, encoding="utf-8")
+    link = directory / "..data_tmp"
+    link.symlink_to(payload.name)
+    link.replace(directory / "..data")
+    for key in data:
+        if not (directory / key).is_symlink():
+            (directory / key).symlink_to(f"..data/{key}")
+
+
+def test_a_changed_config_file_changes_the_pods(tmp_path: Path) -> None:
+    """The DAGs read MH_PIPELINE_* from MH_PIPELINE_CONFIG_DIR first: after a `helm upgrade`
+    the kubelet rewrites the files, and the next parse builds pods with the new image, while
+    the environment Airflow started with (extraEnvFrom) still names the old one."""
+    config_dir = tmp_path / "pipeline-config"
+    old, new = "machine-health/pipeline:1.0.0", "machine-health/pipeline:1.1.0"
+    files = {k: v for k, v in CHART_ENV.items() if k.startswith("MH_PIPELINE_")}
+    write_configmap_volume(config_dir, {**files, "MH_PIPELINE_IMAGE": old}, version=1)
+    stale_env = {"MH_PIPELINE_CONFIG_DIR": str(config_dir), "MH_PIPELINE_IMAGE": "stale:0.0.1"}
+
+    def images() -> set[str]:
+        result = probe(tmp_path, "pods", str(tmp_path / "pods"), mode="kubernetes",
+                       extra_env=stale_env)  # fmt: skip
+        assert result["import_errors"] == {}
+        return {base_container(pod)["image"] for pod in result["pods"].values()}
+
+    assert images() == {old}
+    write_configmap_volume(config_dir, {**files, "MH_PIPELINE_IMAGE": new}, version=2)
+    assert images() == {new}
+
+
+def test_without_a_config_dir_the_environment_still_configures_the_pods(step_pods: dict) -> None:
+    """Local runs (and scripts without the volume) keep working from the environment alone."""
+    assert {base_container(p)["image"] for p in step_pods["pods"].values()} == {
+        CHART_ENV["MH_PIPELINE_IMAGE"]
+    }
