@@ -103,3 +103,21 @@ def test_prometheus_and_grafana_find_the_charts_monitoring() -> None:
     ]
     assert sidecar["searchNamespace"] == "ALL"
     assert values["grafana"]["admin"]["existingSecret"]
+
+
+def test_airflow_mounts_the_pipeline_configmap_as_a_refreshing_volume(
+    default_render: list[Manifest],
+) -> None:
+    """Every Airflow component that parses the DAG files reads MH_PIPELINE_* from the pipeline
+    ConfigMap mounted as a volume without subPath (the kubelet refreshes only those)."""
+    values = load("values-airflow.yaml")
+    env = {e["name"]: e["value"] for e in values["env"]}
+    pipeline = one(default_render, "ConfigMap", "-pipeline")["metadata"]["name"]
+    for component in ("scheduler", "dagProcessor", "workers", "triggerer"):
+        volumes = {v["name"]: v for v in values[component]["extraVolumes"]}
+        (mount,) = [
+            m for m in values[component]["extraVolumeMounts"]
+            if volumes.get(m["name"], {}).get("configMap", {}).get("name") == pipeline
+        ]  # fmt: skip
+        assert "subPath" not in mount, component
+        assert mount["mountPath"] == env["MH_PIPELINE_CONFIG_DIR"], component
