@@ -1,7 +1,8 @@
 """The app factory: `uvicorn --factory machine_health.api.app:create_app`.
 
 Startup (lifespan): connect the async store client and create the indexes (a store that is down
-does not stop the API: predictions are spooled), open the spool and replay what a previous run
+does not stop the API: predictions are spooled; a background probe keeps the store's last known
+state for /health and `machine_health_store_up`), open the spool and replay what a previous run
 left, load every domain's @champion (smoke-tested), start the micro-batchers and the group-commit
 writer, and with several worker processes the reload follower (`api/workers.py`). Shutdown
 drains the writer and releases the spool.
@@ -14,7 +15,8 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -44,6 +46,64 @@ logger = logging.getLogger(__name__)
 API_SECRETS = ("jwt_secret", "service_token")
 
 
+#: how often the background probe pings the store (its answer feeds /health and a gauge)
+STORE_PROBE_SECONDS = 2.0
+#: longest a probe ping may take (a store that is down must not stall the probe)
+STORE_PROBE_TIMEOUT_S = 2.0
+
+
+@dataclass
+class StoreHealth:
+    """The store's last known state, kept by a background probe: reported, never routed on.
+
+    Readiness does not depend on it (a replica with the store down still answers /predict,
+    spooling), and /health only reads it (a liveness answer never waits for the store).
+    """
+
+    status: str = "unknown"  # ok, unreachable (or unknown before the first check)
+    checked_at: datetime | None = None
+    since: datetime | None = None  # when the status last changed
+    error: str | None = None
+
+    def record(self, ok: bool, error: str | None = None) -> None:
+        now = datetime.now(UTC)
+        status = "ok" if ok else "unreachable"
+        if status != self.status:
+            if ok and self.status == "unreachable":
+                logger.info("store reachable again")
+            elif not ok:
+                logger.warning("store unreachable: %s", error)
+            self.since = now
+        self.status, self.checked_at, self.error = status, now, None if ok else error
+        metrics.STORE_UP.set(1 if ok else 0)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+            "since": self.since.isoformat() if self.since else None,
+            "error": self.error,
+        }
+
+
+async def probe_store(db: AsyncDatabase, health: StoreHealth, timeout_s: float) -> None:
+    """Ping the store once and record the answer (any failure means unreachable)."""
+    try:
+        await asyncio.wait_for(db.command("ping"), timeout=timeout_s)
+    except Exception as exc:  # every failure of a ping means "not reachable"
+        health.record(False, f"{type(exc).__name__}: {str(exc)[:200]}")
+    else:
+        health.record(True)
+
+
+async def store_probe_loop(
+    db: AsyncDatabase, health: StoreHealth, interval_s: float, timeout_s: float
+) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await probe_store(db, health, timeout_s)
+
+
 @dataclass
 class AppState:
     """Everything a request needs, built at startup and kept on `app.state.mh`."""
@@ -55,6 +115,7 @@ class AppState:
     writer: ArchiveWriter
     scorer: Scorer
     workers: WorkerSync | None = None  # only with several worker processes (`serve --workers`)
+    store: StoreHealth = field(default_factory=StoreHealth)
 
 
 def load_domains(names: list[str] | None = None) -> dict[str, Domain]:
@@ -71,10 +132,13 @@ def load_domains(names: list[str] | None = None) -> dict[str, Domain]:
 async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
     client = archive_client.async_client(settings)
     db = client[settings.mongodb_db]
+    store = StoreHealth()
     try:
         await archive_client.ensure_indexes(db)
+        store.record(True)
     except StoreError as exc:
         logger.warning("store unreachable at startup, predictions will be spooled: %s", exc)
+        store.record(False, str(exc)[:200])
     spool = Spool(
         settings.spool_dir, owner=settings.replica_name, max_bytes=settings.spool_max_bytes
     )
@@ -94,7 +158,7 @@ async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
     if settings.workers > 1:  # a sibling worker may have reloaded: follow it, then keep up
         workers = WorkerSync(holder, sync_dir(settings, os.getppid()), settings.workers)
         await workers.start()
-    return AppState(settings, client, db, holder, writer, scorer, workers)
+    return AppState(settings, client, db, holder, writer, scorer, workers, store)
 
 
 async def _shutdown(state: AppState) -> None:
@@ -122,11 +186,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refresher = asyncio.create_task(
             metrics.refresh_loop(app.state.mh.db, list(domains), settings.metrics_refresh_seconds)
         )
+        timeout_s = min(STORE_PROBE_TIMEOUT_S, settings.store_timeout_ms / 1000)
+        prober = asyncio.create_task(
+            store_probe_loop(app.state.mh.db, app.state.mh.store, STORE_PROBE_SECONDS, timeout_s)
+        )
         logger.info("API ready (replica %s)", settings.replica_name)
         try:
             yield
         finally:
             refresher.cancel()
+            prober.cancel()
             await _shutdown(app.state.mh)
 
     app = FastAPI(

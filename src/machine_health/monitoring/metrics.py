@@ -65,6 +65,11 @@ SPOOL_DEPTH = Gauge(
     "machine_health_spool_depth",
     "Records waiting in the local spool for the store to come back.",
 )
+STORE_UP = Gauge(
+    "machine_health_store_up",
+    "1 when this replica's last store ping (every few seconds) answered, else 0. Reported, "
+    "not routed on: /ready stays 200 while predictions are spooled.",
+)
 SPOOL_REPLAYED = Counter(
     "machine_health_spool_replayed_total",
     "Spooled records replayed into the store (duplicates of archived ones included).",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -14,6 +13,7 @@ from machine_health.api.deps import Predictor, Reloader, StateDep
 from machine_health.api.errors import status_of
 from machine_health.api.json_body import FastJSONRoute, api_router
 from machine_health.api.schemas import ReloadRequest
+from machine_health.archive.spool import Spool
 from machine_health.errors import MachineHealthError, NotFound
 
 router = api_router(tags=["operations"])
@@ -47,25 +47,46 @@ async def read_index(state: StateDep) -> str:
 
 @router.get("/health")
 async def read_health(state: StateDep) -> dict[str, Any]:
-    """Liveness: the process answers."""
-    return {"status": "ok", "replica": state.settings.replica_name}
+    """Liveness: the process answers; also the store's last known state (never waited for)."""
+    return {
+        "status": "ok",
+        "replica": state.settings.replica_name,
+        "store": state.store.report(),
+        "spool_depth": state.writer.spool.depth,
+    }
+
+
+#: share of MH_SPOOL_MAX_BYTES kept free for the requests in flight: above the rest, not ready
+SPOOL_HEADROOM = 0.05
+
+
+def spool_usage(spool: Spool) -> tuple[int, bool]:
+    """Bytes waiting in this process's spool file, and whether it is (nearly) full or closed."""
+    own = spool.own
+    if own is None:
+        return 0, True
+    pending = own.pending_bytes
+    return pending, pending >= spool.max_bytes * (1 - SPOOL_HEADROOM)
 
 
 @router.get("/ready")
 async def read_ready(state: StateDep) -> JSONResponse:
-    """Readiness: every domain has a model loaded and the store answers a ping."""
+    """Readiness = can answer /predict: every domain's model loaded and room in the spool.
+
+    The store is reported (`store`: its last known state), not routed on: while it is down the
+    replica still predicts and spools, so it stays in the Service.
+    """
     missing = [d for d in state.holder.domains if state.holder.loaded(d) is None]
-    try:
-        await asyncio.wait_for(state.db.command("ping"), timeout=1.0)
-        store = "ok"
-    except Exception:  # any failure of the ping means "not reachable"
-        store = "unreachable"
-    ready = not missing and store == "ok"
+    spool_bytes, spool_full = spool_usage(state.writer.spool)
+    ready = not missing and not spool_full
     body = {
         "ready": ready,
-        "store": store,
         "models_missing": missing,
+        "spool_full": spool_full,
+        "spool_bytes": spool_bytes,
+        "spool_max_bytes": state.writer.spool.max_bytes,
         "spool_depth": state.writer.spool.depth,
+        "store": state.store.status,
         "replica": state.settings.replica_name,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
