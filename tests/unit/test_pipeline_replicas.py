@@ -1,8 +1,9 @@
 """Replica discovery with the real kubernetes client against a FAKE Kubernetes API server.
 
-No cluster can run here: `FakeKubernetesApi` is a small local HTTP server answering the two list
-calls the reload step makes (EndpointSlices of a Service, pods by label) with documents in the
-shape of the Kubernetes API, and recording the requests it received.
+No cluster can run here: `FakeKubernetesApi` (a MOCK of the Kubernetes API) is a small local
+HTTP server answering the two list calls the reload step makes (EndpointSlices of a Service,
+pods by label) with recorded objects in the shape of the Kubernetes API, and recording the
+requests it received.
 """
 
 from __future__ import annotations
@@ -31,10 +32,26 @@ SLICES = {
             "addressType": "IPv4",
             "ports": [{"name": "metrics", "port": 9100}, {"name": "http", "port": 8000}],
             "endpoints": [
-                {"addresses": ["10.42.0.11"], "conditions": {"ready": True}},
+                {
+                    "addresses": ["10.42.0.11"],
+                    "conditions": {"ready": True, "serving": True, "terminating": False},
+                },
                 {"addresses": ["10.42.0.12"], "conditions": {"ready": True}},
-                # terminating / not ready: it will load the champion when it starts
-                {"addresses": ["10.42.0.13"], "conditions": {"ready": False}},
+                # not ready (spool nearly full, or still loading) but not going away: it must
+                # reload the new champion too, or it serves the old one once ready again
+                {
+                    "addresses": ["10.42.0.13"],
+                    "conditions": {"ready": False, "serving": False, "terminating": False},
+                },
+                # terminating (its pod is being deleted): skipped, ready-to-serve or not
+                {
+                    "addresses": ["10.42.0.14"],
+                    "conditions": {"ready": False, "serving": True, "terminating": True},
+                },
+                {
+                    "addresses": ["10.42.0.15"],
+                    "conditions": {"ready": False, "serving": False, "terminating": True},
+                },
             ],
         },
         {
@@ -56,8 +73,18 @@ PODS = {
                        "conditions": [{"type": "Ready", "status": "True"}]},
         },
         {
-            "metadata": {"name": "api-2"},
+            "metadata": {"name": "api-2"},  # running, not ready (spool full): reloads too
+            "status": {"phase": "Running", "podIP": "10.42.1.7",
+                       "conditions": [{"type": "Ready", "status": "False"}]},
+        },
+        {
+            "metadata": {"name": "api-3"},  # not started yet: loads @champion when it starts
             "status": {"phase": "Pending", "podIP": "10.42.1.6",
+                       "conditions": [{"type": "Ready", "status": "False"}]},
+        },
+        {
+            "metadata": {"name": "api-4", "deletionTimestamp": "2025-01-01T00:00:00Z"},
+            "status": {"phase": "Running", "podIP": "10.42.1.8",
                        "conditions": [{"type": "Ready", "status": "False"}]},
         },
     ],
@@ -121,7 +148,10 @@ def k8s_settings(tmp_path: Path, **values: object) -> Settings:
 def test_replicas_from_endpoint_slices(tmp_path: Path, fake_api: FakeKubernetesApi) -> None:
     settings = k8s_settings(tmp_path, serving_service="mh-api")
     urls = serving_replicas(settings, api_client(fake_api))
-    assert urls == ["http://10.42.0.11:8000", "http://10.42.0.12:8000", "http://[fd00::11]:8000"]
+    assert urls == [
+        "http://10.42.0.11:8000", "http://10.42.0.12:8000", "http://10.42.0.13:8000",
+        "http://[fd00::11]:8000",
+    ]  # fmt: skip
     path, query = fake_api.requests[-1]
     assert path == "/apis/discovery.k8s.io/v1/namespaces/mh/endpointslices"
     assert query["labelSelector"] == ["kubernetes.io/service-name=mh-api"]
@@ -130,7 +160,8 @@ def test_replicas_from_endpoint_slices(tmp_path: Path, fake_api: FakeKubernetesA
 def test_replicas_from_pods_by_label(tmp_path: Path, fake_api: FakeKubernetesApi) -> None:
     selector = "app.kubernetes.io/name=machine-health,app.kubernetes.io/component=api"
     settings = k8s_settings(tmp_path, serving_label_selector=selector, api_port=8000)
-    assert serving_replicas(settings, api_client(fake_api)) == ["http://10.42.1.5:8000"]
+    urls = serving_replicas(settings, api_client(fake_api))
+    assert urls == ["http://10.42.1.5:8000", "http://10.42.1.7:8000"]
     path, query = fake_api.requests[-1]
     assert path == "/api/v1/namespaces/mh/pods"
     assert query["labelSelector"] == [selector]

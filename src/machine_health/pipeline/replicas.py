@@ -1,10 +1,14 @@
 """Where the serving replicas are: every one of them must reload a new champion.
 
 - local (`execution_mode=local`): the URLs of the setting `MH_SERVING_URLS`;
-- cluster (`execution_mode=kubernetes`): the ready endpoints of the API Service's EndpointSlices
-  (label `kubernetes.io/service-name`), or, when no Service is named, the running and ready pods
-  matching `MH_SERVING_LABEL_SELECTOR`; read with the kubernetes client and the pod's in-cluster
-  identity (its Role may only get/list pods and EndpointSlices of its namespace).
+- cluster (`execution_mode=kubernetes`): the endpoints of the API Service's EndpointSlices
+  (label `kubernetes.io/service-name`) that are not terminating, or, when no Service is named,
+  the running pods matching `MH_SERVING_LABEL_SELECTOR`; read with the kubernetes client and the
+  pod's in-cluster identity (its Role may only get/list pods and EndpointSlices of its namespace).
+
+Ready or not: a replica that is not ready (its spool nearly full during a store outage, a model
+still loading) is still a serving process that will be ready again with whatever it holds, so it
+must reload the new champion too. Only terminating endpoints (a pod being deleted) are skipped.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def _slice_port(endpoint_slice: Any) -> int | None:
 
 
 def from_endpoint_slices(api_client: Any, namespace: str, service: str) -> list[str]:
-    """URLs of the ready endpoints of `service`."""
+    """URLs of the endpoints of `service` that are not terminating (ready or not)."""
     from kubernetes import client
 
     slices = client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice(
@@ -65,23 +69,24 @@ def from_endpoint_slices(api_client: Any, namespace: str, service: str) -> list[
         if port is None or endpoint_slice.address_type == "FQDN":
             continue
         for endpoint in endpoint_slice.endpoints or []:
-            # `ready` unset means ready (the API's documented default).
-            if endpoint.conditions is not None and endpoint.conditions.ready is False:
+            # Unset conditions mean "not terminating" (the API's documented default).
+            if endpoint.conditions is not None and endpoint.conditions.terminating:
                 continue
             urls += [_url(address, port) for address in endpoint.addresses]
     return urls
 
 
 def from_pods(api_client: Any, namespace: str, selector: str, port: int) -> list[str]:
-    """URLs of the running, ready pods matching `selector`."""
+    """URLs of the running pods matching `selector`, ready or not (not those being deleted)."""
     from kubernetes import client
 
     pods = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=selector)
     urls = []
     for pod in pods.items:
         status = pod.status
-        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
-        if status.phase == "Running" and ready and status.pod_ip:
+        if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
+            continue  # terminating
+        if status.phase == "Running" and status.pod_ip:
             urls.append(_url(status.pod_ip, port))
     return urls
 
