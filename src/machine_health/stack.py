@@ -4,11 +4,20 @@ Order: embedded store → a champion per domain (trained once on the real data) 
 → the UI → Airflow (loopback api-server, scheduler, dag-processor) → demo traffic replayed from
 the real test data → one retrain DAG run per domain that registers a new version and reloads both
 replicas. Every child runs in its own process group, so stopping kills whole trees.
+
+Nothing may outlive the supervisor, even when it is killed hard (SIGKILL, a closed terminal):
+every process the stack starts carries `MH_STACK_ID=<this run's id>` in its environment (and
+so do their descendants: Airflow's task processes, the train steps), and a detached watchdog
+holds the read end of a pipe whose write end only the supervisor holds. When the pipe reaches
+end-of-file (the supervisor exited, by any means) the watchdog terminates every process whose
+`/proc/<pid>/environ` carries the marker, then stops the embedded store by its pid file. The id
+is kept in `var/stack/id`: a new stack first sweeps what an earlier one of the same var dir left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,7 +26,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +42,95 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ("vibration", "turbofan")
+#: the environment variable that marks every process of one run of the stack
+STACK_ID_ENV = "MH_STACK_ID"
+#: how long a sweep waits after SIGTERM before SIGKILL
+SWEEP_GRACE_S = 5.0
+
+
+# --- processes marked with a stack id -----------------------------------------------------------
+def marked_processes(stack_id: str) -> list[int]:
+    """Pids of the live processes whose environment carries `MH_STACK_ID=<stack_id>`."""
+    marker = f"{STACK_ID_ENV}={stack_id}".encode()
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def sweep(stack_id: str, grace_s: float = SWEEP_GRACE_S) -> list[int]:
+    """SIGTERM every process of `stack_id`, SIGKILL what is left after `grace_s`; their pids.
+
+    Scans again while it waits: a process shutting down may still start others.
+    """
+    seen: set[int] = set()
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        pids = marked_processes(stack_id)
+        if not pids:
+            return sorted(seen)
+        _signal_all([p for p in pids if p not in seen], signal.SIGTERM)
+        seen.update(pids)
+        time.sleep(0.2)
+    for _ in range(20):  # SIGKILL cannot be ignored; a fork racing the scan is caught next round
+        pids = marked_processes(stack_id)
+        if not pids:
+            break
+        logger.warning("stack %s: SIGKILL %s (still running %.0fs after SIGTERM)",
+                       stack_id, pids, grace_s)  # fmt: skip
+        _signal_all(pids, signal.SIGKILL)
+        seen.update(pids)
+        time.sleep(0.2)
+    return sorted(seen)
+
+
+def _stop_marked_store(var_dir: Path, stack_id: str) -> None:
+    """Stop the embedded store of `var_dir` if this stack started it (its pid file)."""
+    pid_file = var_dir / "store.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid in marked_processes(stack_id):
+        embedded_store.terminate(pid, SWEEP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, 0)
+        return  # still running: not ours (another stack's store or `store start`)
+    pid_file.unlink(missing_ok=True)
+
+
+def watchdog(read_fd: int, stack_id: str, var_dir: str) -> None:
+    """Block until the supervisor's end of the pipe closes, then sweep its stack id.
+
+    Runs in its own session (a closed terminal's SIGHUP does not reach it) with no marker.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog %(message)s")
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            if not os.read(read_fd, 4096):
+                break  # EOF: the supervisor is gone (or stopped cleanly and closed its end)
+        except InterruptedError:
+            continue
+    killed = sweep(stack_id)
+    _stop_marked_store(Path(var_dir), stack_id)
+    logger.info("stack %s ended; stopped %d leftover process(es) %s", stack_id, len(killed),
+                killed)  # fmt: skip
 
 
 @dataclass
@@ -47,10 +146,78 @@ class Supervisor:
 
     log_dir: Path
     children: list[Child] = field(default_factory=list)
+    #: set by `begin`: the marker every child carries in its environment
+    stack_id: str | None = None
+    watchdog: subprocess.Popen[bytes] | None = None
+    _pipe: int | None = None
+    _lock: Any = None
+
+    def begin(self, var_dir: Path) -> str:
+        """Own `var_dir` for one run: refuse a second live stack, sweep what a killed one left,
+        mark this process's environment (inherited by every child) and start the watchdog."""
+        state = var_dir / "stack"
+        state.mkdir(parents=True, exist_ok=True)
+        lock = (state / "lock").open("a")  # not inherited by children (O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise MachineHealthError(
+                f"another `machine-health stack` runs with {var_dir}: stop it first"
+            ) from None
+        self._lock = lock
+        id_file = state / "id"
+        with contextlib.suppress(OSError):
+            previous = id_file.read_text().strip()
+            if previous:
+                left = sweep(previous)
+                if left:
+                    logger.warning("stopped %d process(es) left by an earlier stack: %s",
+                                   len(left), left)  # fmt: skip
+                _stop_marked_store(var_dir, previous)
+        self.stack_id = uuid.uuid4().hex
+        id_file.write_text(self.stack_id)
+        os.environ[STACK_ID_ENV] = self.stack_id  # inherited by every child and its children
+        self._start_watchdog(var_dir)
+        return self.stack_id
+
+    def _start_watchdog(self, var_dir: Path) -> None:
+        read_fd, write_fd = os.pipe()  # both non-inheritable; the reader is passed explicitly
+        env = {k: v for k, v in os.environ.items() if k != STACK_ID_ENV}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import sys; from machine_health.stack import watchdog; "
+            "watchdog(int(sys.argv[1]), sys.argv[2], sys.argv[3])"
+        )
+        with (self.log_dir / "watchdog.log").open("ab") as out:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-c", code, str(read_fd), str(self.stack_id), str(var_dir)],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                pass_fds=(read_fd,), start_new_session=True, cwd=REPO,
+            )  # fmt: skip
+        os.close(read_fd)
+        self._pipe = write_fd
+
+    def end(self, timeout_s: float = 30.0) -> None:
+        """After `stop_all`: close the pipe (the watchdog sweeps stragglers and exits)."""
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+        if self.watchdog is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.watchdog.wait(timeout_s)
+            self.watchdog = None
+        if os.environ.get(STACK_ID_ENV) == self.stack_id:
+            del os.environ[STACK_ID_ENV]
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
+        if self.stack_id is not None:
+            env = {**env, STACK_ID_ENV: self.stack_id}
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 list(argv), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
@@ -85,6 +252,19 @@ class Supervisor:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(5)
         self.children.clear()
+
+
+@contextlib.contextmanager
+def supervised(var_dir: Path) -> Iterator[Supervisor]:
+    """A supervisor owning `var_dir` for one run; every process it started is stopped at exit,
+    and by its watchdog if this process is killed before it can do so."""
+    supervisor = Supervisor(var_dir / "logs")
+    supervisor.begin(var_dir)
+    try:
+        yield supervisor
+    finally:
+        supervisor.stop_all()
+        supervisor.end()
 
 
 def wait_http(url: str, timeout_s: float, supervisor: Supervisor) -> None:
@@ -187,7 +367,6 @@ def start_replicas(settings: Settings, supervisor: Supervisor, count: int = 2) -
 
 def run_stack(settings: Settings, *, with_airflow: bool = True, demo: bool = True) -> None:
     """Start everything, print the banner, then wait for Ctrl-C (or SIGTERM)."""
-    supervisor = Supervisor(settings.var_dir / "logs")
     stop = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -196,34 +375,48 @@ def run_stack(settings: Settings, *, with_airflow: bool = True, demo: bool = Tru
 
     signal.signal(signal.SIGTERM, request_stop)
     urls: dict[str, str] = {}
-    try:
-        urls["store"] = start_store(settings, supervisor)
-        logger.info("store: %s", urls["store"])
-        ensure_champions(settings, supervisor)
-        users = ensure_users(settings)
-        replicas = start_replicas(settings, supervisor)
-        settings = settings.model_copy(update={"serving_urls": replicas})
-        for i, url in enumerate(replicas):
-            urls[f"api replica {i + 1}"] = f"{url}/docs"
-        urls["ui"] = start_ui(settings, supervisor, replicas[0])
-        urls["mlflow store"] = settings.tracking_uri
-        urls["admin login"] = f"admin / {users['admin']}  (generated, var/secrets/)"
-        airflow = None
-        if with_airflow:
-            airflow = local_airflow.start(settings, supervisor, REPO, child_env(settings))
-            urls["airflow"] = f"{airflow.base_url}  (admin / {airflow.password})"
-        print_banner(urls)
-        if demo:
-            run_demo(settings, supervisor, replicas[0], users, airflow)
-        print_banner({"logs": str(supervisor.log_dir), **urls})
-        while not stop:
-            supervisor.check()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        logger.info("Ctrl-C: stopping")
-    finally:
-        supervisor.stop_all()
-        logger.info("every process started by the stack is stopped")
+    # Before any port is bound: a stack killed earlier is swept first.
+    with supervised(settings.var_dir) as supervisor:
+        try:
+            _run(settings, supervisor, urls, with_airflow=with_airflow, demo=demo,
+                 stopped=lambda: stop)  # fmt: skip
+        except KeyboardInterrupt:
+            logger.info("Ctrl-C: stopping")
+    logger.info("every process started by the stack is stopped")
+
+
+def _run(
+    settings: Settings,
+    supervisor: Supervisor,
+    urls: dict[str, str],
+    *,
+    with_airflow: bool,
+    demo: bool,
+    stopped: Callable[[], bool],
+) -> None:
+    """The stack's start order, then the wait until `stopped()` (or Ctrl-C)."""
+    urls["store"] = start_store(settings, supervisor)
+    logger.info("store: %s", urls["store"])
+    ensure_champions(settings, supervisor)
+    users = ensure_users(settings)
+    replicas = start_replicas(settings, supervisor)
+    settings = settings.model_copy(update={"serving_urls": replicas})
+    for i, url in enumerate(replicas):
+        urls[f"api replica {i + 1}"] = f"{url}/docs"
+    urls["ui"] = start_ui(settings, supervisor, replicas[0])
+    urls["mlflow store"] = settings.tracking_uri
+    urls["admin login"] = f"admin / {users['admin']}  (generated, var/secrets/)"
+    airflow = None
+    if with_airflow:
+        airflow = local_airflow.start(settings, supervisor, REPO, child_env(settings))
+        urls["airflow"] = f"{airflow.base_url}  (admin / {airflow.password})"
+    print_banner(urls)
+    if demo:
+        run_demo(settings, supervisor, replicas[0], users, airflow)
+    print_banner({"logs": str(supervisor.log_dir), **urls})
+    while not stopped():
+        supervisor.check()
+        time.sleep(0.5)
 
 
 def start_ui(settings: Settings, supervisor: Supervisor, api_url: str) -> str:
