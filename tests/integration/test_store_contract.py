@@ -225,3 +225,76 @@ def test_sub_second_time_windows_are_exact_through_the_repository(
             assert pages == expected(since, until, asset), (since, until, asset)
             created = {d["prediction_id"]: d["created_at"] for d in docs}
             assert times == [created[p] for p in expected(since, until, None)]
+
+
+def test_unit_state_by_string_id_compare_and_set_of_an_array_of_dicts(db: Database) -> None:
+    """The turbofan serving state (archive/unit_state.py): one document per unit under a string
+    `_id`, a second insert of the same `_id` refused, and a compare-and-set `update_one` whose
+    filter is `_id` plus `seq`, `$set`-ting an array of dicts that hold float arrays, which
+    `find_one` by `_id` returns bit for bit."""
+    coll = db["unit_state"]
+    rng = np.random.default_rng(1)
+    inputs = [
+        {"unit_id": "u-1", "cycle": c, "settings": rng.standard_normal(3).tolist(),
+         "sensors": (rng.standard_normal(21) * 1000).tolist()}
+        for c in range(1, 101)
+    ]  # fmt: skip
+    coll.insert_one({"_id": "turbofan:u-1", "seq": 1, "inputs": inputs[:50], "complete": True})
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": "turbofan:u-1", "seq": 1, "inputs": []})
+    hit = coll.update_one(
+        {"_id": "turbofan:u-1", "seq": 1},
+        {"$set": {"seq": 2, "inputs": inputs, "last_cycle": 100, "last_prediction_id": None}},
+    )
+    assert (hit.matched_count, hit.modified_count) == (1, 1)
+    stale = coll.update_one({"_id": "turbofan:u-1", "seq": 1}, {"$set": {"seq": 3, "inputs": []}})
+    assert stale.matched_count == 0
+    doc = coll.find_one({"_id": "turbofan:u-1"})
+    assert doc is not None
+    assert doc["seq"] == 2 and doc["last_cycle"] == 100 and doc["last_prediction_id"] is None
+    assert doc["inputs"] == inputs  # floats exact, order kept
+
+
+def test_unit_state_repository_round_trip(settings: Settings, db: Database) -> None:
+    """`unit_state`'s own operations on the store: create once, compare-and-set, absorb."""
+    from machine_health.archive import unit_state
+
+    def cycle(c: int) -> dict[str, object]:
+        return {"unit_id": "u-2", "cycle": c, "settings": [0.1, 0.2, 100.0], "sensors": [1.5] * 21}
+
+    async def run() -> tuple[object, ...]:
+        client = archive_client.async_client(settings)
+        try:
+            adb = client[settings.mongodb_db]
+            first = unit_state.UnitState("turbofan", "u-2", (cycle(1), cycle(2)), capacity=3)
+            created = await unit_state.create(adb, first)
+            again = await unit_state.create(adb, first)
+            assert created is not None
+            moved = await unit_state.replace_if(
+                adb, created.advanced(cycle(3), "p-3", 3), seq=created.seq
+            )
+            lost = await unit_state.replace_if(adb, created.advanced(cycle(3), "p-x", 3), seq=1)
+            # a spool replay brings cycles 4 and 5 the state never saw: the last 3 are kept
+            records = [{"domain": "turbofan", "asset_id": "u-2", "cycle": c, "input": cycle(c)}
+                       for c in (4, 5)]  # fmt: skip
+            changed = await unit_state.absorb(adb, [*records, {"domain": "vibration"}])
+            unchanged = await unit_state.absorb(adb, records)
+            return (
+                created,
+                again,
+                moved,
+                lost,
+                changed,
+                unchanged,
+                await unit_state.read(adb, "turbofan", "u-2"),
+            )
+        finally:
+            await client.close()
+
+    _, again, moved, lost, changed, unchanged, final = asyncio.run(run())
+    assert again is None and lost is None
+    assert moved is not None and moved.seq == 2 and moved.last_prediction_id == "p-3"
+    assert (changed, unchanged) == (1, 0)
+    assert final is not None and final.seq == 3
+    assert final.cycles == (3, 4, 5) and final.last_cycle == 5 and not final.complete
+    assert db["unit_state"].find_one({"_id": "turbofan:u-2"})["last_cycle"] == 5

@@ -7,7 +7,9 @@ takes everything queued while the previous write was in flight and sends it as O
 `insert_many`, so N concurrent requests cost one round trip, not N.
 
 While the spool holds records, new ones are spooled too (their order is kept) and a replay task
-moves the spool into the store, in order, as soon as the store answers again.
+moves the spool into the store, in order, as soon as the store answers again; the replayed
+cycles of sequence domains are added to their units' serving state (`unit_state.absorb`), which
+never saw them, before the spool commits past them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
+from machine_health.archive import unit_state
 from machine_health.archive.spool import Spool, SpoolFile
 from machine_health.errors import SpoolFull, StoreError
 from machine_health.monitoring import metrics
@@ -197,6 +200,11 @@ class ArchiveWriter:
                     metrics.ARCHIVE_FAILURES.labels(reason="error").inc()
             except (ConnectionFailure, PyMongoError) as exc:
                 logger.debug("replay waits for the store: %s", exc)
+                return False
+            try:  # the units' serving state never saw these cycles: add them before commit
+                await unit_state.absorb(self.collection.database, docs)
+            except StoreError as exc:
+                logger.debug("replay waits for the store (unit states): %s", exc)
                 return False
             self.store_ok = True
             await asyncio.to_thread(spool_file.commit, end, len(docs))
