@@ -6,8 +6,9 @@
   working one.
 - `MicroBatcher`: concurrent requests of a domain are scored together, one model call per batch
   (what arrived while the previous call ran), in a worker thread so the event loop keeps serving.
-- `UnitHistories`: the last cycles of each turbofan unit, a bounded LRU in front of the archive,
-  with one lock per unit so the cycles of a unit are checked and appended in order.
+- `UnitHistories`: this replica's memory of each turbofan unit's last cycles (a bounded LRU, the
+  fallback while the store is unreachable; the shared context is the store's unit state), with
+  one lock per unit so a replica checks and scores the cycles of a unit in order.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -228,12 +229,17 @@ class MicroBatcher:
 
 
 class UnitHistories:
-    """The last `window` cycles of recently seen units (bounded LRU), one lock per unit."""
+    """This replica's last known context of recently seen units (bounded LRU), one lock per unit.
+
+    An entry is opaque here: `(state, rows)` as the scorer made it (the unit's stored state and
+    the model rows of its cycles). The store holds the context every replica shares; this
+    memory serves while the store is unreachable and lends its rows to the next request.
+    """
 
     def __init__(self, window: int, max_units: int) -> None:
         self.window = window
         self.max_units = max_units
-        self._rows: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Any, list[dict[str, Any]]]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, unit_id: str) -> asyncio.Lock:
@@ -242,39 +248,33 @@ class UnitHistories:
             lock = self._locks[unit_id] = asyncio.Lock()
         return lock
 
-    async def get(
-        self, unit_id: str, load: Callable[[str, int], Awaitable[list[dict[str, Any]]]]
-    ) -> list[dict[str, Any]]:
-        """The unit's recent rows (oldest first), from memory or, on a miss, the archive."""
-        rows = self._rows.get(unit_id)
-        if rows is None:
-            rows = deque(await load(unit_id, self.window), maxlen=self.window)
-            self._rows[unit_id] = rows
-            self._evict()
-        self._rows.move_to_end(unit_id)
-        return list(rows)
+    def peek(self, unit_id: str) -> tuple[Any, list[dict[str, Any]]] | None:
+        """The unit's last known `(state, rows)`, None when this replica has none."""
+        entry = self._entries.get(unit_id)
+        if entry is not None:
+            self._entries.move_to_end(unit_id)
+        return entry
 
-    def append(self, unit_id: str, row: dict[str, Any]) -> None:
-        rows = self._rows.setdefault(unit_id, deque(maxlen=self.window))
-        rows.append(row)
-        self._rows.move_to_end(unit_id)
+    def put(self, unit_id: str, state: Any, rows: list[dict[str, Any]]) -> None:
+        self._entries[unit_id] = (state, list(rows))
+        self._entries.move_to_end(unit_id)
         self._evict()
 
     def ensure_window(self, cycles: int) -> None:
-        """Keep at least `cycles` rows per unit (a reloaded model may need a longer history)."""
-        if cycles > self.window:
-            self.window = cycles
-            self._rows.clear()  # reloaded from the archive at the new length
+        """Serve models reading at least `cycles` rows (a reloaded model may read more); the
+        entries stay (they may hold cycles the store has not seen yet), the scorer checks
+        whether one holds enough."""
+        self.window = max(self.window, cycles)
 
     def forget(self, unit_id: str) -> None:
-        self._rows.pop(unit_id, None)
+        self._entries.pop(unit_id, None)
 
     def _evict(self) -> None:
-        while len(self._rows) > self.max_units:
-            unit_id, _ = self._rows.popitem(last=False)
+        while len(self._entries) > self.max_units:
+            unit_id, _ = self._entries.popitem(last=False)
             lock = self._locks.get(unit_id)
             if lock is not None and not lock.locked():
                 del self._locks[unit_id]
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._entries)

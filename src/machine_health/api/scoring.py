@@ -7,9 +7,17 @@ model call for concurrent requests) → the archive record, made durable by the 
 writer (store or spool) → the response. The response is built from exactly what was archived
 (timestamps at the store's millisecond precision), so the two always agree.
 
-The turbofan unit cache is per replica. With several replicas, send a unit's cycles to one of
-them (e.g. hash the unit id at the load balancer): a replica reads another's cycles from the
-archive only when the unit is not in its cache (first request, eviction, restart).
+Turbofan context is shared by every replica: a unit's last cycles live in the store, one
+document per unit read by `_id` (archive/unit_state.py), so any replica (or worker process)
+may take any cycle and answers as one replica would. A cycle is claimed in that document by a
+compare-and-set after the model call and before the archive write; a miss (another replica
+advanced the unit meanwhile) reads the context again, so a cycle already taken is a 409 on
+every replica. The document is built once from the archive (a unit never seen, or archived
+before it existed, or a model now reading more cycles than it holds). The replica's own memory
+(`UnitHistories`) serves while the store is unreachable (answers spooled); its cycles are
+merged into the unit's document when the store answers again, and the spool replay adds the
+spooled cycles too. During an outage, a unit whose cycles reach several replicas is scored by
+each on what it knows.
 """
 
 from __future__ import annotations
@@ -19,19 +27,21 @@ import base64
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from machine_health.archive import repository
+from machine_health.archive import repository, unit_state
 from machine_health.archive.records import PredictionRecord, encode_samples
+from machine_health.archive.unit_state import UnitState
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
 from machine_health.domains.base import Domain
 from machine_health.domains.sequence import check_next_cycle
-from machine_health.errors import InputError, StoreError
+from machine_health.errors import InputError, SequenceConflict, StoreError
 from machine_health.monitoring import metrics
 from machine_health.serving import (
     LoadedModel,
@@ -44,7 +54,17 @@ from machine_health.serving import (
 logger = logging.getLogger(__name__)
 
 _IDEMPOTENT_MEMORY = 10_000
+_CLAIM_TRIES = 5
 SAMPLES_ENCODING = "float32-le-base64"
+
+
+@dataclass(frozen=True)
+class _Context:
+    """A unit's known cycles: the state, its model rows, and whether the store holds it."""
+
+    state: UnitState
+    rows: list[dict[str, Any]]
+    stored: bool
 
 
 def now_ms() -> datetime:
@@ -233,40 +253,182 @@ class Scorer:
             )  # fmt: skip
         unit_id = asset_of(item)
         cycle = int(getattr(item, "cycle"))  # noqa: B009 - the sequence field, checked above
-        self.histories.ensure_window(self._history_needed(domain_name))
+        needed = self._history_needed(domain_name)
+        self.histories.ensure_window(needed)
         async with self.histories.lock(unit_id):
-            rows = await self.histories.get(unit_id, self._load_history(domain))
-            if archive:
-                check_next_cycle(unit_id, [r["cycle"] for r in rows], cycle)
-            else:  # a test prediction scores against the known cycles before it, writes nothing
-                rows = [r for r in rows if r["cycle"] < cycle]
-            row = item.as_row()  # type: ignore[attr-defined]
-            output, model = await self._model_call(domain_name, [*rows, row])
-            answer = await self._finish(
-                domain_name, item, output, model, user, request_id, prediction_id,
-                idempotency_key, started, archive=archive,
+            if not archive:  # a test prediction: against the known cycles before it, no write
+                context = await self._context(domain, unit_id, needed, persist=False)
+                rows = [r for r, c in zip(context.rows, context.state.cycles, strict=True)
+                        if c < cycle]  # fmt: skip
+                output, model = await self._model_call(domain_name, [*rows, item.as_row()])  # type: ignore[attr-defined]
+                return await self._finish(
+                    domain_name, item, output, model, user, request_id, prediction_id,
+                    idempotency_key, started, archive=False,
+                )  # fmt: skip
+            return await self._score_next(
+                domain, item, unit_id, cycle, needed, user, request_id, prediction_id,
+                idempotency_key, started,
             )  # fmt: skip
-            if archive:
-                self.histories.append(unit_id, row)
+
+    async def _score_next(
+        self,
+        domain: Domain,
+        item: BaseModel,
+        unit_id: str,
+        cycle: int,
+        needed: int,
+        user: str,
+        request_id: str,
+        prediction_id: str | None,
+        idempotency_key: str | None,
+        started: float,
+    ) -> dict[str, Any]:
+        """Score and archive the unit's next cycle, claiming it in the unit's stored state.
+
+        The claim (a compare-and-set on the state's `seq`) comes after the model call and
+        before the archive write: a miss means another replica advanced the unit meanwhile,
+        so the context is read again and the cycle checked and scored again (a cycle the other
+        replica took is then a 409, exactly as one replica refuses it). A claim whose archive
+        write fails is released. Store unreachable: scored from this replica's memory.
+        """
+        entry, row = archived_input(item), item.as_row()  # type: ignore[attr-defined]
+        for _ in range(_CLAIM_TRIES):
+            context = await self._context(domain, unit_id, needed, persist=True)
+            state, rows = context.state, context.rows
+            # An earlier attempt of this very request (same idempotency key) claimed the cycle
+            # and never answered (e.g. its replica died before the archive write): score it
+            # again on the cycles before it, claim nothing more.
+            reclaimed = (
+                context.stored and idempotency_key is not None and cycle == state.last_cycle
+                and prediction_id == state.last_prediction_id
+            )  # fmt: skip
+            if reclaimed:
+                rows = rows[:-1]
+            else:
+                check_next_cycle(unit_id, state.cycles, cycle)
+            output, model = await self._model_call(domain.name, [*rows, row])
+            new, new_rows = state, context.rows
+            if not reclaimed:
+                new = state.advanced(entry, prediction_id, needed)
+                new_rows = [*rows, row][-len(new.inputs) :]
+            claimed: UnitState | None = None
+            if context.stored and not reclaimed:
+                try:
+                    claimed = await unit_state.replace_if(self.db, new, seq=state.seq)
+                except StoreError as exc:  # gone since the read: this replica's memory serves
+                    logger.warning("unit %s: cannot claim cycle %d (%s)", unit_id, cycle, exc)
+                else:
+                    if claimed is None:
+                        continue  # another replica advanced the unit meanwhile: read again
+                    new = claimed
+            try:
+                answer = await self._finish(
+                    domain.name, item, output, model, user, request_id, prediction_id,
+                    idempotency_key, started, archive=True,
+                )  # fmt: skip
+            except BaseException:
+                if claimed is not None:
+                    await self._release(claimed, state)
+                raise
+            self.histories.put(unit_id, new, new_rows)
             return answer
+        raise SequenceConflict(
+            f"unit {unit_id!r}: other requests keep advancing this unit; send its cycles in order"
+        )
+
+    async def _release(self, claimed: UnitState, previous: UnitState) -> None:
+        """Give back a claimed cycle whose prediction was not archived."""
+        try:
+            released = await asyncio.shield(
+                unit_state.replace_if(self.db, previous, seq=claimed.seq)
+            )
+        except StoreError as exc:
+            released, reason = None, str(exc)
+        else:
+            reason = "the unit moved on meanwhile"
+        if released is None:
+            logger.warning(
+                "unit %s: cycle %d claimed but not archived, not released (%s)",
+                claimed.asset_id, claimed.last_cycle, reason,
+            )  # fmt: skip
+
+    async def _context(
+        self, domain: Domain, unit_id: str, needed: int, *, persist: bool
+    ) -> _Context:
+        """The unit's known cycles: its stored state (built from the archive once, stored when
+        `persist`), completed with what this replica took while the store was away; this
+        replica's memory when the store is unreachable."""
+        memory = self.histories.peek(unit_id)
+        if memory is not None and not self.writer.store_ok and memory[0].holds(needed):
+            return _Context(memory[0], memory[1], stored=False)  # store known down: no wait
+        try:
+            for _ in range(_CLAIM_TRIES):
+                state = await unit_state.read(self.db, domain.name, unit_id)
+                stored = state
+                if state is None or not state.holds(needed):
+                    built = await self._from_archive(domain, unit_id, needed)
+                    state = built if state is None else state.merged(
+                        built.inputs, needed, complete=built.complete
+                    )  # fmt: skip
+                if memory is not None:  # cycles this replica scored while the store was away
+                    state = state.merged(memory[0].inputs, needed)
+                if persist and (stored is None or not state.same_cycles(stored)):
+                    if stored is None:
+                        written = await unit_state.create(self.db, state)
+                    else:
+                        written = await unit_state.replace_if(self.db, state, seq=stored.seq)
+                    if written is None:
+                        continue  # another replica wrote the state first: read it
+                    state = written
+                return _Context(state, self._rows(domain, state, memory), stored=persist)
+        except StoreError:
+            if memory is None or not memory[0].holds(needed):
+                raise
+            logger.info("unit %s: store unreachable, scored from this replica's memory", unit_id)
+            return _Context(memory[0], memory[1], stored=False)
+        raise SequenceConflict(f"unit {unit_id!r}: its state keeps changing; retry")
+
+    async def _from_archive(self, domain: Domain, unit_id: str, needed: int) -> UnitState:
+        """The unit's last `needed` archived cycles (a sorted find: once per unit, not per
+        request)."""
+        docs = await repository.unit_history(self.db, unit_id, needed, domain=domain.name)
+        inputs = tuple(doc["input"] for doc in docs if isinstance(doc.get("input"), dict))
+        if len(inputs) != len(docs):
+            raise StoreError(f"archived cycle of unit {unit_id!r} is malformed")
+        whole = len(docs) < needed  # fewer than asked: the archive holds every cycle
+        return UnitState(domain.name, unit_id, complete=whole, capacity=needed).merged(
+            inputs, needed
+        )
+
+    def _rows(
+        self,
+        domain: Domain,
+        state: UnitState,
+        memory: tuple[UnitState, list[dict[str, Any]]] | None,
+    ) -> list[dict[str, Any]]:
+        """The model rows of the state's cycles, reusing this replica's rows of the same ones."""
+        known: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        if memory is not None:
+            known = {
+                c: (entry, row)
+                for c, entry, row in zip(memory[0].cycles, memory[0].inputs, memory[1], strict=True)
+            }
+        rows = []
+        for cycle, entry in zip(state.cycles, state.inputs, strict=True):
+            mine = known.get(cycle)
+            if mine is not None and mine[0] == entry:
+                rows.append(mine[1])
+                continue
+            try:
+                past = domain.input_model.model_validate(entry)
+            except ValueError as exc:
+                raise StoreError(f"a stored cycle of unit {state.asset_id!r} is malformed") from exc
+            rows.append(past.as_row())  # type: ignore[attr-defined]
+        return rows
 
     def _history_needed(self, domain_name: str) -> int:
         loaded = self.holder.loaded(domain_name)
         return history_needed(loaded.bundle if loaded else None, self.settings)
-
-    def _load_history(self, domain: Domain) -> Any:
-        async def load(unit_id: str, limit: int) -> list[dict[str, Any]]:
-            docs = await repository.unit_history(self.db, unit_id, limit, domain=domain.name)
-            rows = []
-            for doc in docs:
-                try:
-                    past = domain.input_model.model_validate(doc["input"])
-                except (KeyError, ValueError) as exc:
-                    raise StoreError(f"archived cycle of unit {unit_id!r} is malformed") from exc
-                rows.append(past.as_row())  # type: ignore[attr-defined]
-            return rows
-
-        return load
 
     async def _model_call(self, domain_name: str, item: Any) -> tuple[dict[str, Any], LoadedModel]:
         started = time.perf_counter()
