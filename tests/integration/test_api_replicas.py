@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import MongoClient
 
 from machine_health.config import Settings
 from tests.conftest import Server, own_database
@@ -184,3 +185,50 @@ def test_store_down_falls_back_to_memory_then_hands_over(
         _assert_same_answers(got, expected, "across a store outage")
     finally:
         store.stop()
+
+
+def test_unit_state_rebuilds_skips_test_predictions_and_replays(
+    tmp_path: Path, settings_and_users: Settings, uvicorn_server: Callable[..., Server]
+) -> None:
+    """The stored state is rebuilt from the archive when it is missing (a unit archived before
+    it existed) or holds fewer cycles than the model reads; /predict-test and an idempotent
+    replay leave it as it is."""
+    settings = settings_and_users
+    server = uvicorn_server(_replica(settings, tmp_path, "a"))
+    rows = _longest_unit(settings.data_dir, 40)
+    tag = secrets.token_hex(3)
+    unit, control = f"state-{tag}", f"control-{tag}"
+    store: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
+    states = store[settings.mongodb_db]["unit_state"]
+    state_of = {"_id": f"turbofan:{unit}"}
+    with store, httpx.Client(headers=login(server.url, "operator"), timeout=60) as client:
+        expected = [_post(client, server.url, control, row).json() for row in rows]
+        got = [_post(client, server.url, unit, row).json() for row in rows[:20]]
+        states.delete_one(state_of)  # as if archived before the state existed
+        got += [_post(client, server.url, unit, row).json() for row in rows[20:30]]
+        doc = states.find_one(state_of)
+        assert doc is not None and doc["last_cycle"] == rows[29]["cycle"]
+        # as if written for a model reading 5 cycles: rebuilt for one reading more
+        states.update_one(
+            state_of, {"$set": {"inputs": doc["inputs"][-5:], "capacity": 5, "complete": False}}
+        )
+        got += [_post(client, server.url, unit, row).json() for row in rows[30:35]]
+        seq = states.find_one(state_of)["seq"]
+        dry = client.post(f"{server.url}/predict-test/turbofan", json={"unit_id": unit, **rows[35]})
+        assert dry.status_code == 200 and dry.json()["archived"] == "not_archived"
+        assert states.find_one(state_of)["seq"] == seq
+        key = {"Idempotency-Key": secrets.token_hex(8)}
+        body = {"unit_id": unit, **rows[35]}
+        first = client.post(f"{server.url}/predict/turbofan", json=body, headers=key)
+        seq = states.find_one(state_of)["seq"]
+        again = client.post(f"{server.url}/predict/turbofan", json=body, headers=key)
+        assert first.status_code == again.status_code == 200
+        assert again.json()["idempotent_replay"] is True
+        assert states.find_one(state_of)["seq"] == seq  # the replay advanced nothing
+        got.append(first.json())
+        got += [_post(client, server.url, unit, row).json() for row in rows[36:]]
+        final = states.find_one(state_of)
+    _assert_same_answers(got, expected, "across state rebuilds")
+    assert dry.json()["prediction"] == expected[35]["prediction"]
+    assert final["last_cycle"] == rows[-1]["cycle"]
+    assert [i["cycle"] for i in final["inputs"]] == [r["cycle"] for r in rows]
