@@ -19,6 +19,7 @@ import pytest
 from pymongo import MongoClient
 
 from machine_health import embedded_store
+from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.domains import get_domain
 from tests.conftest import DATA_DIR, Server, free_port, start_uvicorn
 from tests.integration.conftest import TrainedModels, api_settings, create_users, login
@@ -299,3 +300,41 @@ def test_idempotent_retry_after_a_restart_with_the_store_down_gets_its_spooled_a
             client.close()
     finally:
         restarted.stop()
+
+
+def test_a_spooled_record_the_store_cannot_take_is_dead_lettered_not_a_crash_loop(
+    tmp_path: Path, own_store: Store, trained_models: TrainedModels
+) -> None:
+    """A killed replica left a record BSON cannot encode (an int beyond 8 bytes) between good
+    ones: the restarted API starts, archives the good ones and dead-letters that one alone."""
+    settings = api_settings(tmp_path, own_store.uri, trained_models, store_timeout_ms=800)
+    create_users(settings)
+    dead = Spool(settings.spool_dir, owner=settings.replica_name, max_bytes=1 << 20)
+    dead.open()
+    assert dead.own is not None
+    dead.append([
+        {"prediction_id": "left-0", "domain": "turbofan", "cycle": 1},
+        {"prediction_id": "left-1", "domain": "turbofan", "cycle": 2**63},
+        {"prediction_id": "left-2", "domain": "turbofan", "cycle": 3},
+    ])  # fmt: skip
+    dead.own._handle.close()  # SIGKILL: the file stays, its lock is gone
+    server = start_uvicorn(settings, tmp_path / "logs")  # today: startup dies on the replay
+    try:
+        _wait_for(lambda: _spool_empty(server.url), 60, "the replay")
+        client: MongoClient = MongoClient(own_store.uri, tz_aware=True)
+        try:
+            coll = client[settings.mongodb_db]["predictions"]
+            stored = {d["prediction_id"] for d in coll.find({}, {"prediction_id": 1})}
+        finally:
+            client.close()
+        assert stored == {"left-0", "left-2"}
+        entries = DeadLetters(settings.spool_dir).entries()
+        assert len(entries) == 1 and '"left-1"' in entries[0]["line"]
+        assert entries[0]["reason"].startswith("unencodable") and "8-byte" in entries[0]["reason"]
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'machine_health_spool_dead_letters_total{reason="unencodable"} 1.0' in metrics
+        assert not list(settings.spool_dir.glob("spool-*.jsonl")) or all(
+            f.stat().st_size == 0 for f in settings.spool_dir.glob("spool-*.jsonl")
+        )  # the dead process's file is gone; this process's own is empty
+    finally:
+        server.stop()

@@ -8,10 +8,10 @@ from pathlib import Path
 from pymongo.database import Database
 
 from machine_health.archive import client as archive_client
-from machine_health.archive.spool import Spool
+from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
-from machine_health.errors import SpoolFull
+from machine_health.errors import InputError, SpoolFull
 from machine_health.monitoring import metrics
 from tests.conftest import free_port, make_settings
 
@@ -82,3 +82,133 @@ def test_unreachable_store_spools_and_a_full_spool_refuses(tmp_path: Path) -> No
     assert isinstance(refused, SpoolFull) and "spool is full" in str(refused)
     files = list((tmp_path / "spool").glob("spool-*.jsonl"))
     assert len(files) == 1 and len(files[0].read_text().splitlines()) == 4
+
+
+def _counter(counter: object, **labels: str) -> float:
+    return counter.labels(**labels)._value.get() if labels else counter._value.get()  # type: ignore[attr-defined]
+
+
+def test_one_unencodable_record_is_refused_alone_and_the_group_is_archived(
+    tmp_path: Path, settings: Settings, db: Database
+) -> None:
+    """An int beyond 8 bytes in one record of a group commit: 422 for it, archived for all."""
+    archive_client.ensure_indexes_sync(db)
+
+    async def run() -> list[object]:
+        client = archive_client.async_client(settings)
+        writer = ArchiveWriter(
+            client[settings.mongodb_db][archive_client.PREDICTIONS],
+            Spool(tmp_path / "spool", owner="t", max_bytes=1 << 20),
+        )
+        await writer.start()
+        try:
+            docs = [{"prediction_id": f"b{i}", "cycle": i} for i in range(40)]
+            docs.insert(20, {"prediction_id": "too-big", "cycle": 2**63})
+            return await asyncio.gather(*(writer.submit(d) for d in docs), return_exceptions=True)
+        finally:
+            await writer.close()
+            await client.close()
+
+    outcomes = asyncio.run(run())
+    refused = outcomes.pop(20)
+    assert isinstance(refused, InputError) and "8-byte ints" in str(refused)
+    assert outcomes == ["archived"] * 40
+    stored = {d["prediction_id"] for d in db[archive_client.PREDICTIONS].find({}, {"_id": 0})}
+    assert stored == {f"b{i}" for i in range(40)}
+    assert not list((tmp_path / "spool").glob("spool-*.jsonl"))  # nothing spooled either
+
+
+def _dead_process_spool(directory: Path, docs: list[dict], extra_lines: bytes = b"") -> Path:
+    """A spool file as a killed process (today's code) leaves it: records it could encode as
+    Extended JSON, whatever the store thinks of them."""
+    dead = Spool(directory, owner="dead", max_bytes=1 << 20)
+    dead.open()
+    own = dead.own
+    assert own is not None
+    dead.append(docs[:2])
+    with own.path.open("ab") as handle:
+        handle.write(extra_lines)
+    dead.append(docs[2:])
+    own._handle.close()
+    return own.path
+
+
+def test_the_replay_dead_letters_what_it_cannot_store_and_keeps_draining(
+    tmp_path: Path, settings: Settings, db: Database
+) -> None:
+    archive_client.ensure_indexes_sync(db)
+    spool_dir = tmp_path / "spool"
+    docs = [
+        {"prediction_id": "r0", "cycle": 1},
+        {"prediction_id": "r1", "cycle": 2**63},  # spooled fine, refused by BSON at replay
+        {"prediction_id": "r2", "cycle": 3},
+        {"prediction_id": "r3", "cycle": 4},
+    ]
+    path = _dead_process_spool(spool_dir, docs, b"not json at all\n")
+    before = {
+        k: _counter(metrics.SPOOL_DEAD_LETTERS, reason=k) for k in ("unencodable", "undecodable")
+    }
+
+    async def run() -> int:
+        client = archive_client.async_client(settings)
+        writer = ArchiveWriter(
+            client[settings.mongodb_db][archive_client.PREDICTIONS],
+            Spool(spool_dir, owner="t", max_bytes=1 << 20),
+        )
+        await writer.start()  # replays what the dead process left, before serving
+        try:
+            return writer.spool.depth
+        finally:
+            await writer.close()
+            await client.close()
+
+    assert asyncio.run(run()) == 0
+    stored = {d["prediction_id"] for d in db[archive_client.PREDICTIONS].find({}, {"_id": 0})}
+    assert stored == {"r0", "r2", "r3"}
+    assert not path.exists()  # drained and deleted
+    entries = DeadLetters(spool_dir).entries()
+    assert [e["reason"].split(":")[0] for e in entries] == ["undecodable", "unencodable"]
+    assert entries[0]["line"] == "not json at all" and entries[0]["source"] == path.name
+    assert "8-byte ints" in entries[1]["reason"] and '"r1"' in entries[1]["line"]
+    for kind in ("unencodable", "undecodable"):
+        assert _counter(metrics.SPOOL_DEAD_LETTERS, reason=kind) == before[kind] + 1
+
+
+def test_a_replay_task_that_dies_is_restarted_and_drains_the_spool(
+    tmp_path: Path, settings: Settings, db: Database
+) -> None:
+    archive_client.ensure_indexes_sync(db)
+    restarts = _counter(metrics.ARCHIVE_TASK_RESTARTS, task="replay")
+
+    async def run() -> int:
+        client = archive_client.async_client(settings)
+        writer = ArchiveWriter(
+            client[settings.mongodb_db][archive_client.PREDICTIONS],
+            Spool(tmp_path / "spool", owner="t", max_bytes=1 << 20),
+            retry_seconds=0.05,
+        )
+        await writer.start()
+        real, calls = writer.replay_once, []
+
+        async def dies_once() -> bool:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the replay")
+            return await real()
+
+        writer.replay_once = dies_once  # type: ignore[method-assign]
+        try:
+            writer.spool.append([{"prediction_id": f"d{i}"} for i in range(5)])
+            writer._wake_replay.set()
+            for _ in range(200):
+                if writer.spool.depth == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return writer.spool.depth
+        finally:
+            await writer.close()
+            await client.close()
+
+    assert asyncio.run(run()) == 0
+    assert db[archive_client.PREDICTIONS].estimated_document_count() == 5
+    assert _counter(metrics.ARCHIVE_TASK_RESTARTS, task="replay") == restarts + 1

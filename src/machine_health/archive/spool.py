@@ -1,13 +1,21 @@
 """The local spool: where archive records wait, fsync'd, while the store is down.
 
-One append-only JSON-lines file per live API process (`spool-<replica>-<pid>.jsonl` under
-`var/spool/`), held under an exclusive `flock` for the life of the process. Lines are MongoDB
+One append-only JSON-lines file per live API process (`spool-<replica>-<random id>.jsonl` under
+`var/spool/`), held under an exclusive `flock` for the life of the process. The id is random, not
+the pid: in a container the pid is always 1, and a restarted process must never append to the
+file of its predecessor (a torn tail would fuse with its first record). Lines are MongoDB
 Extended JSON (canonical), so bytes (a vibration window) and datetimes come back exactly as they
 were. Beside each file, `<file>.offset` holds how many bytes were already replayed into the store.
 
+An append is all or nothing: one that fails (disk full, I/O error) truncates the file back to
+its size before the append, so no torn record is left for the next one to fuse with.
+
 A crash leaves a file whose lock died with its process: the next process (or a sibling worker)
-adopts it, replays it and deletes it. Replaying a line twice is harmless: the archive's unique
+adopts it, replays it and deletes it; `adopt_orphans` takes every unlocked `spool-*.jsonl` of
+the folder, whoever wrote it. Replaying a line twice is harmless: the archive's unique
 `prediction_id` turns the second insert into a duplicate-key error, read as "already archived".
+A line that cannot be decoded is returned apart (`Chunk.rejected`) for the dead-letter file
+(`DeadLetters`, `dead-letter.jsonl` beside the spool files), never replayed and never fatal.
 
 `Spool.find` looks a record with an Idempotency-Key up in every spool file of the folder (this
 process's, adopted ones, a sibling worker's), so a retry while the store is down gets its first
@@ -18,13 +26,16 @@ appended since: nothing of it runs while the store answers.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
@@ -35,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 _JSON = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True)
 _SUFFIX = ".jsonl"
+DEAD_LETTER_NAME = "dead-letter.jsonl"
 # What json_util writes for a record's top-level fields (a string value escapes its quotes, so
 # user input cannot fake them); a hit is confirmed by parsing the line.
 _KEYED = b'"idempotency_key": "'
@@ -89,6 +101,24 @@ class _KeyIndex:
         return doc if doc.get("prediction_id") == prediction_id else None
 
 
+class Chunk(NamedTuple):
+    """What one `SpoolFile.read` returns."""
+
+    docs: list[dict[str, Any]]  # decoded records, in file order
+    lines: list[bytes]  # the line each of `docs` was decoded from (for the dead-letter file)
+    rejected: list[tuple[bytes, str]]  # complete lines that cannot be decoded, with the reason
+    end: int  # the offset just past everything above
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename/unlink in `directory` durable (it is a change of the directory)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SpoolFile:
     """One spool file and its replay offset; thread-safe (appends and replay run in threads)."""
 
@@ -98,6 +128,9 @@ class SpoolFile:
         self._handle = handle  # opened "a+b" and flock'ed by whoever created this object
         self._lock = threading.Lock()
         self.offset = self._read_offset()
+        if self.offset > self.size():  # cannot happen (see reset_if_drained): read it all again
+            logger.warning("%s: replay offset past the end, replaying it whole", path.name)
+            self.offset = 0
         self.pending = self._count_lines_after(self.offset)
 
     # --- creation ---------------------------------------------------------------------------
@@ -127,7 +160,11 @@ class SpoolFile:
         return os.fstat(self._handle.fileno()).st_size
 
     def append(self, docs: Iterable[dict[str, Any]], max_bytes: int) -> int:
-        """Append records and fsync; refuse (SpoolFull) when they would exceed `max_bytes`."""
+        """Append records and fsync; refuse (SpoolFull) when they would exceed `max_bytes`.
+
+        All or nothing: a write or fsync that fails truncates the file back to its size before
+        the append (no torn record stays), and the records count as not spooled.
+        """
         lines = [json_util.dumps(doc, json_options=_JSON).encode() + b"\n" for doc in docs]
         payload = b"".join(lines)
         with self._lock:
@@ -136,34 +173,61 @@ class SpoolFile:
                     f"the store is unreachable and the local spool is full "
                     f"({self.pending_bytes} of {max_bytes} bytes); retry later"
                 )
+            fd = self._handle.fileno()
+            before = self.size()
+            if before and os.pread(fd, 1, before - 1) != b"\n":
+                payload = b"\n" + payload  # a torn tail a failed truncate left: close it off
             try:
-                self._handle.write(payload)
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-            except OSError as exc:
-                raise StoreError(f"cannot write the spool {self.path}: {exc}") from exc
+                view = memoryview(payload)
+                while view:  # unbuffered: nothing of a failed append can be flushed later
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except BaseException as exc:
+                self._undo_append(before)
+                if isinstance(exc, OSError):
+                    raise StoreError(f"cannot write the spool {self.path}: {exc}") from exc
+                raise
             self.pending += len(lines)
         return len(lines)
 
+    def _undo_append(self, size: int) -> None:
+        try:
+            os.ftruncate(self._handle.fileno(), size)
+            os.fsync(self._handle.fileno())
+        except OSError:  # the next append starts on a new line: the torn one is dead-lettered
+            logger.exception("%s: cannot truncate a failed append", self.path.name)
+
     # --- replay -----------------------------------------------------------------------------
-    def read(self, max_records: int) -> tuple[list[dict[str, Any]], int]:
-        """The next records after the replay offset and the offset just past them.
+    def read(self, max_records: int) -> Chunk:
+        """The next records after the replay offset, and the offset just past them.
 
         A torn last line (a crash in the middle of a write, never acknowledged) is left unread.
+        A complete line that is not a record (not JSON, not a document) is returned apart in
+        `rejected`: it never stops the replay.
         """
-        docs: list[dict[str, Any]] = []
+        chunk = Chunk([], [], [], self.offset)
+        end = self.offset
         with self._lock, self.path.open("rb") as reader:
             reader.seek(self.offset)
-            end = self.offset
             for line in reader:
                 if not line.endswith(b"\n"):
                     break
                 end += len(line)
-                if line.strip():
-                    docs.append(json_util.loads(line, json_options=_JSON))
-                if len(docs) >= max_records:
+                if not line.strip():
+                    continue
+                try:
+                    doc = json_util.loads(line, json_options=_JSON)
+                except Exception as exc:  # any decoding failure of one line is that line's
+                    chunk.rejected.append((line, f"undecodable: {type(exc).__name__}: {exc}"))
+                else:
+                    if isinstance(doc, dict):
+                        chunk.docs.append(doc)
+                        chunk.lines.append(line)
+                    else:
+                        chunk.rejected.append((line, f"not a document: {type(doc).__name__}"))
+                if len(chunk.docs) + len(chunk.rejected) >= max_records:
                     break
-        return docs, end
+        return chunk._replace(end=end)
 
     def commit(self, offset: int, replayed: int) -> None:
         """Record that everything before `offset` is in the store (survives a crash)."""
@@ -173,18 +237,27 @@ class SpoolFile:
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
             tmp.replace(self._offset_path)
+            _fsync_dir(self.path.parent)
             self.offset = offset
             self.pending = max(0, self.pending - replayed)
 
     def reset_if_drained(self) -> bool:
-        """Empty a fully replayed file (under the append lock, so no line can slip in)."""
+        """Empty a fully replayed file (under the append lock, so no line can slip in).
+
+        The offset goes first, durably, then the data: a crash between the two leaves the
+        whole file with no offset, which the next replay reads again from the start (every
+        line a harmless duplicate). The other order would leave an empty file with a stale
+        offset past its end, and records appended after it would be skipped or read from the
+        middle of a line.
+        """
         with self._lock:
             if self.offset < self.size():
                 return False
-            self._handle.truncate(0)
-            os.fsync(self._handle.fileno())
             self._offset_path.unlink(missing_ok=True)
+            _fsync_dir(self.path.parent)
             self.offset = 0
+            os.ftruncate(self._handle.fileno(), 0)
+            os.fsync(self._handle.fileno())
             self.pending = 0
             return True
 
@@ -222,9 +295,11 @@ class Spool:
         self._find_lock = threading.Lock()
 
     def open(self) -> None:
+        """Create this process's own file (a name never used before) and adopt the orphans."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"spool-{self.owner}-{os.getpid()}{_SUFFIX}"
+        path = self.directory / f"spool-{self.owner}-{uuid.uuid4().hex}{_SUFFIX}"
         self.own = SpoolFile.create(path)
+        _fsync_dir(self.directory)
         self.adopt_orphans()
 
     def adopt_orphans(self) -> int:
@@ -278,3 +353,52 @@ class Spool:
             spool_file.close(delete_if_empty=True)
         self.adopted.clear()
         self.own = None
+
+
+class DeadLetters:
+    """`dead-letter.jsonl` beside the spool files: spooled lines the replay cannot store.
+
+    One JSON object per line: `at` (UTC, ISO 8601), `reason`, `source` (the spool file) and
+    `line` (the spooled line as it was, MongoDB Extended JSON when it is one), so an operator
+    can fix and re-import it (docs/OPERATIONS.md, "Dead-lettered archive records"). Appends are
+    fsync'd under an exclusive `flock` (several processes share the file) before the replay
+    commits past the line: a crash in between writes the entry twice, never loses it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / DEAD_LETTER_NAME
+
+    def add(self, entries: Iterable[tuple[bytes, str]], source: str) -> int:
+        """Append `(line, reason)` entries of the spool file `source`, durably; how many."""
+        entries = list(entries)
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        payload = b"".join(
+            json.dumps(
+                {
+                    "at": at,
+                    "reason": reason,
+                    "source": source,
+                    "line": line.decode("utf-8", errors="replace").rstrip("\n"),
+                },
+                ensure_ascii=False,
+            ).encode()
+            + b"\n"
+            for line, reason in entries
+        )
+        if not payload:
+            return 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return len(entries)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every dead-lettered entry (for tests and the runbook's checks)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -48,7 +48,8 @@ ARCHIVE_BATCH_SIZE = Histogram(
 )
 ARCHIVE_FAILURES = Counter(
     "machine_health_archive_failures_total",
-    "Archive writes that did not reach the store, by reason (store_down, spool_full, error).",
+    "Archive writes that did not reach the store, by reason (store_down, spool_full, error, "
+    "invalid_record, write_concern, unit_state).",
     ["reason"],
 )
 GC_PAUSE = Histogram(
@@ -73,6 +74,17 @@ STORE_UP = Gauge(
 SPOOL_REPLAYED = Counter(
     "machine_health_spool_replayed_total",
     "Spooled records replayed into the store (duplicates of archived ones included).",
+)
+SPOOL_DEAD_LETTERS = Counter(
+    "machine_health_spool_dead_letters_total",
+    "Spooled records the replay cannot archive, moved to the spool folder's dead-letter.jsonl, "
+    "by reason (undecodable, unencodable, refused).",
+    ["reason"],
+)
+ARCHIVE_TASK_RESTARTS = Counter(
+    "machine_health_archive_task_restarts_total",
+    "Deaths of the archive's background tasks (writer, replay), each restarted after a backoff.",
+    ["task"],
 )
 MODEL_INFO = Gauge(
     "machine_health_model_info",
