@@ -436,6 +436,91 @@ def users_create(
     console.print(f"[green]user created[/] {user['username']} (role {user['role']})")
 
 
+def _users_db(action: Callable[[Any], Any]) -> Any:
+    """Run `action(db)` on the store's database (indexes ensured), closing the client after."""
+    from machine_health.archive import client as archive_client
+
+    settings = get_settings()
+    client = archive_client.sync_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        archive_client.ensure_indexes_sync(db)
+        return action(db)
+    finally:
+        client.close()
+
+
+def _operator() -> str:
+    """Who runs a users command, for the log of the change (the OS user: the CLI has no login)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+UserArg = Annotated[str, typer.Argument(help="User name.")]
+
+
+@users_app.command("list")
+@command
+def users_list() -> None:
+    """Every user with its role and whether it is disabled."""
+    from machine_health.archive import users
+
+    rows = _users_db(users.list_users_sync)
+    print_table("users", rows, ["username", "role", "disabled", "token_version", "created_at"])
+
+
+def _users_update(name: str, **change: Any) -> None:
+    from machine_health.archive import users
+
+    user = _users_db(lambda db: users.update_user_sync(db, name, by=_operator(), **change))
+    state = "disabled" if user.get("disabled") else "enabled"
+    console.print(f"[green]user updated[/] {user['username']} (role {user['role']}, {state}); "
+                  "its earlier tokens are refused within a minute")  # fmt: skip
+
+
+@users_app.command("disable")
+@command
+def users_disable(name: UserArg) -> None:
+    """Disable a user: no login, and its existing tokens are refused."""
+    _users_update(name, disabled=True)
+
+
+@users_app.command("enable")
+@command
+def users_enable(name: UserArg) -> None:
+    """Enable a disabled user again (it logs in again; older tokens stay refused)."""
+    _users_update(name, disabled=False)
+
+
+@users_app.command("set-role")
+@command
+def users_set_role(
+    name: UserArg,
+    role: Annotated[str, typer.Argument(help="admin, operator, viewer or service.")],
+) -> None:
+    """Give a user another role; its existing tokens are refused."""
+    _users_update(name, role=role)
+
+
+@users_app.command("delete")
+@command
+def users_delete(
+    name: UserArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a user; its existing tokens are refused."""
+    from machine_health.archive import users
+
+    if not yes:
+        typer.confirm(f"delete user {name!r}?", abort=True)
+    _users_db(lambda db: users.delete_user_sync(db, name, by=_operator()))
+    console.print(f"[green]user deleted[/] {name}")
+
+
 # --- retraining pipeline and registry versions ------------------------------------------------
 pipeline_app = typer.Typer(
     help="Retraining steps (each prints a small JSON result; in a pod also the XCom file).",

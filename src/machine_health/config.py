@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     login_window_seconds: int = Field(
         300, ge=1, description="Window of the login throttle (and how long a lockout lasts)."
     )
+    user_cache_seconds: float = Field(
+        30.0, ge=0, le=60,
+        description="How long a replica trusts a user record it read (role, disabled, token "
+        "version): the longest a disabled, demoted or deleted user's token keeps working.",
+    )  # fmt: skip
 
     # --- domains ----------------------------------------------------------------------------
     rul_cap: int = Field(125, ge=1, description="Cap of the piecewise-linear RUL target.")

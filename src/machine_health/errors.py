@@ -79,6 +79,10 @@ class AlreadyExists(InputError):
     """The object to create exists already (a user name, ...)."""
 
 
+class LastAdmin(InputError):
+    """The change would leave no enabled admin (disable, demote or delete the last one)."""
+
+
 class AuthError(MachineHealthError):
     """Missing, malformed, expired or forged credentials."""
 

@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from machine_health import __version__, heap
 from machine_health.api import errors as api_errors
 from machine_health.api.middleware import RequestContext
-from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats
+from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats, users
 from machine_health.api.scoring import Scorer
 from machine_health.api.workers import WorkerSync, sync_dir
 from machine_health.archive import client as archive_client
@@ -213,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         archive.router,
         ops.router,
         *(models.router, stats.router, reports.router),  # the UI's reads and admin
+        users.router,  # user administration (admins only)
     ]
     for router in routers:
         # The routes themselves, not `include_router`: the instrumentator flattens included

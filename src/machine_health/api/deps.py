@@ -9,9 +9,9 @@ from fastapi.security import OAuth2PasswordBearer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from machine_health.api.scoring import Scorer
-from machine_health.api.security import Principal, authenticate_bearer
+from machine_health.api.security import Principal, authenticate_bearer, check_current
 from machine_health.config import Settings
-from machine_health.errors import AuthError
+from machine_health.errors import AuthError, Forbidden
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
@@ -49,14 +49,29 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def optional_principal(settings: SettingsDep, token: TokenDep) -> Principal | None:
-    return authenticate_bearer(settings, token) if token else None
+async def _checked(request: Request, settings: Settings, token: str) -> Principal:
+    """The token's principal, if its user still exists, is enabled and has the token's role
+    and token version (`security.check_current`, cached per replica)."""
+    principal = authenticate_bearer(settings, token)
+    state = request.app.state.mh
+    return await check_current(
+        state.db,
+        principal,
+        store_up=state.store.status != "unreachable",
+        ttl=settings.user_cache_seconds,
+    )
 
 
-async def current_principal(settings: SettingsDep, token: TokenDep) -> Principal:
+async def optional_principal(
+    request: Request, settings: SettingsDep, token: TokenDep
+) -> Principal | None:
+    return await _checked(request, settings, token) if token else None
+
+
+async def current_principal(request: Request, settings: SettingsDep, token: TokenDep) -> Principal:
     if not token:
         raise AuthError("not authenticated: send `Authorization: Bearer <token>` (POST /token)")
-    return authenticate_bearer(settings, token)
+    return await _checked(request, settings, token)
 
 
 def _requires(permission: str) -> Any:
@@ -66,7 +81,14 @@ def _requires(permission: str) -> Any:
     return Depends(check)
 
 
+async def _admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if principal.role != "admin":
+        raise Forbidden(f"role {principal.role!r} may not administer users (admins only)")
+    return principal
+
+
 OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
+AdminUser = Annotated[Principal, Depends(_admin)]
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 Predictor = Annotated[Principal, _requires("predict")]
 Reader = Annotated[Principal, _requires("read")]

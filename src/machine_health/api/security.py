@@ -6,6 +6,11 @@ Tokens carry `sub`, `role`, `exp`, `iat`, `iss`, `aud` and `jti`, are signed wit
 fixed by the settings, so `alg=none` or any other algorithm in a token header is refused. Every
 verification failure is an `AuthError` (401).
 
+A user's token also carries `ver`, the user's `token_version` when it was issued: every request
+checks it, with the user's role and `disabled` flag, against the user record (cached
+`MH_USER_CACHE_SECONDS`, 30 s), so a disabled, demoted or deleted user's tokens stop working
+within that time (`check_current`).
+
 The pipeline authenticates with the static `MH_SERVICE_TOKEN` as a bearer token (role
 `service`). Nothing in this module logs a token, a password or a secret.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,7 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from machine_health.archive import users
 from machine_health.config import Settings
-from machine_health.errors import AuthError, ConfigurationError, Forbidden, Throttled
+from machine_health.errors import AuthError, ConfigurationError, Forbidden, StoreError, Throttled
 from machine_health.monitoring import metrics
 
 logger = logging.getLogger(__name__)
@@ -58,6 +64,7 @@ class Principal:
     username: str
     role: str
     token_id: str | None = None
+    token_version: int = 0
 
     def can(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, frozenset())
@@ -91,7 +98,12 @@ def _secret(settings: Settings) -> str:
 
 
 def create_access_token(
-    settings: Settings, username: str, role: str, *, ttl: timedelta | None = None
+    settings: Settings,
+    username: str,
+    role: str,
+    *,
+    ttl: timedelta | None = None,
+    version: int = 0,
 ) -> tuple[str, datetime]:
     """A signed JWT for `username` and its expiry time."""
     now = datetime.now(UTC)
@@ -104,6 +116,7 @@ def create_access_token(
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "jti": uuid.uuid4().hex,
+        "ver": int(version),
     }
     token = jwt.encode(claims, _secret(settings), algorithm=settings.jwt_algorithm)
     return token, expires
@@ -193,7 +206,108 @@ def authenticate_bearer(settings: Settings, token: str) -> Principal:
     role = claims.get("role")
     if role not in PERMISSIONS:
         raise AuthError("invalid token (role)")
-    return Principal(username=str(claims["sub"]), role=str(role), token_id=str(claims["jti"]))
+    version = claims.get("ver", 0)  # tokens issued before versions existed: version 0
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise AuthError("invalid token (ver)")
+    return Principal(
+        username=str(claims["sub"]), role=str(role), token_id=str(claims["jti"]),
+        token_version=version,
+    )  # fmt: skip
+
+
+# --- is the token's user still who the token says? --------------------------------------------
+#: default of `MH_USER_CACHE_SECONDS`: how long a replica trusts what it last read of a user
+#: (role, disabled, token_version), the longest a disabled, demoted or deleted user's token keeps
+#: working on another replica
+USER_CACHE_SECONDS = 30.0
+_USER_CACHE_MAX = 4096
+# (database name, user name) -> (monotonic time read, the user's access fields or None if absent)
+_USERS: OrderedDict[tuple[str, str], tuple[float, dict[str, Any] | None]] = OrderedDict()
+
+
+def forget_user(db_name: str, username: str) -> None:
+    """Drop a cached user (this replica changed it: its next request reads it again)."""
+    _USERS.pop((db_name, username), None)
+
+
+async def _user_access(
+    db: AsyncDatabase, username: str, *, store_up: bool, ttl: float
+) -> dict[str, Any] | None:
+    key = (db.name, username)
+    cached = _USERS.get(key)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    try:
+        if not store_up:
+            raise StoreError("store unreachable")
+        user = await users.get_user(db, username)
+    except StoreError:
+        if cached is not None:  # the last known record, however old
+            return cached[1]
+        raise
+    access = (
+        None
+        if user is None
+        else {"role": user.get("role"), "disabled": bool(user.get("disabled")),
+              "token_version": users.token_version(user)}
+    )  # fmt: skip
+    _USERS[key] = (now, access)
+    _USERS.move_to_end(key)
+    while len(_USERS) > _USER_CACHE_MAX:
+        _USERS.popitem(last=False)
+    return access
+
+
+async def check_current(
+    db: AsyncDatabase,
+    principal: Principal,
+    *,
+    store_up: bool,
+    ttl: float = USER_CACHE_SECONDS,
+) -> Principal:
+    """Refuse (401) the token of a user deleted, disabled, given another role or whose tokens
+    were revoked (token_version bumped) since it was issued.
+
+    The user record is read by its unique name (one indexed `find_one`) at most once per `ttl`
+    seconds per replica (`MH_USER_CACHE_SECONDS`). While the store is unreachable the last
+    record read is used, and a user never read passes on the signed token alone: predictions
+    keep being served (and spooled) during an outage, at the price of revocations waiting for
+    the store.
+    """
+    if principal.token_id is None:  # the static service token: no user record
+        return principal
+    try:
+        access = await _user_access(db, principal.username, store_up=store_up, ttl=ttl)
+        reason = _refusal(access, principal)
+        if reason is not None:
+            # A refusal from a cached record is checked against the store (at most once a
+            # second per user, at once for a token newer than the record): the user may have
+            # been enabled, or logged in again elsewhere.
+            newer = access is not None and principal.token_version > access["token_version"]
+            access = await _user_access(
+                db, principal.username, store_up=store_up, ttl=0 if newer else min(ttl, _RECHECK_S)
+            )
+            reason = _refusal(access, principal)
+    except StoreError as exc:
+        logger.warning("user check skipped, store unreachable: %s", exc)
+        return principal
+    if reason is not None:
+        raise AuthError(f"token refused: {reason}")
+    return principal
+
+
+_RECHECK_S = 1.0
+
+
+def _refusal(access: dict[str, Any] | None, principal: Principal) -> str | None:
+    if access is None:
+        return "the user no longer exists"
+    if access["disabled"]:
+        return "the user is disabled"
+    if access["role"] != principal.role or access["token_version"] != principal.token_version:
+        return "the user's access changed since it was issued: log in again"
+    return None
 
 
 # --- login ------------------------------------------------------------------------------------
@@ -228,4 +342,6 @@ async def login(
     await users.forget_attempt(db, attempt)
     await users.clear_failures(db, keys[0])
     assert user is not None
-    return Principal(username=user["username"], role=user["role"])
+    return Principal(
+        username=user["username"], role=user["role"], token_version=users.token_version(user)
+    )

@@ -6,6 +6,7 @@ never sees a clear-text password.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -14,7 +15,9 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from machine_health.archive.client import LOGIN_FAILURES, USERS
-from machine_health.errors import AlreadyExists, InputError, StoreError
+from machine_health.errors import AlreadyExists, InputError, LastAdmin, NotFound, StoreError
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["admin", "operator", "viewer", "service"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -35,6 +38,11 @@ def _user_doc(username: str, password_hash: str, role: str) -> dict[str, Any]:
         "password_hash": password_hash,
         "role": role,
         "disabled": False,
+        # Carried by every token issued to the user; any change of access bumps it, which
+        # refuses the tokens issued before (api/security.py, `check_current`). It starts at the
+        # creation time in ms, so a user deleted and created again under the same name does
+        # not accept the tokens of the old one.
+        "token_version": int(datetime.now(UTC).timestamp() * 1000),
         "created_at": datetime.now(UTC),
     }
 
@@ -73,6 +81,157 @@ async def get_user(db: AsyncDatabase, username: str) -> dict[str, Any] | None:
         return await db[USERS].find_one({"username": str(username)})
     except PyMongoError as exc:
         raise StoreError(f"cannot read users: {exc}") from exc
+
+
+# --- administration: list, disable / enable, set role, delete ---------------------------------
+# Every change bumps `token_version` (tokens issued before are refused) and is logged with the
+# admin who made it. Removing the last enabled admin is refused: the change is applied, the
+# enabled admins are counted, and the change is undone if none is left, so two admins removing
+# each other at the same moment both get LastAdmin instead of both succeeding.
+_ACCESS = {"username": 1, "role": 1, "disabled": 1, "token_version": 1, "_id": 0}
+
+
+def token_version(user: dict[str, Any]) -> int:
+    """The user's token version (0 for users created before versions existed)."""
+    return int(user.get("token_version") or 0)
+
+
+def _change(disabled: bool | None, role: str | None) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    if disabled is not None:
+        update["disabled"] = bool(disabled)
+    if role is not None:
+        if role not in ROLES:
+            raise InputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        update["role"] = role
+    if not update:
+        raise InputError("nothing to change: give disabled and/or role")
+    return update
+
+
+def _enabled_admin(user: dict[str, Any]) -> bool:
+    return user.get("role") == "admin" and not user.get("disabled")
+
+
+def _describe(update: dict[str, Any] | None) -> str:
+    if update is None:
+        return "deleted"
+    return ", ".join(f"{k}={v}" for k, v in update.items())
+
+
+def _log_change(by: str, username: str, update: dict[str, Any] | None) -> None:
+    logger.warning("user %r changed by %r: %s", username, by, _describe(update))
+
+
+def _restore(user: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in user.items() if k != "_id"}
+
+
+_NO_ADMIN = "refused: it would leave no enabled admin (enable or create another admin first)"
+
+
+def list_users_sync(db: Database) -> list[dict[str, Any]]:
+    try:
+        return [public(u) for u in db[USERS].find({}).sort([("username", 1)])]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read users: {exc}") from exc
+
+
+def _enabled_admins_sync(db: Database) -> int:
+    return sum(1 for u in db[USERS].find({"role": "admin"}, _ACCESS) if _enabled_admin(u))
+
+
+def update_user_sync(
+    db: Database, username: str, *, by: str, disabled: bool | None = None, role: str | None = None
+) -> dict[str, Any]:
+    """Disable / enable and/or change the role of a user; its existing tokens stop working."""
+    update = _change(disabled, role)
+    coll = db[USERS]
+    try:
+        before = coll.find_one_and_update(
+            {"username": str(username)}, {"$set": update, "$inc": {"token_version": 1}}
+        )
+        if before is None:
+            raise NotFound(f"no user {username!r}")
+        after = coll.find_one({"username": str(username)})
+        if _enabled_admin(before) and _enabled_admins_sync(db) == 0:
+            undo = {k: before.get(k) for k in update}
+            coll.update_one({"username": str(username)}, {"$set": undo})
+            raise LastAdmin(f"{_describe(update)} for {username!r} {_NO_ADMIN}")
+    except PyMongoError as exc:
+        raise StoreError(f"cannot update the user: {exc}") from exc
+    _log_change(by, username, update)
+    return public(after or {})
+
+
+def delete_user_sync(db: Database, username: str, *, by: str) -> dict[str, Any]:
+    coll = db[USERS]
+    try:
+        before = coll.find_one_and_delete({"username": str(username)})
+        if before is None:
+            raise NotFound(f"no user {username!r}")
+        if _enabled_admin(before) and _enabled_admins_sync(db) == 0:
+            coll.insert_one(_restore(before))
+            raise LastAdmin(f"deleting {username!r} {_NO_ADMIN}")
+    except PyMongoError as exc:
+        raise StoreError(f"cannot delete the user: {exc}") from exc
+    _log_change(by, username, None)
+    return {"username": before["username"], "deleted": True}
+
+
+async def list_users(db: AsyncDatabase) -> list[dict[str, Any]]:
+    try:
+        return [public(u) async for u in db[USERS].find({}).sort([("username", 1)])]
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read users: {exc}") from exc
+
+
+async def _enabled_admins(db: AsyncDatabase) -> int:
+    return sum([1 async for u in db[USERS].find({"role": "admin"}, _ACCESS) if _enabled_admin(u)])
+
+
+async def update_user(
+    db: AsyncDatabase,
+    username: str,
+    *,
+    by: str,
+    disabled: bool | None = None,
+    role: str | None = None,
+) -> dict[str, Any]:
+    """Async twin of `update_user_sync` (PATCH /users/{name})."""
+    update = _change(disabled, role)
+    coll = db[USERS]
+    try:
+        before = await coll.find_one_and_update(
+            {"username": str(username)}, {"$set": update, "$inc": {"token_version": 1}}
+        )
+        if before is None:
+            raise NotFound(f"no user {username!r}")
+        after = await coll.find_one({"username": str(username)})
+        if _enabled_admin(before) and await _enabled_admins(db) == 0:
+            undo = {k: before.get(k) for k in update}
+            await coll.update_one({"username": str(username)}, {"$set": undo})
+            raise LastAdmin(f"{_describe(update)} for {username!r} {_NO_ADMIN}")
+    except PyMongoError as exc:
+        raise StoreError(f"cannot update the user: {exc}") from exc
+    _log_change(by, username, update)
+    return public(after or {})
+
+
+async def delete_user(db: AsyncDatabase, username: str, *, by: str) -> dict[str, Any]:
+    """Async twin of `delete_user_sync` (DELETE /users/{name})."""
+    coll = db[USERS]
+    try:
+        before = await coll.find_one_and_delete({"username": str(username)})
+        if before is None:
+            raise NotFound(f"no user {username!r}")
+        if _enabled_admin(before) and await _enabled_admins(db) == 0:
+            await coll.insert_one(_restore(before))
+            raise LastAdmin(f"deleting {username!r} {_NO_ADMIN}")
+    except PyMongoError as exc:
+        raise StoreError(f"cannot delete the user: {exc}") from exc
+    _log_change(by, username, None)
+    return {"username": before["username"], "deleted": True}
 
 
 # --- failed logins: one small document per failure, counted over a sliding window --------------

@@ -28,7 +28,9 @@ async def create_token(
     """Exchange a username and password for a bearer token (throttled after failures)."""
     client = request.client.host if request.client else "unknown"
     principal = await login(db, settings, form.username, form.password, client)
-    token, expires = create_access_token(settings, principal.username, principal.role)
+    token, expires = create_access_token(
+        settings, principal.username, principal.role, version=principal.token_version
+    )
     return {"access_token": token, "expires_at": expires, "role": principal.role}
 
 
