@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     store_host: str = Field("127.0.0.1", description="Bind address of the embedded store.")
     store_port: int = Field(27117, description="Port of the embedded store.")
     store_timeout_ms: int = Field(2000, description="Server selection timeout of the clients.")
+    mongodb_write_concern_w: str = Field(
+        "majority",
+        description="Write concern `w` of every client (API and steps): `majority` (default) "
+        "acknowledges a prediction only once most replica-set members hold it, so a primary's "
+        "failover cannot roll back an answered prediction; a number >= 1 or a tag set name "
+        "also works. 0 (unacknowledged) is refused: the archive promises durability.",
+    )
+    mongodb_journal: bool = Field(
+        True,
+        description="Write concern `j`: acknowledged only once in the on-disk journal, so a "
+        "crash of the acknowledging members right after the answer loses nothing.",
+    )
+    mongodb_write_timeout_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Write concern `wtimeout`: how long a write waits for its majority before "
+        "the API spools it instead (0 = forever; a stalled majority would stall predictions).",
+    )
 
     # --- registry ---------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(
@@ -229,6 +247,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
         return value
+
+    @field_validator("mongodb_write_concern_w")
+    @classmethod
+    def _acknowledged_writes(cls, value: str) -> str:
+        value = value.strip()
+        if not value or (value.isdigit() and int(value) < 1):
+            raise ValueError("must be 'majority', a number >= 1 or a tag set name (0 is refused)")
+        return value
+
+    @property
+    def write_concern(self) -> dict[str, object]:
+        """The write concern of every client, as pymongo's client options."""
+        w = self.mongodb_write_concern_w
+        return {
+            "w": int(w) if w.isdigit() else w,
+            "journal": self.mongodb_journal,
+            "wTimeoutMS": self.mongodb_write_timeout_ms,
+        }
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

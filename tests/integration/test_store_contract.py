@@ -298,3 +298,41 @@ def test_unit_state_repository_round_trip(settings: Settings, db: Database) -> N
     assert final is not None and final.seq == 3
     assert final.cycles == (3, 4, 5) and final.last_cycle == 5 and not final.complete
     assert db["unit_state"].find_one({"_id": "turbofan:u-2"})["last_cycle"] == 5
+
+
+def test_writes_with_write_concern_majority_and_journal_are_acknowledged(
+    settings: Settings, db: Database
+) -> None:
+    """Production writes use w="majority", j=true (MH_MONGODB_WRITE_CONCERN_W, MH_MONGODB_JOURNAL):
+    the store accepts that write concern from both clients and acknowledges the write, which is
+    then readable. (nx-27017 accepts any w and j and acknowledges once its SQLite commit is
+    done; it has no replica set, so "majority" means this one server, as on a standalone mongod.)
+    """
+    from pymongo import WriteConcern
+
+    assert settings.mongodb_write_concern_w == "majority" and settings.mongodb_journal is True
+    sync = archive_client.sync_client(settings)
+    try:
+        assert sync.write_concern.document == {"w": "majority", "j": True, "wtimeout": 10_000}
+        coll = sync[settings.mongodb_db]["wc"]
+        assert coll.insert_one({"k": "sync"}).acknowledged
+        bulk = coll.insert_many([{"k": f"b{i}"} for i in range(3)], ordered=False)
+        assert bulk.acknowledged and len(bulk.inserted_ids) == 3
+        explicit = coll.with_options(write_concern=WriteConcern(w="majority", j=True, wtimeout=500))
+        assert explicit.update_one({"k": "sync"}, {"$set": {"v": 1}}).modified_count == 1
+    finally:
+        sync.close()
+
+    async def async_write() -> bool:
+        client = archive_client.async_client(settings)
+        try:
+            assert client.write_concern.document["w"] == "majority"
+            result = await client[settings.mongodb_db]["wc"].insert_one({"k": "async"})
+            return result.acknowledged
+        finally:
+            await client.close()
+
+    assert asyncio.run(async_write())
+    assert sorted(d["k"] for d in db["wc"].find({}, {"_id": 0, "k": 1})) == [
+        "async", "b0", "b1", "b2", "sync",
+    ]  # fmt: skip

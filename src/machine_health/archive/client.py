@@ -4,6 +4,11 @@ The API uses PyMongo's native async client (`AsyncMongoClient`); pipeline steps 
 the sync `MongoClient`. Both are created here, with the same options, and both create the same
 indexes, so whichever starts first leaves the store ready for the other.
 
+Writes use the configured write concern (`MH_MONGODB_WRITE_CONCERN_W`, `MH_MONGODB_JOURNAL`,
+`MH_MONGODB_WRITE_TIMEOUT_MS`; default majority + journal). The embedded store accepts it and
+acknowledges once its SQLite commit is done (tests/integration/test_store_contract.py), so the
+same settings serve both.
+
 Store subset used on purpose (see ARCHITECTURE.md, "known limits of the embedded store"): foreign
 keys are strings, counts use `estimated_document_count` or an aggregate `$count`, no dotted
 projections, no compound `$group` keys, no `$not`, no transactions.
@@ -54,11 +59,14 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 
 def _client_options(settings: Settings) -> dict[str, object]:
+    """Options of both clients: the same timeouts and the same write concern (by default
+    w="majority", j=true: an acknowledged write survives a failover and a crash)."""
     return {
         "serverSelectionTimeoutMS": settings.store_timeout_ms,
         "connectTimeoutMS": settings.store_timeout_ms,
         "tz_aware": True,
         "appname": "machine-health",
+        **settings.write_concern,
     }
 
 
