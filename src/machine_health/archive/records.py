@@ -15,7 +15,8 @@ little-endian float32 bytes with its sample rate and rpm.
     user, request_id, latency_ms, created_at (UTC), schema_version
     label           str | float | None            ground truth: fault class / true RUL
     labelled_at     datetime | None               when the label arrived (extract keys on it)
-    label_source    "feedback" | "failure" | None
+    label_source    "feedback" | "failure" | "import" | None   how the label arrived
+    labelled_by     str | None                    who gave it (the API user, or who ran an import)
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class PredictionRecord(BaseModel):
     label: str | float | None = None
     labelled_at: datetime | None = None
     label_source: str | None = None
+    labelled_by: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return self.model_dump()

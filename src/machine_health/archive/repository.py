@@ -168,13 +168,23 @@ _LABELLED_NOW = {"$currentDate": {"labelled_at": True}}
 
 
 async def set_label(
-    db: AsyncDatabase, prediction_id: str, *, domain: str, label: str | float, source: str
+    db: AsyncDatabase,
+    prediction_id: str,
+    *,
+    domain: str,
+    label: str | float,
+    source: str,
+    labelled_by: str,
 ) -> dict[str, Any]:
-    """Attach ground truth to one archived prediction of `domain`; NotFound when absent."""
+    """Attach ground truth to one archived prediction of `domain`, with who gave it
+    (`labelled_by`) and how (`source`: feedback, failure, import...); NotFound when absent."""
     try:
         doc = await db[PREDICTIONS].find_one_and_update(
             {"prediction_id": str(prediction_id), "domain": str(domain)},
-            {"$set": {"label": label, "label_source": source}, **_LABELLED_NOW},
+            {
+                "$set": {"label": label, "label_source": source, "labelled_by": labelled_by},
+                **_LABELLED_NOW,
+            },
             projection={"labelled_at": 1, "_id": 0},
             return_document=ReturnDocument.AFTER,
         )
@@ -186,9 +196,16 @@ async def set_label(
 
 
 async def backfill_failure(
-    db: AsyncDatabase, unit_id: str, failure_cycle: int, *, domain: str = "turbofan"
+    db: AsyncDatabase,
+    unit_id: str,
+    failure_cycle: int,
+    *,
+    labelled_by: str,
+    source: str = "failure",
+    domain: str = "turbofan",
 ) -> dict[str, Any]:
-    """Label every archived cycle of a unit with its true RUL = failure_cycle - cycle."""
+    """Label every archived cycle of a unit with its true RUL = failure_cycle - cycle, with who
+    gave it (`labelled_by`) and how (`source`)."""
     coll = db[PREDICTIONS]
     query = {"domain": domain, "asset_id": str(unit_id)}
     try:
@@ -208,7 +225,8 @@ async def backfill_failure(
                 {
                     "$set": {
                         "label": float(failure_cycle - int(d["cycle"])),
-                        "label_source": "failure",
+                        "label_source": source,
+                        "labelled_by": labelled_by,
                     },
                     **_LABELLED_NOW,
                 },

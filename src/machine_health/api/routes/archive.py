@@ -62,7 +62,7 @@ async def read_prediction(
 
 @router.post("/feedback", response_model=FeedbackResponse)
 async def create_feedback(
-    body: FeedbackRequest, db: DbDep, state: StateDep, _: Labeller
+    body: FeedbackRequest, db: DbDep, state: StateDep, caller: Labeller
 ) -> dict[str, Any]:
     """Record the inspected fault class of an archived vibration prediction."""
     doc = await repository.get_prediction(db, body.prediction_id)
@@ -76,8 +76,9 @@ async def create_feedback(
     if labels and body.label not in labels:
         raise InputError(f"label: {body.label!r} is not one of {', '.join(labels)}")
     return await repository.set_label(
-        db, body.prediction_id, domain="vibration", label=body.label, source="feedback"
-    )
+        db, body.prediction_id, domain="vibration", label=body.label, source="feedback",
+        labelled_by=caller.username,
+    )  # fmt: skip
 
 
 @router.post("/assets/{unit_id}/failure", response_model=FailureResponse)
@@ -85,7 +86,9 @@ async def create_failure(
     unit_id: Annotated[str, Path(max_length=64, pattern=_SAFE)],
     body: FailureRequest,
     db: DbDep,
-    _: Labeller,
+    caller: Labeller,
 ) -> dict[str, Any]:
     """Record a turbofan unit's failure cycle: back-fills the true RUL of its archived cycles."""
-    return await repository.backfill_failure(db, unit_id, body.failure_cycle)
+    return await repository.backfill_failure(
+        db, unit_id, body.failure_cycle, labelled_by=caller.username, source="failure"
+    )
