@@ -78,6 +78,9 @@ def test_mongodb_release_is_what_the_network_policy_protects(
 ) -> None:
     values = load("values-mongodb.yaml")
     assert values["architecture"] == "replicaset"
+    # w="majority" needs a majority of data-bearing members: three of them, no arbiter, so one
+    # pod down never stalls the API's writes (two + an arbiter would).
+    assert values["replicaCount"] == 3 and values["arbiter"]["enabled"] is False
     assert values["auth"]["existingSecret"]
     assert values["metrics"]["enabled"] is True
     assert values["networkPolicy"]["enabled"] is False, "our chart owns the MongoDB policy"
