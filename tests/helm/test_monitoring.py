@@ -25,6 +25,8 @@ EXPECTED_METRICS = {
     "machine_health_reloads_total",
     "machine_health_spool_depth",
     "machine_health_archive_failures_total",
+    "machine_health_spool_dead_letters_total",
+    "machine_health_archive_task_restarts_total",
     "machine_health_drift_flagged",
     "machine_health_live_degraded",
     "machine_health_model_info",

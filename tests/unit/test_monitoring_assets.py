@@ -25,6 +25,8 @@ REQUIRED_ALERTS = {
     "MachineHealthApiHighErrorRate",
     "MachineHealthApiHighLatencyP99",
     "MachineHealthSpoolNotEmpty",
+    "MachineHealthSpoolDeadLetters",
+    "MachineHealthArchiveTaskRestarts",
     "MachineHealthDataDrift",
     "MachineHealthLivePerformanceDrop",
 }
