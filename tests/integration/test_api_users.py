@@ -48,7 +48,7 @@ def _reads(url: str, headers: dict[str, str]) -> int:
 def test_admin_routes_disable_demote_and_delete_refuse_existing_tokens(
     api: tuple[Server, Settings, MongoClient],
 ) -> None:
-    server, settings, _ = api
+    server, settings, client = api
     url = server.url
     admin = login(url, "admin")
     for name, role in (("ops1", "operator"), ("ops2", "operator"), ("boss2", "admin")):
@@ -110,6 +110,13 @@ def test_admin_routes_disable_demote_and_delete_refuse_existing_tokens(
     assert "user 'ops1' changed by 'admin': disabled=True" in log
     assert "user 'boss2' changed by 'admin': role=viewer" in log
     assert "user 'ops2' changed by 'admin': deleted" in log
+    audit = list(
+        client[settings.mongodb_db]["audit"].find({"target": {"$in": ["ops1", "boss2", "ops2"]}})
+    )
+    seen = {(a["action"], a["target"], a["user"], a["via"]) for a in audit}
+    assert ("user_update", "boss2", "admin", "api") in seen
+    assert ("user_delete", "ops2", "admin", "api") in seen
+    assert {"disabled": True} in [a["change"] for a in audit if a["target"] == "ops1"]
 
 
 def test_the_last_enabled_admin_cannot_be_removed(
@@ -158,7 +165,7 @@ def test_cli_list_disable_enable_set_role_delete(
 ) -> None:
     """Changes made from the CLI (another process, no cache to drop) reach the running API
     within its user cache time; the last admin is protected there too."""
-    server, settings, _ = api
+    server, settings, client = api
     url = server.url
     viewer = login(url, "viewer")
     operator = login(url, "operator")
@@ -196,4 +203,7 @@ def test_cli_list_disable_enable_set_role_delete(
         f"{url}/users", headers=login(url, "admin"), timeout=30
     ).json()["items"]}  # fmt: skip
     assert "viewer" not in names and names["operator"]["role"] == "viewer"
-    del settings
+    audit = client[settings.mongodb_db]["audit"].find_one({"action": "user_delete"})
+    assert (
+        audit["target"] == "viewer" and audit["via"] == "cli" and audit["user"].startswith("cli:")
+    )

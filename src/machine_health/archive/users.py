@@ -84,10 +84,11 @@ async def get_user(db: AsyncDatabase, username: str) -> dict[str, Any] | None:
 
 
 # --- administration: list, disable / enable, set role, delete ---------------------------------
-# Every change bumps `token_version` (tokens issued before are refused) and is logged with the
-# admin who made it. Removing the last enabled admin is refused: the change is applied, the
-# enabled admins are counted, and the change is undone if none is left, so two admins removing
-# each other at the same moment both get LastAdmin instead of both succeeding.
+# Every change bumps `token_version` (tokens issued before are refused), is logged with the
+# admin who made it and recorded in the `audit` collection. Removing the last enabled admin is
+# refused: the change is applied, the enabled admins are counted, and the change is undone if
+# none is left, so two admins removing each other at the same moment both get LastAdmin instead
+# of both succeeding.
 _ACCESS = {"username": 1, "role": 1, "disabled": 1, "token_version": 1, "_id": 0}
 
 
@@ -119,8 +120,40 @@ def _describe(update: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in update.items())
 
 
-def _log_change(by: str, username: str, update: dict[str, Any] | None) -> None:
+#: the archive's append-only record of administrative changes (who, what, when, through what)
+AUDIT = "audit"
+
+
+def _log_change(by: str, username: str, update: dict[str, Any] | None) -> dict[str, Any]:
+    """Log a change with who made it; the audit document to record."""
     logger.warning("user %r changed by %r: %s", username, by, _describe(update))
+    return {
+        "action": "user_delete" if update is None else "user_update",
+        "user": by,
+        "via": "cli" if by.startswith("cli:") else "api",
+        "at": datetime.now(UTC),
+        "target": username,
+        "change": update or {"deleted": True},
+    }
+
+
+def _audit_failed(exc: PyMongoError) -> None:
+    # The change is made and logged above; a lost audit document must not undo it.
+    logger.error("cannot record the audit entry of a user change: %s", exc)
+
+
+def _audit_sync(db: Database, entry: dict[str, Any]) -> None:
+    try:
+        db[AUDIT].insert_one(entry)
+    except PyMongoError as exc:
+        _audit_failed(exc)
+
+
+async def _audit(db: AsyncDatabase, entry: dict[str, Any]) -> None:
+    try:
+        await db[AUDIT].insert_one(entry)
+    except PyMongoError as exc:
+        _audit_failed(exc)
 
 
 def _restore(user: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +193,7 @@ def update_user_sync(
             raise LastAdmin(f"{_describe(update)} for {username!r} {_NO_ADMIN}")
     except PyMongoError as exc:
         raise StoreError(f"cannot update the user: {exc}") from exc
-    _log_change(by, username, update)
+    _audit_sync(db, _log_change(by, username, update))
     return public(after or {})
 
 
@@ -175,7 +208,7 @@ def delete_user_sync(db: Database, username: str, *, by: str) -> dict[str, Any]:
             raise LastAdmin(f"deleting {username!r} {_NO_ADMIN}")
     except PyMongoError as exc:
         raise StoreError(f"cannot delete the user: {exc}") from exc
-    _log_change(by, username, None)
+    _audit_sync(db, _log_change(by, username, None))
     return {"username": before["username"], "deleted": True}
 
 
@@ -214,7 +247,7 @@ async def update_user(
             raise LastAdmin(f"{_describe(update)} for {username!r} {_NO_ADMIN}")
     except PyMongoError as exc:
         raise StoreError(f"cannot update the user: {exc}") from exc
-    _log_change(by, username, update)
+    await _audit(db, _log_change(by, username, update))
     return public(after or {})
 
 
@@ -230,7 +263,7 @@ async def delete_user(db: AsyncDatabase, username: str, *, by: str) -> dict[str,
             raise LastAdmin(f"deleting {username!r} {_NO_ADMIN}")
     except PyMongoError as exc:
         raise StoreError(f"cannot delete the user: {exc}") from exc
-    _log_change(by, username, None)
+    await _audit(db, _log_change(by, username, None))
     return {"username": before["username"], "deleted": True}
 
 
