@@ -351,6 +351,15 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, help="uvicorn worker processes (default: settings).")
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MH_FORWARDED_ALLOW_IPS",
+            help="Peers (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the "
+            "client, e.g. the ingress controller's pod range; from anyone else it is ignored "
+            "(default: uvicorn's FORWARDED_ALLOW_IPS, else 127.0.0.1).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the prediction API with uvicorn (models @champion, archive, metrics)."""
     import os
@@ -377,6 +386,10 @@ def serve(
             workers=count,
             log_level=settings.log_level.lower(),
             access_log=False,
+            # The client address (the login throttle's per-client key) comes from
+            # X-Forwarded-For only when the direct peer is one of these.
+            proxy_headers=True,
+            forwarded_allow_ips=forwarded_allow_ips or None,
         )
     finally:
         if directory is not None:
