@@ -174,6 +174,39 @@ class Settings(BaseSettings):
     vibration_max_samples: int = Field(
         65_536, ge=1024, description="Most waveform samples one vibration/acoustic request carries."
     )
+    # A commercial turbofan flies a few cycles a day for ~30 years (< 60,000 cycles in its
+    # life); C-MAPSS units fail within 550. 100,000 leaves room for any real engine and keeps
+    # every cycle (and failure_cycle - cycle) far inside int64 and the retrain's label range.
+    turbofan_max_cycle: int = Field(
+        100_000,
+        ge=1,
+        le=2**63 - 1,
+        description="Largest plausible turbofan cycle number a request (or a failure) may carry.",
+    )
+    max_cycle_jump: int = Field(
+        1_000,
+        ge=1,
+        description="Most cycles a unit's new cycle may lie ahead of its last known cycle "
+        "(a new unit's first cycle: at most this), so one bad cycle cannot hijack a unit.",
+    )
+    turbofan_max_rul_label: int = Field(
+        10_000,
+        ge=1,
+        le=10_000,
+        description="Largest true RUL a posted failure may give an archived cycle "
+        "(failure_cycle - cycle); the retrain's validate step refuses labels above 10,000.",
+    )
+    stats_max_days: float = Field(
+        31.0,
+        gt=0,
+        description="Widest since/until window of GET /stats/overview (wider: 422).",
+    )
+    stats_max_rows: int = Field(
+        50_000,
+        ge=1_000,
+        description="Most archived predictions a windowed GET /stats/overview reads per domain "
+        "(beyond: counts of the newest ones, flagged `truncated`).",
+    )
 
     # --- monitoring -------------------------------------------------------------------------
     drift_threshold: float = Field(

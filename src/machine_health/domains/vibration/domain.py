@@ -23,6 +23,9 @@ from machine_health.errors import DataError
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000.0, 200_000.0
 MIN_RPM, MAX_RPM = 60.0, 30_000.0
 EXAMPLE_WINDOW = 2048
+#: a waveform is archived as float32 (archive/records.py): a larger magnitude would be stored
+#: as infinity, so the request is refused instead (no sensor reads 3.4e38 of anything).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +46,8 @@ class VibrationInput(BaseModel):
     asset_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     samples: list[float] = Field(
         description="The waveform (any unit: g for accelerometers, Pa or normalised for "
-        "microphones); length within the configured vibration_min/max_samples."
+        "microphones); length within the configured vibration_min/max_samples; finite values "
+        "a float32 can hold (|x| <= 3.4e38), the precision they are archived at."
     )
     sample_rate: float = Field(
         ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE, description="Sample rate of `samples` in Hz."
@@ -62,11 +66,18 @@ class VibrationInput(BaseModel):
         low, high = request_size_limits()
         if not low <= len(samples) <= high:
             raise ValueError(f"samples must hold {low}..{high} values, got {len(samples)}")
-        bad = np.flatnonzero(~np.isfinite(np.asarray(samples, dtype=np.float64)))
+        values = np.asarray(samples, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise ValueError(
                 f"samples must be finite numbers: {samples[bad[0]]} at index {bad[0]} "
                 f"({bad.size} non-finite values)"
+            )
+        bad = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+        if bad.size:
+            raise ValueError(
+                f"samples must fit in float32 (|x| <= {FLOAT32_MAX:.7g}): {samples[bad[0]]:g} "
+                f"at index {bad[0]} ({bad.size} such values)"
             )
         return samples
 
