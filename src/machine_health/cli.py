@@ -534,6 +534,64 @@ def users_delete(
     console.print(f"[green]user deleted[/] {name}")
 
 
+# --- units: repair a unit's archived cycles -------------------------------------------------------
+units_app = typer.Typer(
+    help="Units of the sequence domains (turbofan): repair their archived cycles.",
+    no_args_is_help=True,
+)
+app.add_typer(units_app, name="units")
+
+
+@units_app.command("purge")
+@command
+def units_purge(
+    domain: Annotated[str, typer.Argument(help="The unit's domain (turbofan).")],
+    unit: Annotated[str, typer.Argument(help="The unit id.")],
+    from_cycle: Annotated[
+        int, typer.Option(min=1, help="Delete the unit's archived cycles >= this one.")
+    ],
+) -> None:
+    """Delete a unit's archived cycles from a cycle on and reset its serving state (audited).
+
+    Repairs a unit a wrong cycle made unusable (every real cycle a 409); the API rebuilds the
+    unit's state from the archive at its next cycle. Same as `DELETE /assets/{unit}/cycles`.
+    """
+    import getpass
+    import re
+
+    from machine_health.archive import client as archive_client
+    from machine_health.archive import repository, unit_state
+
+    if not re.fullmatch(r"[a-z_]{1,32}", domain) or not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}",
+                                                                       unit):  # fmt: skip
+        raise MachineHealthError("domain or unit id holds characters no unit id may hold")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    settings = get_settings()
+    client = archive_client.sync_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        purged = repository.purge_unit_cycles_sync(db, domain, unit, from_cycle)
+        reset = unit_state.delete_sync(db, domain, unit)
+        logging.getLogger(__name__).warning(
+            "audit: %s (cli) purged %d archived cycle(s) >= %d of %s unit %s; last cycle now %s",
+            user, purged["deleted"], from_cycle, domain, unit, purged["last_cycle"],
+        )  # fmt: skip
+        repository.record_audit_sync(db, repository.audit_entry(
+            "purge_unit_cycles", user=user, via="cli", domain=domain, unit_id=unit,
+            from_cycle=from_cycle, deleted=purged["deleted"], state_reset=reset,
+        ))  # fmt: skip
+    finally:
+        client.close()
+    console.print(
+        f"{domain} unit {unit}: deleted {purged['deleted']} archived cycle(s) >= {from_cycle}; "
+        f"last cycle now {purged['last_cycle']}; serving state "
+        f"{'reset' if reset else 'absent'}"
+    )
+
+
 # --- retraining pipeline and registry versions ------------------------------------------------
 pipeline_app = typer.Typer(
     help="Retraining steps (each prints a small JSON result; in a pod also the XCom file).",

@@ -46,7 +46,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "Missing, invalid or expired credentials",
         403: "The caller's role may not do this",
         404: "Unknown resource, domain or model version",
-        409: "Conflict (existing user, last enabled admin, turbofan cycle out of order)",
+        409: "Conflict (existing user, last enabled admin, turbofan cycle out of order, "
+        "Idempotency-Key reused for another request)",
         413: "Request body over the size limit",
         422: "Invalid input (fields named in `errors`) or a refused model",
         429: "Too many failed logins",
@@ -54,11 +55,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+
+class IdempotencyKeyReused(errors.AlreadyExists):
+    """An Idempotency-Key already used by this user for another route or another body (409).
+
+    A key names ONE request (draft-ietf-httpapi-idempotency-key-header): its retries get the
+    first answer; a different request under the same key is refused, never answered with
+    another request's result.
+    """
+
+
 # Most specific first: the first matching class decides the status.
 STATUS: list[tuple[type[errors.MachineHealthError], int, str]] = [
     (errors.Throttled, 429, "throttled"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.AuthError, 401, "unauthorized"),
+    (IdempotencyKeyReused, 409, "idempotency_key_reused"),
     (errors.SequenceConflict, 409, "sequence_conflict"),
     (errors.AlreadyExists, 409, "already_exists"),
     (errors.LastAdmin, 409, "last_admin"),
@@ -114,15 +126,35 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+# What a client reads of a 5xx: never the exception's text (a driver's message names hosts,
+# replica sets, paths or versions); the log has it under the request id.
+_GENERIC_REASONS = {
+    "store_unavailable": "the archive is unavailable; retry later",
+    "spool_full": "the archive is unavailable and this replica's spool is full; retry later",
+    "model_unavailable": "the model of this domain is unavailable; retry later",
+}
+_INTERNAL_REASON = "internal error; the server log has the details under this request id"
+
+
+def _public_reason(kind: str, status: int, exc: Exception) -> str:
+    if status < 500:
+        return str(exc)
+    return _GENERIC_REASONS.get(kind, _INTERNAL_REASON)
+
+
 async def _on_ours(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.MachineHealthError)
     status, kind = status_of(exc)
     if status >= 500:
-        logger.error("%s on %s %s: %s", kind, request.method, request.url.path, exc)
+        logger.error(
+            "%s on %s %s (request %s): %s", kind, request.method, request.url.path,
+            getattr(request.state, "request_id", None), exc,
+        )  # fmt: skip
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 429:
         headers = {"Retry-After": "60"}
-    return JSONResponse(error_body(request, kind, str(exc)), status_code=status, headers=headers)
+    reason = _public_reason(kind, status, exc)
+    return JSONResponse(error_body(request, kind, reason), status_code=status, headers=headers)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -155,7 +187,10 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error(
+        "unexpected error on %s %s (request %s)", request.method, request.url.path,
+        getattr(request.state, "request_id", None), exc_info=exc,
+    )  # fmt: skip
     reason = "internal error; the server log has the details under this request id"
     return JSONResponse(error_body(request, "internal_error", reason), status_code=500)
 

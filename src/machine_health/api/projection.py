@@ -8,6 +8,10 @@ Features per domain (the same ones the drift reports compare, `monitoring.refere
 vibration = the domain's window features (a long window: the mean over its model-length chunks),
 turbofan = the 3 operating settings and 21 sensors of the cycle. Each feature is standardised,
 constant ones are dropped, then `sklearn.decomposition.PCA(2)`.
+
+Archived rows whose features cannot be standardised (NaN, infinity, a malformed input, or a
+magnitude whose square overflows: inputs archived before the API bounded them) are dropped and
+counted in the answer (`dropped`), never a 500.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from machine_health.errors import InputError
+from machine_health.errors import DataError, InputError
 from machine_health.monitoring.reference import (
     turbofan_inputs_from_records,
     vibration_features_from_records,
@@ -28,16 +32,37 @@ from machine_health.monitoring.reference import (
 
 MIN_POINTS = 3
 _TOP_LOADINGS = 4
+#: beyond this magnitude a feature's square (its variance) overflows float64 over many rows
+MAX_MAGNITUDE = 1e150
+
+
+def _features(domain: str, record: Mapping[str, Any], config: Any) -> Any:
+    if domain == "turbofan":
+        return turbofan_inputs_from_records([record])[0].iloc[0]
+    return pd.Series(vibration_features_from_records([record], config).mean(axis=0))
 
 
 def feature_frame(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> pd.DataFrame:
-    """One row of features per archived record."""
+    """One row of features per archived record (NaN where a record's features cannot be made)."""
+    if domain not in ("turbofan", "vibration"):
+        raise InputError(f"no projection features for domain {domain!r}")
     if domain == "turbofan":
-        return turbofan_inputs_from_records(records)[0]
-    if domain == "vibration":
-        rows = [vibration_features_from_records([r], config).mean(axis=0) for r in records]
-        return pd.DataFrame(rows).reset_index(drop=True)
-    raise InputError(f"no projection features for domain {domain!r}")
+        try:
+            return turbofan_inputs_from_records(records)[0]
+        except (DataError, KeyError, TypeError, ValueError):
+            pass  # a malformed record among them: one at a time below
+    rows: list[Any] = []
+    for record in records:
+        try:
+            with np.errstate(all="ignore"):
+                rows.append(_features(domain, record, config))
+        except (DataError, KeyError, TypeError, ValueError, FloatingPointError):
+            rows.append(None)
+    columns = next((r.index for r in rows if r is not None), None)
+    if columns is None:
+        return pd.DataFrame(index=range(len(rows)), dtype=float)
+    blank = pd.Series(np.nan, index=columns)
+    return pd.DataFrame([blank if r is None else r for r in rows]).reset_index(drop=True)
 
 
 def _finite(value: Any) -> Any:
@@ -45,10 +70,20 @@ def _finite(value: Any) -> Any:
 
 
 def project(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> dict[str, Any]:
-    """PCA coordinates of `records` with what each point predicted and its label."""
+    """PCA coordinates of `records` with what each point predicted and its label; rows that
+    cannot be standardised are dropped (`dropped`)."""
+    empty = {"domain": domain, "points": [], "explained_variance": []}
     if len(records) < MIN_POINTS:
-        return {"domain": domain, "n": len(records), "points": [], "explained_variance": []}
+        return {**empty, "n": len(records), "dropped": 0}
     frame = feature_frame(domain, records, config).astype(float)
+    values = frame.to_numpy()
+    with np.errstate(invalid="ignore"):
+        usable = (np.isfinite(values) & (np.abs(values) <= MAX_MAGNITUDE)).all(axis=1)
+    dropped = int((~usable).sum())
+    records = [r for r, ok in zip(records, usable, strict=True) if ok]
+    frame = frame.loc[usable].reset_index(drop=True)
+    if len(records) < MIN_POINTS:
+        return {**empty, "n": 0, "dropped": dropped}
     frame = frame.loc[:, frame.notna().all() & (frame.std(ddof=0) > 1e-12)]
     if frame.shape[1] < 2:
         raise InputError(f"{domain}: fewer than 2 varying features among the archived inputs")
@@ -83,6 +118,7 @@ def project(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> d
     return {
         "domain": domain,
         "n": len(points),
+        "dropped": dropped,
         "n_features": int(frame.shape[1]),
         "explained_variance": [float(v) for v in pca.explained_variance_ratio_],
         "loadings": loadings,

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+INT64_MAX = 2**63 - 1  # the largest integer BSON (and so the archive) can hold
+#: Every date a client sends lies in [1970, 2100]: the archive holds nothing outside it, and a
+#: date at the edge of Python's range (9999-12-31T23:59:59.5Z) overflows when a window is
+#: rounded to whole seconds.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _bounded_date(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        inside = EARLIEST <= aware <= LATEST
+    except OverflowError:  # an offset at the edge of the datetime range
+        inside = False
+    if not inside:
+        raise ValueError("dates must lie between 1970-01-01 and 2100-01-01 (UTC)")
+    return moment
+
+
+#: A date sent by a client: ISO 8601 (a naive one is UTC), bounded to 1970..2100.
+ClientDatetime = Annotated[datetime, AfterValidator(_bounded_date)]
 
 
 class ModelInfo(BaseModel):
@@ -81,7 +103,13 @@ class FeedbackResponse(BaseModel):
 
 
 class FailureRequest(BaseModel):
-    failure_cycle: int = Field(ge=1, description="The cycle at which the unit failed.")
+    failure_cycle: int = Field(
+        ge=1,
+        le=INT64_MAX,
+        description="The cycle at which the unit failed: at least the unit's last archived "
+        "cycle, at most MH_TURBOFAN_MAX_CYCLE, and at most MH_TURBOFAN_MAX_RUL_LABEL after its "
+        "first archived cycle.",
+    )
 
     model_config = {"json_schema_extra": {"examples": [{"failure_cycle": 143}]}}
 
@@ -92,6 +120,18 @@ class FailureResponse(BaseModel):
     labelled: int
     modified: int
     labelled_at: datetime
+
+
+class PurgeResponse(BaseModel):
+    domain: str
+    unit_id: str
+    from_cycle: int
+    deleted: int = Field(description="Archived predictions removed (cycles >= from_cycle).")
+    last_cycle: int | None = Field(description="The unit's last archived cycle now.")
+    state_reset: bool = Field(
+        description="The unit's serving state was removed (rebuilt from "
+        "the archive at its next cycle)."
+    )
 
 
 class PredictionPage(BaseModel):

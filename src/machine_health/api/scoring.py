@@ -1,8 +1,9 @@
 """Score one request and archive it: the logic behind POST /predict and /predict-test.
 
-Order of a prediction: idempotency (a known key returns the first answer, nothing is scored or
-written; the answer comes from memory, the archive, or, store down, the spool) → turbofan
-context under the unit's lock (history, sequence check) → the domain's micro-batcher (one
+Order of a prediction: idempotency (a known key of the same user, route and body returns the
+first answer, nothing is scored or written; the answer comes from memory, the archive, or,
+store down, the spool; the same key with another route or body is a 409) → turbofan context
+under the unit's lock (history, sequence check, at most MH_MAX_CYCLE_JUMP ahead) → the domain's micro-batcher (one
 model call for concurrent requests) → the archive record, made durable by the group-commit
 writer (store or spool) → the response. The response is built from exactly what was archived
 (timestamps at the store's millisecond precision), so the two always agree.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -34,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from machine_health.api.errors import IdempotencyKeyReused
 from machine_health.archive import repository, unit_state
 from machine_health.archive.records import PredictionRecord, encode_samples
 from machine_health.archive.unit_state import UnitState
@@ -54,6 +57,8 @@ from machine_health.serving import (
 logger = logging.getLogger(__name__)
 
 _IDEMPOTENT_MEMORY = 10_000
+#: routes a request may be scored by (part of an idempotent request's fingerprint)
+ROUTE_PREDICT, ROUTE_BATCH = "predict", "predict-batch"
 _CLAIM_TRIES = 5
 SAMPLES_ENCODING = "float32-le-base64"
 
@@ -110,6 +115,20 @@ def public_document(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def request_fingerprint(route: str, domain_name: str, item: BaseModel) -> str:
+    """What an Idempotency-Key is bound to besides the user: the route, the domain and the
+    body (sha256). A retry carries the same; another request under the key does not."""
+    digest = hashlib.sha256(f"{route}\x00{domain_name}\x00".encode())
+    digest.update(item.model_dump_json().encode())
+    return digest.hexdigest()
+
+
+def batch_item_key(key: str, index: int) -> str:
+    """The key of a batch's item: `/` is refused in a client's Idempotency-Key, so an item's
+    key never equals a single request's (`K:0`)."""
+    return f"{key}/{index}"
+
+
 def response_from(doc: dict[str, Any], archived: str) -> dict[str, Any]:
     """The API answer for an archived (or about to be archived) record."""
     return {
@@ -150,8 +169,10 @@ class Scorer:
             name: MicroBatcher(holder, name, max_batch=settings.model_batch_max) for name in domains
         }
         self.histories = UnitHistories(settings.turbofan_window, settings.turbofan_cache_units)
-        self._answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: prediction id -> (request fingerprint, first answer) of recent idempotent requests
+        self._answers: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
+        #: prediction id -> (request fingerprint, its answer to come) of requests being scored
+        self._inflight: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
 
     def start(self) -> None:
         for batcher in self.batchers.values():
@@ -171,25 +192,36 @@ class Scorer:
         request_id: str,
         idempotency_key: str | None = None,
         archive: bool = True,
+        route: str = ROUTE_PREDICT,
     ) -> dict[str, Any]:
-        """Score `item`; with `archive`, return only once the record is durable."""
+        """Score `item`; with `archive`, return only once the record is durable.
+
+        An idempotent request (`idempotency_key`) is bound to its user (the prediction id is
+        derived from both), its route, domain and body (`request_fingerprint`, archived as
+        `request_hash`): a retry gets the first answer, another request under the same key is
+        refused (IdempotencyKeyReused, 409), never answered with the first one's result.
+        """
         if not archive:
             return await self._score(domain_name, item, user, request_id, None, archive=False)
         prediction_id = repository.new_prediction_id(user, idempotency_key)
         if idempotency_key is None:
             return await self._score(domain_name, item, user, request_id, prediction_id)
+        fingerprint = request_fingerprint(route, domain_name, item)
         known = await self._known_answer(prediction_id)
         if known is not None:
+            answer, seen = known
+            _same_request(idempotency_key, fingerprint, seen, answer, domain_name)
             metrics.PREDICTIONS.labels(
-                domain=domain_name, model_version=known["model"]["version"],
+                domain=domain_name, model_version=answer["model"]["version"],
                 outcome="idempotent_replay",
             ).inc()  # fmt: skip
-            return {**known, "idempotent_replay": True}
+            return {**answer, "idempotent_replay": True}
         running = self._inflight.get(prediction_id)
         if running is not None:  # the same key is being scored right now: share its answer
-            return {**(await asyncio.shield(running)), "idempotent_replay": True}
+            _same_request(idempotency_key, fingerprint, running[0], None, domain_name)
+            return {**(await asyncio.shield(running[1])), "idempotent_replay": True}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._inflight[prediction_id] = future
+        self._inflight[prediction_id] = (fingerprint, future)
         try:
             answer = await self._score(
                 domain_name, item, user, request_id, prediction_id, idempotency_key
@@ -200,34 +232,38 @@ class Scorer:
             raise
         else:
             future.set_result(answer)
-            self._remember(prediction_id, answer)
+            self._remember(prediction_id, answer, fingerprint)
             return answer
         finally:
             self._inflight.pop(prediction_id, None)
 
-    async def _known_answer(self, prediction_id: str) -> dict[str, Any] | None:
-        answer = self._answers.get(prediction_id)
-        if answer is not None:
-            return answer
+    async def _known_answer(self, prediction_id: str) -> tuple[dict[str, Any], str | None] | None:
+        """The first answer of an idempotent request and its fingerprint (None: archived
+        before fingerprints were), from memory, the archive or the spool."""
+        remembered = self._answers.get(prediction_id)
+        if remembered is not None:
+            return remembered[1], remembered[0]
         store_down = False
         try:
             doc = await repository.find_prediction(self.db, prediction_id)
         except StoreError:
             doc, store_down = None, True
         if doc is not None:
-            return response_from(doc, "archived")
+            return response_from(doc, "archived"), doc.get("request_hash")
         # Not in the store (down, or the record still waits for the replay): the first answer
         # may be in a spool, e.g. written before a restart. Never looked at while all is well.
         if store_down or self.writer.spool.depth:
             spooled = await asyncio.to_thread(self.writer.spool.find, prediction_id)
             if spooled is not None:
                 answer = response_from(spooled, "spooled")
-                self._remember(prediction_id, answer)
-                return answer
+                self._remember(prediction_id, answer, spooled.get("request_hash"))
+                return answer, spooled.get("request_hash")
         return None
 
-    def _remember(self, prediction_id: str, answer: dict[str, Any]) -> None:
-        self._answers[prediction_id] = answer
+    def _remember(
+        self, prediction_id: str, answer: dict[str, Any], fingerprint: str | None
+    ) -> None:
+        self._answers[prediction_id] = (fingerprint, answer)
         while len(self._answers) > _IDEMPOTENT_MEMORY:
             self._answers.popitem(last=False)
 
@@ -305,7 +341,9 @@ class Scorer:
             if reclaimed:
                 rows = rows[:-1]
             else:
-                check_next_cycle(unit_id, state.cycles, cycle)
+                check_next_cycle(
+                    unit_id, state.cycles, cycle, max_jump=self.settings.max_cycle_jump
+                )
             output, model = await self._model_call(domain.name, [*rows, row])
             new, new_rows = state, context.rows
             if not reclaimed:
@@ -365,6 +403,11 @@ class Scorer:
             for _ in range(_CLAIM_TRIES):
                 state = await unit_state.read(self.db, domain.name, unit_id)
                 stored = state
+                if memory is not None and (state is None or state.epoch != memory[0].epoch):
+                    # the unit was purged (its state removed, then rebuilt) since this replica
+                    # saw it: what it remembers may hold purged cycles, never merge it back
+                    self.histories.forget(unit_id)
+                    memory = None
                 if state is None or not state.holds(needed):
                     built = await self._from_archive(domain, unit_id, needed)
                     state = built if state is None else state.merged(
@@ -396,9 +439,9 @@ class Scorer:
         if len(inputs) != len(docs):
             raise StoreError(f"archived cycle of unit {unit_id!r} is malformed")
         whole = len(docs) < needed  # fewer than asked: the archive holds every cycle
-        return UnitState(domain.name, unit_id, complete=whole, capacity=needed).merged(
-            inputs, needed
-        )
+        return UnitState(
+            domain.name, unit_id, complete=whole, capacity=needed, epoch=repository.random_id()
+        ).merged(inputs, needed)
 
     def _rows(
         self,
@@ -420,7 +463,7 @@ class Scorer:
                 rows.append(mine[1])
                 continue
             try:
-                past = domain.input_model.model_validate(entry)
+                past = domain.input_model.model_validate(entry, context={"archived": True})
             except ValueError as exc:
                 raise StoreError(f"a stored cycle of unit {state.asset_id!r} is malformed") from exc
             rows.append(past.as_row())  # type: ignore[attr-defined]
@@ -480,6 +523,9 @@ class Scorer:
             metrics.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
             return response_from(record, "not_archived")
         record["input"] = archived_input(item)
+        running = self._inflight.get(record["prediction_id"]) if idempotency_key else None
+        if running is not None:  # what the key is bound to (see `predict`)
+            record["request_hash"] = running[0]
         try:
             outcome = await self.writer.submit(record)
         except Exception:
@@ -489,7 +535,37 @@ class Scorer:
             doc = await repository.find_prediction(self.db, record["prediction_id"])
             if doc is None:
                 raise InputError("duplicate prediction id but no archived record")
+            if idempotency_key is not None:
+                _same_request(
+                    idempotency_key, record.get("request_hash"), doc.get("request_hash"),
+                    doc, domain_name,
+                )  # fmt: skip
             metrics.PREDICTIONS.labels(domain_name, doc["model_version"], "idempotent_replay").inc()
             return {**response_from(doc, "archived"), "idempotent_replay": True}
         metrics.PREDICTIONS.labels(domain_name, version, outcome).inc()
         return response_from(record, outcome)
+
+
+def _same_request(
+    key: str,
+    fingerprint: str | None,
+    seen: str | None,
+    first: dict[str, Any] | None,
+    domain_name: str,
+) -> None:
+    """Refuse a request reusing an Idempotency-Key of another request (IdempotencyKeyReused).
+
+    `seen`: the first request's fingerprint; None for a record archived before fingerprints
+    existed, then only its domain is compared."""
+    if seen is not None and fingerprint is not None:
+        same = seen == fingerprint
+    else:
+        same = first is None or first.get("domain") == domain_name
+    if not same:
+        shown, _, item = key.partition("/")
+        which = f" (batch item {item})" if item else ""
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {shown!r}{which} was already used for another request (another "
+            "route, domain or body); a key names one request: retry with the same body, or "
+            "send a new key"
+        )

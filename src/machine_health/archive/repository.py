@@ -203,6 +203,7 @@ async def backfill_failure(
     labelled_by: str,
     source: str = "failure",
     domain: str = "turbofan",
+    max_label: int | None = None,
 ) -> dict[str, Any]:
     """Label every archived cycle of a unit with its true RUL = failure_cycle - cycle, with who
     gave it (`labelled_by`) and how (`source`)."""
@@ -218,6 +219,14 @@ async def backfill_failure(
             raise InputError(
                 f"failure_cycle {failure_cycle} is before archived cycle {latest} "
                 f"of unit {unit_id!r}"
+            )
+        # `max_label`: the largest true RUL a retrain accepts; a farther failure would give
+        # the unit's first cycles labels that fail every later retrain of the domain.
+        first = min(int(d["cycle"]) for d in docs)
+        if max_label is not None and failure_cycle - first > max_label:
+            raise InputError(
+                f"failure_cycle {failure_cycle} is more than {max_label} cycles after archived "
+                f"cycle {first} of unit {unit_id!r} (MH_TURBOFAN_MAX_RUL_LABEL)"
             )
         updates = [
             UpdateOne(
@@ -266,6 +275,68 @@ async def unit_history(
     except PyMongoError as exc:
         raise StoreError(f"cannot read the unit's history: {exc}") from exc
     return rows[::-1]
+
+
+# --- repairing a unit (admin) ------------------------------------------------------------------
+#: append-only record of administrative changes to the archive (who, what, when)
+AUDIT = "audit"
+
+
+def _unit_cycles(domain: str, unit_id: str, from_cycle: int | None = None) -> dict[str, Any]:
+    query: dict[str, Any] = {"domain": str(domain), "asset_id": str(unit_id)}
+    if from_cycle is not None:
+        query["cycle"] = {"$gte": int(from_cycle)}
+    return query
+
+
+async def purge_unit_cycles(
+    db: AsyncDatabase, domain: str, unit_id: str, from_cycle: int
+) -> dict[str, Any]:
+    """Delete a unit's archived cycles >= `from_cycle`: `deleted` and the unit's `last_cycle`
+    left (None: none). The caller resets the unit's serving state (archive/unit_state.py)."""
+    coll = db[PREDICTIONS]
+    try:
+        result = await coll.delete_many(_unit_cycles(domain, unit_id, from_cycle))
+        last = await coll.find_one(
+            _unit_cycles(domain, unit_id), {"cycle": 1, "_id": 0}, sort=[("cycle", DESCENDING)]
+        )
+    except PyMongoError as exc:
+        raise StoreError(f"cannot purge the cycles of unit {unit_id!r}: {exc}") from exc
+    return {"deleted": int(result.deleted_count), "last_cycle": (last or {}).get("cycle")}
+
+
+def purge_unit_cycles_sync(
+    db: Database, domain: str, unit_id: str, from_cycle: int
+) -> dict[str, Any]:
+    """Sync twin of `purge_unit_cycles` (the CLI)."""
+    coll = db[PREDICTIONS]
+    try:
+        result = coll.delete_many(_unit_cycles(domain, unit_id, from_cycle))
+        last = coll.find_one(
+            _unit_cycles(domain, unit_id), {"cycle": 1, "_id": 0}, sort=[("cycle", DESCENDING)]
+        )
+    except PyMongoError as exc:
+        raise StoreError(f"cannot purge the cycles of unit {unit_id!r}: {exc}") from exc
+    return {"deleted": int(result.deleted_count), "last_cycle": (last or {}).get("cycle")}
+
+
+def audit_entry(action: str, *, user: str, via: str, **details: Any) -> dict[str, Any]:
+    """One audit document: what was done, by whom, through what (api, cli), when."""
+    return {"action": action, "user": user, "via": via, "at": datetime.now(UTC), **details}
+
+
+async def record_audit(db: AsyncDatabase, entry: dict[str, Any]) -> None:
+    try:
+        await db[AUDIT].insert_one(dict(entry))
+    except PyMongoError as exc:
+        raise StoreError(f"cannot record the audit entry: {exc}") from exc
+
+
+def record_audit_sync(db: Database, entry: dict[str, Any]) -> None:
+    try:
+        db[AUDIT].insert_one(dict(entry))
+    except PyMongoError as exc:
+        raise StoreError(f"cannot record the audit entry: {exc}") from exc
 
 
 # --- sync (pipeline steps, CLI) -------------------------------------------------------------
@@ -424,9 +495,10 @@ async def window_rows(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: int = 200_000,
+    limit: int = 50_000,
 ) -> list[dict[str, Any]]:
-    """The top-level fields the overview counts, of a domain's predictions in `[since, until)`.
+    """The top-level fields the overview counts, of a domain's predictions in `[since, until)`,
+    the newest `limit` of them (the caller bounds what one request reads).
 
     For time windows: the embedded store applies date ranges in `find` but ignores them in an
     aggregate `$match` (see tests/ui/test_api_routes.py), so windowed counts are made from these.
@@ -437,6 +509,7 @@ async def window_rows(
         cursor = (
             db[PREDICTIONS]
             .find(_query(domain=domain, since=since, until=until), {**fields, "_id": 0})
+            .sort([("created_at", DESCENDING)])
             .limit(int(limit))
         )
         return [doc async for doc in cursor if _in_window(doc, since, until)]

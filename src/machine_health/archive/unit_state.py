@@ -10,6 +10,9 @@ unit's archived cycles grows with the archive):
     seq                 int, +1 at every write: the compare-and-set token
     last_cycle          int (0 = no cycle yet)     the unit's latest accepted cycle
     last_prediction_id  str | None                 the prediction that accepted `last_cycle`
+    epoch               str | None                 set when the state is built from the archive:
+                                                   a replica's memory of another epoch is stale
+                                                   (the unit was purged meanwhile), never merged
     complete            bool                       `inputs` hold EVERY known cycle of the unit
     capacity            int                        cycles kept (the longest history a model read)
     inputs              [dict]                     the last `capacity` cycles as archived
@@ -19,6 +22,10 @@ Every write is `update_one({_id, seq: <read>}, {$set: <whole state, seq + 1>})`:
 another replica wrote in between, and the caller reads again. Whatever the path (a replica's
 own claim, a memory merge after an outage, a spool replay), the state is the last `capacity`
 cycles of the UNION of the cycles known, by cycle number (`UnitState.merged`).
+
+An admin purge (`DELETE /assets/{unit}/cycles`, `machine-health units purge`) deletes the unit's
+archived cycles from a cycle on and then its state document (`delete`): the next cycle, on any
+replica, rebuilds the state from the archive under a new `epoch`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from machine_health.errors import StoreError
@@ -53,6 +61,7 @@ class UnitState:
     capacity: int = 0
     seq: int = 0
     last_prediction_id: str | None = None
+    epoch: str | None = None
     _cycles: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +115,7 @@ class UnitState:
             "seq": self.seq,
             "last_cycle": self.last_cycle,
             "last_prediction_id": self.last_prediction_id,
+            "epoch": self.epoch,
             "complete": self.complete,
             "capacity": self.capacity,
             "inputs": [dict(i) for i in self.inputs],
@@ -122,6 +132,7 @@ class UnitState:
                 capacity=int(doc["capacity"]),
                 seq=int(doc["seq"]),
                 last_prediction_id=doc.get("last_prediction_id"),
+                epoch=doc.get("epoch"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"unit state {doc.get('_id')!r} is malformed: {exc}") from exc
@@ -162,6 +173,24 @@ async def replace_if(db: AsyncDatabase, state: UnitState, *, seq: int) -> UnitSt
     except PyMongoError as exc:
         raise StoreError(f"cannot update the state of unit {state.asset_id!r}: {exc}") from exc
     return stored if result.matched_count == 1 else None
+
+
+async def delete(db: AsyncDatabase, domain: str, asset_id: str) -> bool:
+    """Remove the unit's state (rebuilt from the archive when next needed); whether it had one."""
+    try:
+        result = await db[UNIT_STATE].delete_one({"_id": state_id(domain, asset_id)})
+    except PyMongoError as exc:
+        raise StoreError(f"cannot reset the state of unit {asset_id!r}: {exc}") from exc
+    return result.deleted_count == 1
+
+
+def delete_sync(db: Database, domain: str, asset_id: str) -> bool:
+    """Sync twin of `delete` (the CLI)."""
+    try:
+        result = db[UNIT_STATE].delete_one({"_id": state_id(domain, asset_id)})
+    except PyMongoError as exc:
+        raise StoreError(f"cannot reset the state of unit {asset_id!r}: {exc}") from exc
+    return result.deleted_count == 1
 
 
 async def absorb(db: AsyncDatabase, records: Iterable[dict[str, Any]], *, tries: int = 5) -> int:

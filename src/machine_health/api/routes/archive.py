@@ -1,24 +1,30 @@
-"""The archive: GET /predictions, GET /predictions/{id}, POST /feedback, failure back-fill."""
+"""The archive: GET /predictions, GET /predictions/{id}, POST /feedback, failure back-fill,
+and an admin's repair of a unit (DELETE /assets/{unit_id}/cycles)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
 from typing import Annotated, Any
 
 from fastapi import Path, Query
 
-from machine_health.api.deps import DbDep, Labeller, Reader, StateDep
+from machine_health.api.deps import CurrentUser, DbDep, Labeller, Reader, SettingsDep, StateDep
 from machine_health.api.json_body import api_router
 from machine_health.api.schemas import (
+    INT64_MAX,
+    ClientDatetime,
     FailureRequest,
     FailureResponse,
     FeedbackRequest,
     FeedbackResponse,
     PredictionPage,
+    PurgeResponse,
 )
-from machine_health.api.scoring import public_document
-from machine_health.archive import repository
-from machine_health.errors import InputError
+from machine_health.api.scoring import is_sequence_domain, public_document
+from machine_health.archive import repository, unit_state
+from machine_health.errors import Forbidden, InputError, NotFound
+
+logger = logging.getLogger(__name__)
 
 router = api_router(tags=["archive"])
 
@@ -32,8 +38,8 @@ async def list_predictions(
     domain: Annotated[str | None, Query(max_length=32, pattern=_SAFE)] = None,
     asset_id: Annotated[str | None, Query(max_length=64, pattern=_SAFE)] = None,
     model_version: Annotated[str | None, Query(max_length=16, pattern=_SAFE)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: ClientDatetime | None = None,
+    until: ClientDatetime | None = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
@@ -86,9 +92,62 @@ async def create_failure(
     unit_id: Annotated[str, Path(max_length=64, pattern=_SAFE)],
     body: FailureRequest,
     db: DbDep,
+    settings: SettingsDep,
     caller: Labeller,
 ) -> dict[str, Any]:
-    """Record a turbofan unit's failure cycle: back-fills the true RUL of its archived cycles."""
+    """Record a turbofan unit's failure cycle: back-fills the true RUL of its archived cycles.
+
+    Bounded, so one request cannot block retraining (the validate step refuses labels beyond
+    its range): at least the unit's last archived cycle, at most MH_TURBOFAN_MAX_CYCLE and at
+    most MH_TURBOFAN_MAX_RUL_LABEL after its first archived cycle (else 422).
+    """
+    if body.failure_cycle > settings.turbofan_max_cycle:
+        raise InputError(
+            f"failure_cycle {body.failure_cycle} is beyond the plausible maximum "
+            f"{settings.turbofan_max_cycle} (MH_TURBOFAN_MAX_CYCLE)"
+        )
     return await repository.backfill_failure(
-        db, unit_id, body.failure_cycle, labelled_by=caller.username, source="failure"
-    )
+        db, unit_id, body.failure_cycle, labelled_by=caller.username, source="failure",
+        max_label=settings.turbofan_max_rul_label,
+    )  # fmt: skip
+
+
+@router.delete("/assets/{unit_id}/cycles", response_model=PurgeResponse)
+async def delete_unit_cycles(
+    unit_id: Annotated[str, Path(max_length=64, pattern=_SAFE)],
+    from_cycle: Annotated[int, Query(ge=1, le=INT64_MAX)],
+    db: DbDep,
+    state: StateDep,
+    caller: CurrentUser,
+    domain: Annotated[str, Query(max_length=32, pattern=r"^[a-z_]+$")] = "turbofan",
+) -> dict[str, Any]:
+    """Admin only: delete a unit's archived cycles >= from_cycle and reset its serving state.
+
+    Repairs a unit a wrong cycle made unusable (every real cycle a 409). The unit's state is
+    removed and rebuilt from the archive at its next cycle, on any replica. Audited: logged
+    and recorded in the `audit` collection with who did it.
+    """
+    if caller.role != "admin":
+        raise Forbidden(f"role {caller.role!r} may not purge a unit's cycles (admin only)")
+    scorer = state.scorer
+    if domain not in scorer.domains or not is_sequence_domain(scorer.domains[domain]):
+        raise NotFound(f"{domain!r} is not a domain scored cycle by cycle")
+    async with scorer.histories.lock(unit_id):
+        purged = await repository.purge_unit_cycles(db, domain, unit_id, from_cycle)
+        reset = await unit_state.delete(db, domain, unit_id)
+        scorer.histories.forget(unit_id)
+    if not purged["deleted"] and not reset and purged["last_cycle"] is None:
+        raise NotFound(f"no archived cycles for {domain} unit {unit_id!r}")
+    answer = {"domain": domain, "unit_id": unit_id, "from_cycle": from_cycle, **purged,
+              "state_reset": reset}  # fmt: skip
+    logger.warning(
+        "audit: %s (%s) purged %d archived cycle(s) >= %d of %s unit %s; last cycle now %s",
+        caller.username, caller.role, purged["deleted"], from_cycle, domain, unit_id,
+        purged["last_cycle"],
+    )  # fmt: skip
+    entry = repository.audit_entry(
+        "purge_unit_cycles", user=caller.username, via="api", domain=domain, unit_id=unit_id,
+        from_cycle=from_cycle, deleted=purged["deleted"], state_reset=reset,
+    )  # fmt: skip
+    await repository.record_audit(db, entry)
+    return answer

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, create_model
 from machine_health.api.deps import IdempotencyKey, Predictor, ScorerDep
 from machine_health.api.json_body import api_router
 from machine_health.api.schemas import BatchResponse, PredictionResponse
-from machine_health.api.scoring import asset_of
+from machine_health.api.scoring import ROUTE_BATCH, asset_of, batch_item_key
 from machine_health.domains.base import Domain
 from machine_health.errors import InputError, NotFound
 
@@ -122,7 +122,8 @@ def _add_domain_routes(router: APIRouter, domain: Domain, data_dir: Path, batch_
                 answers[index] = await scorer.predict(
                     name, items[index], user=user.username,
                     request_id=request.state.request_id,
-                    idempotency_key=f"{key}:{index}" if key else None,
+                    idempotency_key=batch_item_key(key, index) if key else None,
+                    route=ROUTE_BATCH,
                 )  # fmt: skip
 
         await asyncio.gather(*(run(indices) for indices in groups.values()))

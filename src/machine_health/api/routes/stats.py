@@ -1,11 +1,18 @@
-"""GET /stats/overview (archive aggregates for the UI) and GET /projection/{domain} (PCA)."""
+"""GET /stats/overview (archive aggregates for the UI) and GET /projection/{domain} (PCA).
+
+What one request reads is bounded: the all-time overview is counted by the store (aggregates,
+a few rows back); a time window is at most MH_STATS_MAX_DAYS wide (a wider one is a 422, not
+silently clamped: the counts of a clamped window would answer another question than the one
+asked) and reads at most MH_STATS_MAX_ROWS predictions per domain (the newest; `truncated`
+says so); a projection reads at most 1000.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -14,8 +21,9 @@ from fastapi import Path, Query
 from machine_health.api import projection
 from machine_health.api.deps import DbDep, Reader, StateDep
 from machine_health.api.json_body import api_router
+from machine_health.api.schemas import ClientDatetime
 from machine_health.archive import repository
-from machine_health.errors import NotFound
+from machine_health.errors import InputError, NotFound
 
 router = api_router(tags=["stats"])
 
@@ -54,10 +62,16 @@ async def _domain_stats(db: Any, domain: Any, bucket: str, cap: int) -> dict[str
 
 
 async def _window_stats(
-    db: Any, domain: Any, bucket: str, cap: int, since: datetime | None, until: datetime | None
+    db: Any,
+    domain: Any,
+    bucket: str,
+    cap: int,
+    since: datetime | None,
+    until: datetime | None,
+    max_rows: int,
 ) -> dict[str, Any]:
-    """The same figures for a time window, counted here from the window's rows."""
-    rows = await repository.window_rows(db, domain.name, since=since, until=until)
+    """The same figures for a time window, counted here from the window's (newest) rows."""
+    rows = await repository.window_rows(db, domain.name, since=since, until=until, limit=max_rows)
     formats = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z"}
     outputs = [r.get("output") or {} for r in rows]
     stats: dict[str, Any] = {
@@ -70,6 +84,7 @@ async def _window_stats(
         "by_model_version": dict(
             sorted(Counter(str(r.get("model_version")) for r in rows).items())
         ),
+        "truncated": len(rows) >= max_rows,
     }
     fields = domain.output_model.model_fields
     if "is_anomaly" in fields:
@@ -97,23 +112,54 @@ def _with_rate(stats: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def stats_window(
+    since: datetime | None, until: datetime | None, max_days: float
+) -> tuple[datetime, datetime]:
+    """The window a windowed overview counts: `until` defaults to now, `since` to `until` minus
+    MH_STATS_MAX_DAYS; a wider window is refused (InputError naming the setting)."""
+    end = _utc(until) or datetime.now(UTC)
+    start = _utc(since) or end - timedelta(days=max_days)
+    if end - start > timedelta(days=max_days):
+        raise InputError(
+            f"since: the window {start.isoformat()} .. {end.isoformat()} is wider than "
+            f"{max_days:g} days (MH_STATS_MAX_DAYS); ask for a narrower window, or send neither "
+            "since nor until for the all-time counts"
+        )
+    return start, end
+
+
 @router.get("/stats/overview")
 async def read_overview(
     db: DbDep,
     state: StateDep,
     _: Reader,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: ClientDatetime | None = None,
+    until: ClientDatetime | None = None,
     bucket: Literal["hour", "day"] = "hour",
 ) -> dict[str, Any]:
-    """Per domain: counts over time, labels, anomaly rate / RUL histogram; archive health."""
-    cap = state.settings.rul_cap
+    """Per domain: counts over time, labels, anomaly rate / RUL histogram; archive health.
+
+    Without since/until: all-time counts (aggregated by the store). With either: the window's
+    counts, at most MH_STATS_MAX_DAYS wide (until defaults to now, since to until minus that).
+    """
+    settings = state.settings
+    cap = settings.rul_cap
+    if since is not None or until is not None:
+        since, until = stats_window(since, until, settings.stats_max_days)
     domains = {}
     for name, domain in state.scorer.domains.items():
         if since is None and until is None:
             domains[name] = await _domain_stats(db, domain, bucket, cap)
         else:
-            domains[name] = await _window_stats(db, domain, bucket, cap, since, until)
+            domains[name] = await _window_stats(
+                db, domain, bucket, cap, since, until, settings.stats_max_rows
+            )
     served = {}
     for name in state.holder.domains:
         loaded = state.holder.loaded(name)
@@ -138,8 +184,8 @@ async def read_projection(
     db: DbDep,
     state: StateDep,
     _: Reader,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: ClientDatetime | None = None,
+    until: ClientDatetime | None = None,
     model_version: Annotated[str | None, Query(max_length=16, pattern=r"^[0-9]+$")] = None,
     limit: Annotated[int, Query(ge=3, le=1000)] = 300,
 ) -> dict[str, Any]:
