@@ -16,7 +16,8 @@ AIRFLOW_HASH := $(shell cat requirements-airflow.txt | sha256sum | cut -c1-16)
 APP_STAMP := $(VENV)/.installed-$(APP_HASH)
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(AIRFLOW_HASH)
 
-.PHONY: help install run test test-fast lint format bench data clean freeze helm-check promtool wrk
+.PHONY: help install run test test-fast lint format bench data clean freeze helm-check promtool wrk \
+	bwrap cluster-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,8 +46,18 @@ install: $(APP_STAMP) $(AIRFLOW_STAMP)  ## create/refresh both pinned environmen
 run: install  ## run the embedded stack in the foreground (Ctrl-C stops everything)
 	$(BIN)/machine-health stack
 
-test: install helm-check promtool  ## run the whole test suite (includes the Helm checks)
-	$(BIN)/python -m pytest
+test: install helm-check promtool bwrap  ## run the whole test suite (Helm checks and cluster check included)
+	$(CLUSTER_PYTEST)
+	$(BIN)/python -m pytest --ignore=tests/cluster
+
+bwrap:  ## bubblewrap (Debian), the cluster check's sandbox of each container
+	bash scripts/install_debian_tool.sh bwrap bubblewrap
+
+# The chart's workloads and the DAGs' step pods run under their manifests' constraints
+# (docs/CLUSTER-CHECK.md), in a network namespace of their own: `unshare --net`.
+CLUSTER_PYTEST := unshare --net -- $(BIN)/python -m pytest tests/cluster -p no:cacheprovider
+cluster-check: install helm-check bwrap  ## run every chart workload and step pod as the cluster would
+	$(CLUSTER_PYTEST)
 
 promtool:  ## Prometheus' rule checker (Debian's prometheus package), for the alert-rule tests
 	bash scripts/install_debian_tool.sh promtool prometheus
@@ -58,7 +69,7 @@ helm-check: install  ## helm lint + template + schema validation of the chart (r
 	bash scripts/helm_check.sh
 
 test-fast: install helm-check promtool  ## tests without the slow model-training ones
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" --ignore=tests/cluster
 
 lint: install  ## ruff check + format check, hadolint on every Dockerfile
 	$(BIN)/ruff check .
