@@ -8,6 +8,7 @@ creation order, so the same interval always gives the same file and the same sha
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pymongo import ASCENDING
 from pymongo.errors import PyMongoError
@@ -234,9 +236,29 @@ def _jsonable(query: dict[str, Any]) -> dict[str, Any]:
     return convert(query)
 
 
-def read_snapshot(ws: Workspace, columns: list[str] | None = None) -> pa.Table:
-    """The run's snapshot (DataError when extract did not write it)."""
+#: the rows the validate step quarantined (every id and reason), in the run's workspace
+QUARANTINE_FILE = "quarantine.json"
+
+
+def quarantined_ids(ws: Workspace) -> set[str]:
+    """The prediction ids the run's validate step quarantined (empty before it ran)."""
+    path = ws.file(QUARANTINE_FILE)
+    if not path.exists():
+        return set()
+    return {row["prediction_id"] for row in json.loads(path.read_text())["rows"]}
+
+
+def read_snapshot(
+    ws: Workspace, columns: list[str] | None = None, *, validated: bool = True
+) -> pa.Table:
+    """The run's snapshot (DataError when extract did not write it), without the rows the
+    validate step quarantined unless `validated` is False (all of them, as extracted)."""
     path = ws.file(SNAPSHOT)
     if not path.exists():
         raise DataError(f"{path}: no snapshot (run the extract step first)")
-    return pq.read_table(path, columns=columns)
+    table = pq.read_table(path, columns=columns)
+    bad = quarantined_ids(ws) if validated else set()
+    if not bad:
+        return table
+    ids = pq.read_table(path, columns=["prediction_id"]).column("prediction_id")
+    return table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(bad)))))

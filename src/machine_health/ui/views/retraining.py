@@ -66,6 +66,24 @@ def result_text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+def quarantine_note(value: Any) -> str | None:
+    """What the validate step quarantined (rows left out of training, per rule), if anything."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+    if not isinstance(value, dict) or not value.get("quarantined"):
+        return None
+    rules = "; ".join(f"{rule}: {n}" for rule, n in (value.get("quarantine_reasons") or {}).items())
+    ids = ", ".join(r["prediction_id"] for r in (value.get("quarantined_rows") or [])[:5])
+    return (
+        f"validate quarantined {value['quarantined']} row(s) that failed validation; the run "
+        f"trained without them ({rules}). E.g. predictions {ids}; all are in the run's "
+        "quarantine.json."
+    )
+
+
 def steps_table(tasks: list[dict[str, Any]], results: dict[str, Any]) -> pd.DataFrame:
     tasks = sorted(tasks, key=lambda t: t.get("start_date") or "9999")
     return pd.DataFrame(
@@ -118,6 +136,8 @@ def show_dag(client: AirflowClient, dag_id: str, runs: list[dict[str, Any]]) -> 
         if t.get("state") == "success"
     }
     st.dataframe(steps_table(tasks, results), hide_index=True)
+    if note := quarantine_note(results.get("validate")):
+        st.warning(note)
 
 
 def trigger(client: AirflowClient, dag_ids: list[str]) -> None:
