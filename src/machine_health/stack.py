@@ -66,28 +66,70 @@ def marked_processes(stack_id: str) -> list[int]:
     return found
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (None when the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): tells a process from a later one of its pid."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def session_members(sessions: set[int]) -> list[int]:
+    """Pids of the live processes in one of `sessions`.
+
+    The environment marker is not enough: a process may replace its environment (`env -i`) or
+    overwrite it with its title (setproctitle, which Airflow's api-server uses). Every child of
+    the supervisor leads a session of its own, which its descendants keep unless they start one.
+    """
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        fields = _stat(entry.name)
+        if fields and fields[0] != "Z" and int(fields[3]) in sessions:
+            found.append(int(entry.name))
+    return found
+
+
+def stack_processes(stack_id: str, sessions: set[int] | None = None) -> list[int]:
+    """The processes of one stack: marked with its id, or in a session one of its children led."""
+    return sorted(set(marked_processes(stack_id)) | set(session_members(sessions or set())))
+
+
 def _signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
 
 
-def sweep(stack_id: str, grace_s: float = SWEEP_GRACE_S) -> list[int]:
-    """SIGTERM every process of `stack_id`, SIGKILL what is left after `grace_s`; their pids.
+def sweep(
+    stack_id: str, grace_s: float = SWEEP_GRACE_S, sessions: set[int] | None = None
+) -> list[int]:
+    """SIGTERM every process of `stack_id` (and `sessions`), SIGKILL what is left after
+    `grace_s`; their pids.
 
     Scans again while it waits: a process shutting down may still start others.
     """
+    sessions = set(sessions or ())
     seen: set[int] = set()
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        pids = marked_processes(stack_id)
+        pids = stack_processes(stack_id, sessions)
         if not pids:
             return sorted(seen)
         _signal_all([p for p in pids if p not in seen], signal.SIGTERM)
         seen.update(pids)
         time.sleep(0.2)
     for _ in range(20):  # SIGKILL cannot be ignored; a fork racing the scan is caught next round
-        pids = marked_processes(stack_id)
+        pids = stack_processes(stack_id, sessions)
         if not pids:
             break
         logger.warning("stack %s: SIGKILL %s (still running %.0fs after SIGTERM)",
@@ -96,6 +138,17 @@ def sweep(stack_id: str, grace_s: float = SWEEP_GRACE_S) -> list[int]:
         seen.update(pids)
         time.sleep(0.2)
     return sorted(seen)
+
+
+def _live_sessions(sessions_file: Path) -> set[int]:
+    """The recorded sessions whose leader still runs, the same process (not a reused pid)."""
+    live = set()
+    with contextlib.suppress(OSError):
+        for line in sessions_file.read_text().splitlines():
+            pid, _, started = line.partition(" ")
+            if pid.isdigit() and started.isdigit() and start_time(int(pid)) == int(started):
+                live.add(int(pid))
+    return live
 
 
 def _stop_marked_store(var_dir: Path, stack_id: str) -> None:
@@ -121,13 +174,17 @@ def watchdog(read_fd: int, stack_id: str, var_dir: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
+    received = b""
+    while True:  # the supervisor writes the pid of every child it starts, one per line
         try:
-            if not os.read(read_fd, 4096):
-                break  # EOF: the supervisor is gone (or stopped cleanly and closed its end)
+            chunk = os.read(read_fd, 4096)
         except InterruptedError:
             continue
-    killed = sweep(stack_id)
+        if not chunk:
+            break  # EOF: the supervisor is gone (or stopped cleanly and closed its end)
+        received += chunk
+    sessions = {int(line) for line in received.split() if line.isdigit()}
+    killed = sweep(stack_id, sessions=sessions)
     _stop_marked_store(Path(var_dir), stack_id)
     logger.info("stack %s ended; stopped %d leftover process(es) %s", stack_id, len(killed),
                 killed)  # fmt: skip
@@ -151,6 +208,7 @@ class Supervisor:
     watchdog: subprocess.Popen[bytes] | None = None
     _pipe: int | None = None
     _lock: Any = None
+    _sessions_file: Path | None = None
 
     def begin(self, var_dir: Path) -> str:
         """Own `var_dir` for one run: refuse a second live stack, sweep what a killed one left,
@@ -170,13 +228,15 @@ class Supervisor:
         with contextlib.suppress(OSError):
             previous = id_file.read_text().strip()
             if previous:
-                left = sweep(previous)
+                left = sweep(previous, sessions=_live_sessions(state / "sessions"))
                 if left:
                     logger.warning("stopped %d process(es) left by an earlier stack: %s",
                                    len(left), left)  # fmt: skip
                 _stop_marked_store(var_dir, previous)
         self.stack_id = uuid.uuid4().hex
         id_file.write_text(self.stack_id)
+        self._sessions_file = state / "sessions"
+        self._sessions_file.write_text("")
         os.environ[STACK_ID_ENV] = self.stack_id  # inherited by every child and its children
         self._start_watchdog(var_dir)
         return self.stack_id
@@ -225,11 +285,22 @@ class Supervisor:
             )  # fmt: skip
         child = Child(name, proc, log)
         self.children.append(child)
+        self._record_session(proc.pid)
         logger.info("started %s (pid %s, log %s)", name, proc.pid, log)
         return child
 
     def adopt(self, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.children.append(Child(name, proc, log))
+        self._record_session(proc.pid)
+
+    def _record_session(self, pid: int) -> None:
+        """Tell the watchdog (and a later stack, through var/stack/sessions) of a new session."""
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._pipe, f"{pid}\n".encode())
+        if self._sessions_file is not None:
+            with self._sessions_file.open("a") as out:
+                out.write(f"{pid} {start_time(pid)}\n")
 
     def check(self) -> None:
         for child in self.children:

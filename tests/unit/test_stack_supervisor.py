@@ -112,6 +112,9 @@ try:
             supervisor.start("sleeper", sleeper, dict(os.environ)),
             supervisor.start("tree", [py, "-c", tree], dict(os.environ)),
             supervisor.start("listener", [py, "-c", listener], dict(os.environ)),
+            # No marker: its environment is gone (as with `env -i`, or a title written over it).
+            supervisor.start("bare", ["env", "-i", py, "-c", "import time; time.sleep(600)"],
+                             dict(os.environ)),
         ]
         while not grandchild_pid.exists():
             time.sleep(0.05)
@@ -120,6 +123,7 @@ try:
             "watchdog": supervisor.watchdog.pid,
             "children": [c.process.pid for c in supervisor.children],
             "grandchild": int(grandchild_pid.read_text()),
+            "bare": children[-1].process.pid,
         }
         (var_dir / "started.json").write_text(json.dumps(info))
         while True:
@@ -174,8 +178,11 @@ def test_nothing_survives_a_sigkill_of_the_supervisor(tmp_path: Path) -> None:
         stack_id = info["stack_id"]
         marked = set(marked_processes(stack_id))
         store_pid = int((tmp_path / "var" / "store.pid").read_text())
-        # every child, the grandchild in its own session and the store carry the marker
-        assert {*info["children"], info["grandchild"], store_pid} <= marked
+        # every child, the grandchild in its own session and the store carry the marker, but
+        # for the child that dropped its environment: the watchdog knows its session instead
+        bare = info["bare"]
+        assert {*info["children"], info["grandchild"], store_pid} - {bare} <= marked
+        assert bare not in marked
         assert info["watchdog"] not in marked and proc.pid not in marked
         assert not port_free(store_port) and not port_free(listen_port)
 
