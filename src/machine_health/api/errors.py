@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from machine_health import errors
 
@@ -175,14 +176,26 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route at the request's path (Starlette's 405 names only the first
+    route's, e.g. `PATCH` where `PATCH` and `DELETE` are two routes of one path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = _HTTP_KINDS.get(exc.status_code, "http_error")
     reason = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return JSONResponse(
-        error_body(request, kind, reason),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        error_body(request, kind, reason), status_code=exc.status_code, headers=headers or None
     )
 
 
