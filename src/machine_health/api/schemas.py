@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
+
+from machine_health.domains.turbofan import JsonInteger, max_cycle
 
 INT64_MAX = 2**63 - 1  # the largest integer BSON (and so the archive) can hold
 #: Every date a client sends lies in [1970, 2100]: the archive holds nothing outside it, and a
@@ -15,19 +18,36 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+#: What the OpenAPI schema says of a client's date (`format` and a year 1970..2099), so that a
+#: generated valid date is accepted and an invalid one refused.
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_YEAR_PATTERN = r"^(19[7-9][0-9]|20[0-9][0-9])-"
+
+
+def _iso_only(value: Any) -> Any:
+    """A date is an ISO 8601 string: not a Unix time (`0.5`, which pydantic would read as one)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("dates are ISO 8601 date-times, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
 def _bounded_date(moment: datetime) -> datetime:
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    try:
-        inside = EARLIEST <= aware <= LATEST
-    except OverflowError:  # an offset at the edge of the datetime range
-        inside = False
-    if not inside:
+    """Its calendar year (as written, in its own offset) within 1970..2099: at most a day
+    (the offset) outside [1970, 2100) UTC, far from the overflows at the ends of the range."""
+    if not EARLIEST.year <= moment.year < LATEST.year:
         raise ValueError("dates must lie between 1970-01-01 and 2100-01-01 (UTC)")
     return moment
 
 
-#: A date sent by a client: ISO 8601 (a naive one is UTC), bounded to 1970..2100.
-ClientDatetime = Annotated[datetime, AfterValidator(_bounded_date)]
+#: A date sent by a client: ISO 8601 (a naive one is UTC), in the years 1970..2099.
+ClientDatetime = Annotated[
+    datetime,
+    BeforeValidator(_iso_only),
+    AfterValidator(_bounded_date),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _YEAR_PATTERN}),
+]
 
 
 class ModelInfo(BaseModel):
@@ -102,10 +122,16 @@ class FeedbackResponse(BaseModel):
     labelled_at: datetime
 
 
+def _max_cycle_schema(schema: dict[str, Any]) -> None:
+    """The OpenAPI schema says the bound the route applies (MH_TURBOFAN_MAX_CYCLE)."""
+    schema["maximum"] = max_cycle()
+
+
 class FailureRequest(BaseModel):
-    failure_cycle: int = Field(
+    failure_cycle: JsonInteger = Field(
         ge=1,
         le=INT64_MAX,
+        json_schema_extra=_max_cycle_schema,
         description="The cycle at which the unit failed: at least the unit's last archived "
         "cycle, at most MH_TURBOFAN_MAX_CYCLE, and at most MH_TURBOFAN_MAX_RUL_LABEL after its "
         "first archived cycle.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, WithJsonSchema, field_validator
 
 from machine_health.api.deps import AdminUser, DbDep
 from machine_health.api.json_body import api_router
@@ -34,15 +34,30 @@ class UserList(BaseModel):
 
 
 class UserChange(BaseModel):
-    disabled: bool | None = Field(default=None, description="Disable (true) or enable (false).")
-    role: Literal["admin", "operator", "viewer"] | None = Field(
-        default=None, description="The new role."
+    """At least one change; a field left out is not changed (a null is refused, not ignored)."""
+
+    disabled: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = Field(
+        default=None, description="Disable (true) or enable (false)."
     )
+    role: Annotated[
+        Literal["admin", "operator", "viewer"] | None,
+        WithJsonSchema({"type": "string", "enum": ["admin", "operator", "viewer"]}),
+    ] = Field(default=None, description="The new role.")
 
     model_config = {
         "extra": "forbid",
-        "json_schema_extra": {"examples": [{"disabled": True}, {"role": "viewer"}]},
+        "json_schema_extra": {
+            "minProperties": 1,
+            "examples": [{"disabled": True}, {"role": "viewer"}],
+        },
     }
+
+    @field_validator("disabled", "role", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("give a value, or leave the field out to keep it")
+        return value
 
 
 class UserDeleted(BaseModel):

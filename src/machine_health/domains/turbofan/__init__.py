@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, Strict, ValidationInfo, field_validator
 
 from machine_health.config import Settings
 from machine_health.domains.base import Domain
@@ -92,6 +92,40 @@ def max_cycle() -> int:
     return Settings(env="dev").turbofan_max_cycle
 
 
+def _cycle_schema(schema: dict[str, Any]) -> None:
+    """The OpenAPI schema says the bound the validator applies (MH_TURBOFAN_MAX_CYCLE)."""
+    schema["maximum"] = max_cycle()
+
+
+def _ranges_schema(
+    ranges: tuple[tuple[str, str, str, float, float], ...],
+) -> Any:
+    """The OpenAPI schema of a vector: each position's physical range, as the validator checks."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["prefixItems"] = [
+            {"type": "number", "minimum": low, "maximum": high,
+             "description": f"{name}: {meaning} ({unit})"}
+            for name, meaning, unit, low, high in ranges
+        ]  # fmt: skip
+
+    return extra
+
+
+#: a JSON number, never a string or a boolean that pydantic's lax mode would convert
+Number = Annotated[float, Strict()]
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer (a JSON number, not a string or a boolean)")
+    return value  # 2251.0 is an integer to JSON Schema: int() takes it, 2251.5 is refused
+
+
+#: a JSON integer: an int or a number without a fraction, never a string or a boolean
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+
 def _archived(info: ValidationInfo) -> bool:
     """Re-validating an archived cycle (the serving context): its values were accepted under
     the bounds of their day; only their shape and finiteness are checked again."""
@@ -125,21 +159,24 @@ class TurbofanCycle(BaseModel):
     unit_id: str = Field(
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["FD001-1"]
     )
-    cycle: int = Field(
+    cycle: JsonInteger = Field(
         ge=1,
         le=INT64_MAX,
+        json_schema_extra=_cycle_schema,
         description="Cycle number; strictly increasing per unit, at most MH_TURBOFAN_MAX_CYCLE "
         "and at most MH_MAX_CYCLE_JUMP after the unit's last known cycle.",
     )
-    settings: list[float] = Field(
+    settings: list[Number] = Field(
         min_length=N_SETTINGS,
         max_length=N_SETTINGS,
+        json_schema_extra=_ranges_schema(SETTING_RANGES),
         description="Altitude (kft), Mach number, throttle resolver angle (deg), each within "
         "its physical range (`SETTING_RANGES`).",
     )
-    sensors: list[float] = Field(
+    sensors: list[Number] = Field(
         min_length=N_SENSORS,
         max_length=N_SENSORS,
+        json_schema_extra=_ranges_schema(SENSOR_RANGES),
         description="The 21 C-MAPSS sensors, each within its physical range (`SENSOR_RANGES`).",
     )
 

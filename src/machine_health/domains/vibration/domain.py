@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from machine_health.config import Settings
 from machine_health.domains.base import Domain
@@ -38,21 +38,32 @@ def request_size_limits() -> tuple[int, int]:
     return settings.vibration_min_samples, settings.vibration_max_samples
 
 
+def _samples_schema(schema: dict[str, Any]) -> None:
+    """The OpenAPI schema says what the validator checks: the length, float32 magnitudes."""
+    schema["minItems"], schema["maxItems"] = request_size_limits()
+    schema["items"] = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+
+
+#: a JSON number, never a string or a boolean that pydantic's lax mode would convert
+Number = Annotated[float, Strict()]
+
+
 class VibrationInput(BaseModel):
     """One waveform window of one asset, from an accelerometer or a microphone."""
 
     model_config = ConfigDict(extra="forbid")
 
     asset_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-    samples: list[float] = Field(
+    samples: list[Number] = Field(
+        json_schema_extra=_samples_schema,
         description="The waveform (any unit: g for accelerometers, Pa or normalised for "
         "microphones); length within the configured vibration_min/max_samples; finite values "
-        "a float32 can hold (|x| <= 3.4e38), the precision they are archived at."
+        "a float32 can hold (|x| <= 3.4e38), the precision they are archived at.",
     )
-    sample_rate: float = Field(
+    sample_rate: Number = Field(
         ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE, description="Sample rate of `samples` in Hz."
     )
-    rpm: float | None = Field(
+    rpm: Number | None = Field(
         None,
         ge=MIN_RPM,
         le=MAX_RPM,
