@@ -12,6 +12,7 @@ MLFLOW_TRACKING_PASSWORD variables; nothing here needs the `dagshub` client.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import subprocess
@@ -31,11 +32,14 @@ from mlflow.tracking import MlflowClient
 from machine_health import __version__
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle, load_bundle
-from machine_health.errors import ConfigurationError, ModelError, ModelNotFound
+from machine_health.errors import ConfigurationError, ModelError, ModelNotFound, ModelRejected
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+#: model-version tag: sha256 of every file of the version's artifact, recorded at registration
+#: and checked at every load (`artifact_digest`)
+DIGEST_TAG = "artifact_sha256"
 _BUNDLE_ARTIFACT = "bundle"
 _MODEL_NAME_IN_RUN = "model"
 
@@ -67,6 +71,49 @@ class BundlePyfunc(mlflow.pyfunc.PythonModel):
             else model_input
         )
         return self.bundle.predict(records)
+
+
+#: written into a logged model by MLflow itself at each registration (the registered name and
+#: version; a second registration of the same logged model rewrites it), read by nothing here
+_REGISTRY_META = "registered_model_meta"
+
+
+def artifact_digest(directory: Path) -> str:
+    """sha256 over every file of a downloaded model (relative path and content sha256 of each,
+    in path order), MLflow's own `registered_model_meta` aside: any changed, added, removed or
+    renamed file changes it."""
+    outer = hashlib.sha256()
+    files = (p for p in directory.rglob("*") if p.is_file())
+    for file in sorted(f for f in files if f.relative_to(directory).as_posix() != _REGISTRY_META):
+        inner = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                inner.update(block)
+        outer.update(f"{file.relative_to(directory).as_posix()}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()
+
+
+def _digest_of(uri: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="mh-pin-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise ModelError(f"cannot read {uri} to pin its digest: {exc}") from exc
+        return artifact_digest(Path(local))
+
+
+def _verify_digest(mv: Any, local: Path, what: str) -> None:
+    """Refuse a downloaded version whose files differ from what was registered."""
+    expected = (mv.tags or {}).get(DIGEST_TAG)
+    if expected is None:  # registered before digests were recorded
+        logger.warning("%s has no %s tag: loaded without a digest check", what, DIGEST_TAG)
+        return
+    actual = artifact_digest(local)
+    if actual != expected:
+        raise ModelRejected(
+            f"{what}: artifact digest mismatch (registered sha256 {expected[:16]}..., "
+            f"downloaded {actual[:16]}...): the stored files changed after registration; refused"
+        )
 
 
 def configure(settings: Settings) -> MlflowClient:
@@ -175,6 +222,8 @@ def log_bundle(
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_model_version_tag(name, version, "domain", bundle.domain)
+    # pinned from what the registry now serves for the version, before any alias points at it
+    client.set_model_version_tag(name, version, DIGEST_TAG, _digest_of(f"models:/{name}/{version}"))
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version)
     logger.info("registered %s version %s (aliases %s)", name, version, ",".join(aliases) or "-")
@@ -197,8 +246,11 @@ def register_logged(
     """
     configure(settings)
     name = settings.model_name(domain)
+    digest = _digest_of(model_uri)  # what the gate evaluated is what gets served
     try:
-        mv = mlflow.register_model(model_uri, name, tags={"domain": domain, **(tags or {})})
+        mv = mlflow.register_model(
+            model_uri, name, tags={"domain": domain, **(tags or {}), DIGEST_TAG: digest}
+        )
     except MlflowException as exc:
         raise ModelError(f"cannot register {model_uri} as {name}: {exc}") from exc
     client = MlflowClient()
@@ -249,8 +301,9 @@ def resolve(
 def load(
     settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None
 ) -> tuple[ModelBundle, ModelRef]:
-    """Download and load the bundle of a registry version."""
+    """Download the bundle of a registry version, check its digest (`DIGEST_TAG`), load it."""
     ref = resolve(settings, domain, alias=alias, version=version)
+    mv = _client(settings).get_model_version(ref.name, ref.version)
     with tempfile.TemporaryDirectory(prefix="mh-load-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -258,6 +311,7 @@ def load(
             )
         except (MlflowException, OSError) as exc:
             raise ModelError(f"cannot download {ref.name} v{ref.version}: {exc}") from exc
+        _verify_digest(mv, Path(local), f"{ref.name} v{ref.version}")
         bundle = load_bundle(Path(local) / "artifacts" / _BUNDLE_ARTIFACT)
     if bundle.domain != domain:
         raise ModelError(
@@ -302,6 +356,7 @@ def load_uri(settings: Settings, uri: str, domain: str) -> tuple[ModelBundle, Mo
                 )
             except (MlflowException, OSError) as exc:
                 raise ModelError(f"cannot download {uri}: {exc}") from exc
+            _verify_digest(mv, Path(local), f"{name} v{mv.version}")
             bundle = load_bundle(Path(local) / "artifacts" / _BUNDLE_ARTIFACT)
     if bundle.domain != domain:
         raise ModelError(f"{uri} holds a {bundle.domain!r} model, not {domain!r}")

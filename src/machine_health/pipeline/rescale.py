@@ -144,10 +144,11 @@ def check_bundle_transform(domain: str, bundle: Any, ws: Workspace) -> float:
             for k in ("settings_mean", "settings_std", "regime_mean", "regime_std")
         ]
         return float(max(gaps))
-    import skops.io
+
+    from machine_health.domains.skops_types import load_skops
 
     path = ws.file("transform.skops")
-    scaler = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    scaler = load_skops(path)  # only allow-listed types, even from the run's own workspace
     inner = bundle.scaler
     return float(
         max(

@@ -218,11 +218,7 @@ class TurbofanBundle(ModelBundle):
 
 
 def _load_skops(file: Path) -> Any:
-    """Load a scikit-learn estimator, trusting only scikit-learn and numpy types."""
-    import skops.io as sio
+    """Load a scikit-learn estimator holding only allow-listed types (`skops_types.ALLOWED`)."""
+    from machine_health.domains.skops_types import load_skops
 
-    untrusted = sio.get_untrusted_types(file=file)
-    foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
-    if foreign:
-        raise ModelError(f"{file}: refuses to load foreign types {foreign}")
-    return sio.load(file, trusted=untrusted)
+    return load_skops(file)

@@ -22,17 +22,16 @@ from sklearn.preprocessing import StandardScaler
 
 from machine_health.domains import trees
 from machine_health.domains.base import ModelBundle
+from machine_health.domains.skops_types import load_skops
 from machine_health.domains.vibration.features import FeatureConfig, extract_features
 from machine_health.domains.vibration.physics import resample
-from machine_health.errors import InputError, ModelError
+from machine_health.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 _MODELS_FILE = "models.skops"
 _CONFIG_FILE = "vibration.json"
 _SMOKE_FILE = "smoke.npz"
-# skops refuses to load any type it does not know; we accept only scikit-learn's own.
-_TRUSTED_PREFIXES = ("sklearn.",)
 
 
 def mahalanobis(detector: LedoitWolf, standardised: np.ndarray) -> np.ndarray:
@@ -185,12 +184,7 @@ class VibrationBundle(ModelBundle):
 
     @classmethod
     def load_files(cls, path: Path) -> VibrationBundle:
-        models_file = path / _MODELS_FILE
-        untrusted = skops.io.get_untrusted_types(file=models_file)
-        foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-        if foreign:
-            raise ModelError(f"{models_file}: refuses to load foreign types {foreign}")
-        models = skops.io.load(models_file, trusted=untrusted)
+        models = load_skops(path / _MODELS_FILE)  # only the allow-listed types
         meta = json.loads((path / _CONFIG_FILE).read_text())
         with np.load(path / _SMOKE_FILE) as smoke:
             windows, rpm = smoke["windows"], smoke["rpm"]
