@@ -140,7 +140,11 @@ def test_forged_tokens_are_401_on_every_protected_route(
 
 def test_previous_key_is_accepted_during_a_rotation(api: tuple[Server, Settings]) -> None:
     server, settings = api
-    old = jwt.encode(_claims(settings, sub="viewer", role="viewer"), PREVIOUS_KEY, "HS256")
+    # The user's current token version, as a token of the new key carries it (`ver`).
+    bearer = login(server.url, "viewer")["Authorization"].removeprefix("Bearer ")
+    fresh = jwt.decode(bearer, options={"verify_signature": False})
+    claims = _claims(settings, sub="viewer", role="viewer", ver=fresh["ver"])
+    old = jwt.encode(claims, PREVIOUS_KEY, "HS256")
     response = httpx.get(f"{server.url}/predictions", headers={"Authorization": f"Bearer {old}"})
     assert response.status_code == 200
     # ... but an expired token of the old key is not, whatever the key
