@@ -501,9 +501,11 @@ def write_docs(result: dict[str, Any]) -> None:
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if START in text and END in text:
         text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    elif API_LOAD_END in text:  # right after the API load section, outside its markers
-        at = text.index(API_LOAD_END) + len(API_LOAD_END)
-        text = text[:at] + "\n\n" + section + text[at:]
+    elif API_LOAD_END in text:  # at the end of the API load section (before the next `## `)
+        after = text.index(API_LOAD_END) + len(API_LOAD_END)
+        ends = [i for i in (text.find("\n## ", after), text.find("\n<!-- ", after)) if i >= 0]
+        at = min(ends) + 1 if ends else len(text)
+        text = text[:at] + section + "\n\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     BENCHMARKS_MD.write_text(text)
