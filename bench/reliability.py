@@ -155,7 +155,8 @@ def _section(
         f"tokens, valid and invalid inputs, {FUZZ_EXAMPLES} examples per operation): "
         f"**{fuzz.get('cases', 0)} cases**, statuses {fuzz.get('statuses', {})}, "
         f"{'zero server errors and every response conforms to the schema' if fuzz.get('passed') else 'FAILED (see docs/benchmarks/reliability.json)'}."  # noqa: E501
-        " `make test` runs the same fuzzer with 6 examples per operation.",
+        " `make test` runs the same fuzzer (`tests/reliability/test_fuzz.py`: every check, once"
+        " per role, `MH_FUZZ_EXAMPLES` examples per operation and phase, 20 by default).",
         END,
     ]
     return "\n".join(lines)
