@@ -1,12 +1,12 @@
 """Score one request and archive it: the logic behind POST /predict and /predict-test.
 
-Order of a prediction: idempotency (a known key of the same user, route and body returns the
-first answer, nothing is scored or written; the answer comes from memory, the archive, or,
-store down, the spool; the same key with another route or body is a 409) → turbofan context
-under the unit's lock (history, sequence check, at most MH_MAX_CYCLE_JUMP ahead) → the domain's micro-batcher (one
-model call for concurrent requests) → the archive record, made durable by the group-commit
-writer (store or spool) → the response. The response is built from exactly what was archived
-(timestamps at the store's millisecond precision), so the two always agree.
+Order of a prediction: idempotency (a known key of the same user, route and body returns the first
+answer, nothing is scored or written; the answer comes from memory, the archive, or, store down, the
+spool; the same key with another route or body is a 409) → turbofan context under the unit's lock
+(history, sequence check, at most MH_MAX_CYCLE_JUMP ahead) → the domain's micro-batcher (one model
+call for concurrent requests) → the archive record, made durable by the group-commit writer (store
+or spool) → the response. The response is built from exactly what was archived (timestamps at the
+store's millisecond precision), so the two always agree.
 
 Turbofan context is shared by every replica: a unit's last cycles live in the store, one
 document per unit read by `_id` (archive/unit_state.py), so any replica (or worker process)
