@@ -50,8 +50,9 @@ test: install helm-check promtool bwrap  ## run the whole test suite (Helm check
 	$(CLUSTER_PYTEST)
 	$(BIN)/python -m pytest --ignore=tests/cluster
 
-bwrap:  ## bubblewrap (Debian), the cluster check's sandbox of each container
+bwrap:  ## bubblewrap and iproute2 (Debian): the cluster check's container sandbox and pod network
 	bash scripts/install_debian_tool.sh bwrap bubblewrap
+	bash scripts/install_debian_tool.sh ip iproute2
 
 # The chart's workloads and the DAGs' step pods run under their manifests' constraints
 # (docs/CLUSTER-CHECK.md), in a network namespace of their own: `unshare --net`.
