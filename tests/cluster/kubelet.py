@@ -544,6 +544,9 @@ class ServiceProxy:
             except OSError:
                 client.close()
                 continue
+            # The 5 s was for the connect only: an idle keep-alive connection must stay open
+            # both ways (a timed-out direction would leave the client waiting for an answer).
+            upstream.settimeout(None)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 

@@ -10,10 +10,14 @@ domains (e.g. one `make run` trained): training is then skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.integration.conftest import TrainedModels, airflow_env, session_models
+from machine_health.config import Settings
+from tests.conftest import Server, make_settings, start_uvicorn
+from tests.integration.conftest import TrainedModels, airflow_env, create_users, session_models
 from tests.reliability.scenarios import ReliabilityRegistry, build_registry
 
 __all__ = ["airflow_env"]  # the DAG fault test's Airflow home (tests/integration/conftest.py)
@@ -32,3 +36,24 @@ def reliability_registry(
     tmp_path_factory: pytest.TempPathFactory, trained_models: TrainedModels
 ) -> ReliabilityRegistry:
     return build_registry(tmp_path_factory.mktemp("reliability") / "var", trained_models)
+
+
+def serve_with_users(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    store_uri: str,
+    registry: ReliabilityRegistry,
+    **overrides: Any,
+) -> Iterator[tuple[Server, Settings]]:
+    """A real uvicorn serving this module's registry, with one user per role; stopped after.
+
+    For a module's `api` fixture: `yield from serve_with_users(...)`.
+    """
+    tmp = tmp_path_factory.mktemp(name)
+    settings = make_settings(tmp, store_uri, mlflow_tracking_uri=registry.tracking_uri, **overrides)
+    create_users(settings)
+    server = start_uvicorn(settings, tmp / "logs", timeout_s=120)
+    try:
+        yield server, settings
+    finally:
+        server.stop()

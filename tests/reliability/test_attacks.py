@@ -24,8 +24,9 @@ from pymongo.database import Database
 from machine_health.api.security import CLIENT_FACTOR
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server, make_settings, own_database, start_uvicorn
-from tests.integration.conftest import PASSWORDS, create_user, create_users, login
+from tests.conftest import DATA_DIR, Server, own_database
+from tests.integration.conftest import PASSWORDS, create_user, login
+from tests.reliability.conftest import serve_with_users
 from tests.reliability.scenarios import ReliabilityRegistry
 
 PREVIOUS_KEY = secrets.token_urlsafe(48)
@@ -37,15 +38,15 @@ def api(
     store_uri: str,
     reliability_registry: ReliabilityRegistry,
 ) -> Iterator[tuple[Server, Settings]]:
-    tmp = tmp_path_factory.mktemp("attacks")
-    settings = make_settings(
-        tmp, store_uri, mlflow_tracking_uri=reliability_registry.tracking_uri,
-        login_max_failures=3, jwt_previous_secret=PREVIOUS_KEY, max_body_bytes=256 * 1024,
-    )  # fmt: skip
-    create_users(settings)
-    server = start_uvicorn(settings, tmp / "logs", timeout_s=120)
-    yield server, settings
-    server.stop()
+    yield from serve_with_users(
+        tmp_path_factory,
+        "attacks",
+        store_uri,
+        reliability_registry,
+        login_max_failures=3,
+        jwt_previous_secret=PREVIOUS_KEY,
+        max_body_bytes=256 * 1024,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import pytest
 from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn
-from tests.integration.conftest import create_users, login, register_version
+from tests.conftest import DATA_DIR, Server
+from tests.integration.conftest import login, register_version
+from tests.reliability.conftest import serve_with_users
 from tests.reliability.harness import service_headers
 from tests.reliability.scenarios import (
     ReliabilityRegistry,
@@ -71,12 +72,7 @@ def api(
     store_uri: str,
     reliability_registry: ReliabilityRegistry,
 ) -> Iterator[tuple[Server, Settings]]:
-    tmp = tmp_path_factory.mktemp("corrupt")
-    settings = make_settings(tmp, store_uri, mlflow_tracking_uri=reliability_registry.tracking_uri)
-    create_users(settings)
-    server = start_uvicorn(settings, tmp / "logs", timeout_s=120)
-    yield server, settings
-    server.stop()
+    yield from serve_with_users(tmp_path_factory, "corrupt", store_uri, reliability_registry)
 
 
 REASONS = {

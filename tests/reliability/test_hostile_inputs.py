@@ -37,7 +37,8 @@ from tests.conftest import (
     own_database,
     start_uvicorn,
 )
-from tests.integration.conftest import PASSWORDS, create_users, login, turbofan_rows
+from tests.integration.conftest import PASSWORDS, login, turbofan_rows
+from tests.reliability.conftest import serve_with_users
 from tests.reliability.scenarios import ReliabilityRegistry
 
 
@@ -47,15 +48,9 @@ def api(
     store_uri: str,
     reliability_registry: ReliabilityRegistry,
 ) -> Iterator[tuple[Server, Settings]]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    settings = make_settings(
-        tmp, store_uri, mlflow_tracking_uri=reliability_registry.tracking_uri,
-        login_max_failures=1000,
-    )  # fmt: skip
-    create_users(settings)
-    server = start_uvicorn(settings, tmp / "logs", timeout_s=120)
-    yield server, settings
-    server.stop()
+    yield from serve_with_users(
+        tmp_path_factory, "hostile", store_uri, reliability_registry, login_max_failures=1000
+    )
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ from sklearn.preprocessing import FunctionTransformer
 
 from machine_health import registry
 from machine_health.config import Settings
-from tests.conftest import Server, make_settings, start_uvicorn
-from tests.integration.conftest import create_users, login, register_version
+from tests.conftest import Server
+from tests.integration.conftest import login, register_version
+from tests.reliability.conftest import serve_with_users
 from tests.reliability.harness import service_headers
 from tests.reliability.scenarios import ReliabilityRegistry, _Tampered, registry_settings
 from tests.reliability.test_corrupt_models import _still_serving_v1
@@ -39,12 +40,7 @@ def api(
     store_uri: str,
     reliability_registry: ReliabilityRegistry,
 ) -> Iterator[tuple[Server, Settings]]:
-    tmp = tmp_path_factory.mktemp("integrity")
-    settings = make_settings(tmp, store_uri, mlflow_tracking_uri=reliability_registry.tracking_uri)
-    create_users(settings)
-    server = start_uvicorn(settings, tmp / "logs", timeout_s=120)
-    yield server, settings
-    server.stop()
+    yield from serve_with_users(tmp_path_factory, "integrity", store_uri, reliability_registry)
 
 
 def _stored_bundle_dir(reg: Settings, domain: str, version: str) -> Path:
