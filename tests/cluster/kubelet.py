@@ -119,7 +119,10 @@ class Network:
 
     def up(self) -> None:
         run("ip", "link", "set", "lo", "up")
-        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        # A fixed address: a bridge otherwise takes the lowest one of its ports, so each new
+        # pod's veth could change it and leave every pod's ARP entry of the node stale (their
+        # connections to the node and the Services stall until it expires).
+        run("ip", "link", "add", BRIDGE, "address", "02:00:00:00:00:01", "type", "bridge")
         run("ip", "addr", "add", f"{NODE_IP}/16", "dev", BRIDGE)
         run("ip", "link", "set", BRIDGE, "up")
         for stale in run("ip", "netns", "list").stdout.split():
