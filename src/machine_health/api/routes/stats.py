@@ -51,6 +51,7 @@ async def _domain_stats(db: Any, domain: Any, bucket: str, cap: int) -> dict[str
         "assets": len(await repository.count_by(db, name, "asset_id")),
         "over_time": await repository.count_by_time(db, name, bucket=bucket),
         "by_model_version": await repository.count_by(db, name, "model_version"),
+        "truncated": False,  # the store counted every document: the same shape as a window's
     }
     fields = domain.output_model.model_fields
     if "is_anomaly" in fields:
