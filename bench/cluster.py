@@ -4,7 +4,8 @@
 
 `make test` runs the same check with the tree model for turbofan (a fraction of the time, the
 same code path). This one sets MH_CLUSTER_FULL=1 and prints the wall time and the per-phase
-timings the check reports (docs/BENCHMARKS.md, "Cluster check").
+timings the check reports (`-s`: its fixture prints them at the end; docs/BENCHMARKS.md,
+"Cluster check").
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str]) -> int:
     env = {**os.environ, "MH_CLUSTER_FULL": "1"}
     command = ["unshare", "--net", "--", sys.executable, "-m", "pytest", "tests/cluster",
-               "-p", "no:cacheprovider", "-q", *argv]  # fmt: skip
+               "-p", "no:cacheprovider", "-q", "-s", *argv]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
