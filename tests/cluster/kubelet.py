@@ -204,20 +204,19 @@ class Pod:
         """`kubectl exec`: the command in the container's sandbox (same netns, env, volumes)."""
         c = self.container(container)
         full_env = {**c.env, **(env or {})}
-        command = [*self._sandbox(c, full_env), *resolve_executable(argv[:1], full_env), *argv[1:]]
+        command = [*self._sandbox(c), *resolve_executable(argv[:1], full_env), *argv[1:]]
         return subprocess.run(command, input=stdin, capture_output=True, text=True,
-                              timeout=timeout, check=False)  # fmt: skip
+                              timeout=timeout, check=False, env=full_env)  # fmt: skip
 
-    def _sandbox(self, c: Container, env: dict[str, str]) -> list[str]:
+    def _sandbox(self, c: Container) -> list[str]:
+        """The sandbox's command line. The environment is the process's own (`env=` of Popen),
+        passed through nsenter, bwrap and setpriv: no secret value on a command line."""
         args = ["nsenter", f"--net=/run/netns/{self.netns}", "bwrap", *self.bwrap[c.name]]
-        args += ["--clearenv"]
-        for key, value in env.items():
-            args += ["--setenv", key, value]
         return [*args, "--", *self.user]
 
     def command(self, c: Container) -> list[str]:
-        """The container's own command in its sandbox."""
-        return [*self._sandbox(c, c.env), *resolve_executable(c.argv[:1], c.env), *c.argv[1:]]
+        """The container's own command in its sandbox (run it with `env=c.env` only)."""
+        return [*self._sandbox(c), *resolve_executable(c.argv[:1], c.env), *c.argv[1:]]
 
     def logs(self, container: str | None = None) -> str:
         c = self.container(container)
@@ -317,7 +316,7 @@ class Kubelet:
             container.log = root / f"{container.name}.log"
             with container.log.open("ab") as out:
                 container.process = subprocess.Popen(
-                    pod.command(container), stdout=out,
+                    pod.command(container), stdout=out, env=container.env,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
         self.pods.append(pod)
