@@ -193,7 +193,8 @@ def _start_api(
     raise RuntimeError(f"the API was not ready in 180 s; see {log}")
 
 
-def _token(settings: Settings, url: str) -> str:
+def _token(settings: Settings, url: str, username: str = "bench", role: str = "operator") -> str:
+    """A fresh user of `role` in the archive, and its access token."""
     from machine_health.api.security import hash_password
     from machine_health.archive import client as archive_client
     from machine_health.archive import users
@@ -201,12 +202,10 @@ def _token(settings: Settings, url: str) -> str:
     password = secrets.token_urlsafe(16)
     client = archive_client.sync_client(settings)
     try:
-        users.create_user_sync(
-            client[settings.mongodb_db], "bench", hash_password(password), "operator"
-        )
+        users.create_user_sync(client[settings.mongodb_db], username, hash_password(password), role)
     finally:
         client.close()
-    response = httpx.post(f"{url}/token", data={"username": "bench", "password": password})
+    response = httpx.post(f"{url}/token", data={"username": username, "password": password})
     response.raise_for_status()
     return response.json()["access_token"]
 

@@ -126,24 +126,6 @@ def _tokens(settings: Settings) -> dict[str, str]:
     }
 
 
-def _viewer_token(settings: Settings, url: str) -> str:
-    from machine_health.api.security import hash_password
-    from machine_health.archive import client as archive_client
-    from machine_health.archive import users
-
-    password = secrets.token_urlsafe(16)
-    client = archive_client.sync_client(settings)
-    try:
-        users.create_user_sync(
-            client[settings.mongodb_db], "watcher", hash_password(password), "viewer"
-        )
-    finally:
-        client.close()
-    answer = httpx.post(f"{url}/token", data={"username": "watcher", "password": password})
-    answer.raise_for_status()
-    return str(answer.json()["access_token"])
-
-
 class Traffic:
     def __init__(
         self, url: str, headers: dict[str, str], payloads: dict[str, Any], settings: Settings,
@@ -325,10 +307,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _pin(os.getpid(), other_cpus)
             api, url = _start_api(settings, work / "api.log", api_cpus)
             headers = {"Authorization": f"Bearer {_token(settings, url)}"}
-            traffic = Traffic(
-                url, headers, payloads, settings, _viewer_token(settings, url), args.share,
-                args.seed,
-            )  # fmt: skip
+            viewer = _token(settings, url, "watcher", "viewer")
+            traffic = Traffic(url, headers, payloads, settings, viewer, args.share, args.seed)
             clients = [Client(i, f"hostile-unit-{i}") for i in range(args.clients)]
             deadline = time.monotonic() + args.duration
             started = time.monotonic()
