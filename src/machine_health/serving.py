@@ -236,8 +236,7 @@ class UnitHistories:
     memory serves while the store is unreachable and lends its rows to the next request.
     """
 
-    def __init__(self, window: int, max_units: int) -> None:
-        self.window = window
+    def __init__(self, max_units: int) -> None:
         self.max_units = max_units
         self._entries: OrderedDict[str, tuple[Any, list[dict[str, Any]]]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -259,12 +258,6 @@ class UnitHistories:
         self._entries[unit_id] = (state, list(rows))
         self._entries.move_to_end(unit_id)
         self._evict()
-
-    def ensure_window(self, cycles: int) -> None:
-        """Serve models reading at least `cycles` rows (a reloaded model may read more); the
-        entries stay (they may hold cycles the store has not seen yet), the scorer checks
-        whether one holds enough."""
-        self.window = max(self.window, cycles)
 
     def forget(self, unit_id: str) -> None:
         self._entries.pop(unit_id, None)

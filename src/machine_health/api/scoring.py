@@ -168,7 +168,7 @@ class Scorer:
         self.batchers = {
             name: MicroBatcher(holder, name, max_batch=settings.model_batch_max) for name in domains
         }
-        self.histories = UnitHistories(settings.turbofan_window, settings.turbofan_cache_units)
+        self.histories = UnitHistories(settings.turbofan_cache_units)
         #: prediction id -> (request fingerprint, first answer) of recent idempotent requests
         self._answers: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
         #: prediction id -> (request fingerprint, its answer to come) of requests being scored
@@ -290,7 +290,6 @@ class Scorer:
         unit_id = asset_of(item)
         cycle = int(getattr(item, "cycle"))  # noqa: B009 - the sequence field, checked above
         needed = self._history_needed(domain_name)
-        self.histories.ensure_window(needed)
         async with self.histories.lock(unit_id):
             if not archive:  # a test prediction: against the known cycles before it, no write
                 context = await self._context(domain, unit_id, needed, persist=False)
