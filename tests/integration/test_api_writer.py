@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pymongo.database import Database
@@ -24,26 +26,36 @@ def _batches() -> float:
     )
 
 
+@contextlib.asynccontextmanager
+async def running_writer(
+    settings: Settings, spool_dir: Path, **options: float
+) -> AsyncIterator[ArchiveWriter]:
+    """A started group-commit writer on the real store's predictions (and a spool), closed after."""
+    client = archive_client.async_client(settings)
+    writer = ArchiveWriter(
+        client[settings.mongodb_db][archive_client.PREDICTIONS],
+        Spool(spool_dir, owner="t", max_bytes=1 << 20),
+        **options,
+    )
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+        await client.close()
+
+
 def test_concurrent_submits_share_insert_many_calls(
     tmp_path: Path, settings: Settings, db: Database
 ) -> None:
     archive_client.ensure_indexes_sync(db)
 
     async def run() -> list[str]:
-        client = archive_client.async_client(settings)
-        writer = ArchiveWriter(
-            client[settings.mongodb_db][archive_client.PREDICTIONS],
-            Spool(tmp_path / "spool", owner="t", max_bytes=1 << 20),
-        )
-        await writer.start()
-        try:
+        async with running_writer(settings, tmp_path / "spool") as writer:
             docs = [{"prediction_id": f"g{i}", "n": i} for i in range(300)]
             outcomes = await asyncio.gather(*(writer.submit(d) for d in docs))
             again = await writer.submit({"prediction_id": "g7", "n": -1})
             return [*outcomes, again]
-        finally:
-            await writer.close()
-            await client.close()
 
     before = _batches()
     outcomes = asyncio.run(run())
@@ -95,19 +107,10 @@ def test_one_unencodable_record_is_refused_alone_and_the_group_is_archived(
     archive_client.ensure_indexes_sync(db)
 
     async def run() -> list[object]:
-        client = archive_client.async_client(settings)
-        writer = ArchiveWriter(
-            client[settings.mongodb_db][archive_client.PREDICTIONS],
-            Spool(tmp_path / "spool", owner="t", max_bytes=1 << 20),
-        )
-        await writer.start()
-        try:
+        async with running_writer(settings, tmp_path / "spool") as writer:
             docs = [{"prediction_id": f"b{i}", "cycle": i} for i in range(40)]
             docs.insert(20, {"prediction_id": "too-big", "cycle": 2**63})
             return await asyncio.gather(*(writer.submit(d) for d in docs), return_exceptions=True)
-        finally:
-            await writer.close()
-            await client.close()
 
     outcomes = asyncio.run(run())
     refused = outcomes.pop(20)
@@ -150,17 +153,9 @@ def test_the_replay_dead_letters_what_it_cannot_store_and_keeps_draining(
     }
 
     async def run() -> int:
-        client = archive_client.async_client(settings)
-        writer = ArchiveWriter(
-            client[settings.mongodb_db][archive_client.PREDICTIONS],
-            Spool(spool_dir, owner="t", max_bytes=1 << 20),
-        )
-        await writer.start()  # replays what the dead process left, before serving
-        try:
+        # start() replays what the dead process left, before serving
+        async with running_writer(settings, spool_dir) as writer:
             return writer.spool.depth
-        finally:
-            await writer.close()
-            await client.close()
 
     assert asyncio.run(run()) == 0
     stored = {d["prediction_id"] for d in db[archive_client.PREDICTIONS].find({}, {"_id": 0})}
@@ -181,23 +176,16 @@ def test_a_replay_task_that_dies_is_restarted_and_drains_the_spool(
     restarts = _counter(metrics.ARCHIVE_TASK_RESTARTS, task="replay")
 
     async def run() -> int:
-        client = archive_client.async_client(settings)
-        writer = ArchiveWriter(
-            client[settings.mongodb_db][archive_client.PREDICTIONS],
-            Spool(tmp_path / "spool", owner="t", max_bytes=1 << 20),
-            retry_seconds=0.05,
-        )
-        await writer.start()
-        real, calls = writer.replay_once, []
+        async with running_writer(settings, tmp_path / "spool", retry_seconds=0.05) as writer:
+            real, calls = writer.replay_once, []
 
-        async def dies_once() -> bool:
-            calls.append(1)
-            if len(calls) == 1:
-                raise RuntimeError("a bug in the replay")
-            return await real()
+            async def dies_once() -> bool:
+                calls.append(1)
+                if len(calls) == 1:
+                    raise RuntimeError("a bug in the replay")
+                return await real()
 
-        writer.replay_once = dies_once  # type: ignore[method-assign]
-        try:
+            writer.replay_once = dies_once  # type: ignore[method-assign]
             writer.spool.append([{"prediction_id": f"d{i}"} for i in range(5)])
             writer._wake_replay.set()
             for _ in range(200):
@@ -205,9 +193,6 @@ def test_a_replay_task_that_dies_is_restarted_and_drains_the_spool(
                     break
                 await asyncio.sleep(0.05)
             return writer.spool.depth
-        finally:
-            await writer.close()
-            await client.close()
 
     assert asyncio.run(run()) == 0
     assert db[archive_client.PREDICTIONS].estimated_document_count() == 5
