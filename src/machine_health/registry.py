@@ -282,6 +282,13 @@ def resolve(
     settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None
 ) -> ModelRef:
     """The registry version behind `alias` (or the explicit `version`) of a domain's model."""
+    return _resolve(settings, domain, alias=alias, version=version)[0]
+
+
+def _resolve(
+    settings: Settings, domain: str, *, alias: str | None, version: str | None
+) -> tuple[ModelRef, Any]:
+    """`resolve`, with the MLflow model version it read (its tags: `DIGEST_TAG`)."""
     client = _client(settings)
     name = settings.model_name(domain)
     try:
@@ -293,17 +300,17 @@ def resolve(
     except MlflowException as exc:
         what = f"version {version}" if version is not None else f"alias @{alias}"
         raise ModelNotFound(f"no {what} for model {name!r} ({exc.error_code})") from exc
-    return ModelRef(
+    ref = ModelRef(
         name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, source=mv.source
     )
+    return ref, mv
 
 
 def load(
     settings: Settings, domain: str, *, alias: str | None = CHAMPION, version: str | None = None
 ) -> tuple[ModelBundle, ModelRef]:
     """Download the bundle of a registry version, check its digest (`DIGEST_TAG`), load it."""
-    ref = resolve(settings, domain, alias=alias, version=version)
-    mv = _client(settings).get_model_version(ref.name, ref.version)
+    ref, mv = _resolve(settings, domain, alias=alias, version=version)
     with tempfile.TemporaryDirectory(prefix="mh-load-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
