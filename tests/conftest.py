@@ -35,6 +35,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `predicate` until it holds; AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data sets; their absence is a broken checkout, not a reason to skip."""

@@ -21,7 +21,7 @@ from pymongo import MongoClient
 from machine_health import embedded_store
 from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server, free_port, start_uvicorn
+from tests.conftest import DATA_DIR, Server, free_port, start_uvicorn, wait_for
 from tests.integration.conftest import TrainedModels, api_settings, create_users, login
 
 
@@ -105,15 +105,6 @@ class Traffic:
             await asyncio.gather(*(self._client(c, w) for w in range(8)))
 
 
-def _wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _spool_empty(url: str) -> bool:
     try:
         body = httpx.get(f"{url}/ready", timeout=5).json()
@@ -152,16 +143,16 @@ def test_store_down_mid_traffic_spools_then_replays_everything(
     try:
         headers = login(server.url, "operator")
         traffic = Traffic(server.url, headers, units=["down-u1", "down-u2"]).start()
-        _wait_for(lambda: traffic.count("archived") >= 30, 60, "traffic before the outage")
+        wait_for(lambda: traffic.count("archived") >= 30, 60, "traffic before the outage")
         own_store.stop()
-        _wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
+        wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
         own_store.start()
-        _wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
+        wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
         archived_after = traffic.count("archived")
-        _wait_for(lambda: traffic.count("archived") >= archived_after + 20, 60, "traffic after")
+        wait_for(lambda: traffic.count("archived") >= archived_after + 20, 60, "traffic after")
         traffic.stop()
         assert traffic.failures == []  # the outage cost no request
-        _wait_for(lambda: _spool_empty(server.url), 30, "the spool replay")
+        wait_for(lambda: _spool_empty(server.url), 30, "the spool replay")
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, traffic.answers)
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "machine_health_spool_depth 0.0" in metrics
@@ -180,9 +171,9 @@ def test_killed_api_replays_its_spool_at_restart(
     headers = login(server.url, "operator")
     traffic = Traffic(server.url, headers, units=["kill-u1"]).start()
     try:
-        _wait_for(lambda: traffic.count("archived") >= 20, 60, "traffic before the outage")
+        wait_for(lambda: traffic.count("archived") >= 20, 60, "traffic before the outage")
         own_store.stop()
-        _wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
+        wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
         server.kill()  # SIGKILL: no shutdown, the spool file and its lock are left behind
         time.sleep(0.5)
         traffic.stop()
@@ -195,7 +186,7 @@ def test_killed_api_replays_its_spool_at_restart(
     own_store.start()
     restarted = start_uvicorn(settings, tmp_path / "logs", port=port)
     try:
-        _wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
+        wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, traffic.answers)
         assert spooled >= 30
         assert not [f for f in spool_files if f.exists()]  # the dead process's file is gone
@@ -230,7 +221,7 @@ def test_full_spool_is_a_clear_503_and_keeps_what_it_acknowledged(
         assert answers and refused, f"the spool never filled up: {refused}"
         assert refused[0]["error"] == "spool_full" and "spool" in refused[0]["reason"]
         own_store.start()
-        _wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
+        wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
     finally:
         server.stop()
@@ -290,7 +281,7 @@ def test_idempotent_retry_after_a_restart_with_the_store_down_gets_its_spooled_a
         assert fresh.json()["prediction_id"] != first["vibration"].json()["prediction_id"]
 
         own_store.start()
-        _wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
+        wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
         answers = [earlier, *(r.json() for r in first.values()), fresh.json()]
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
         client: MongoClient = MongoClient(own_store.uri, tz_aware=True)
@@ -320,7 +311,7 @@ def test_a_spooled_record_the_store_cannot_take_is_dead_lettered_not_a_crash_loo
     dead.own._handle.close()  # SIGKILL: the file stays, its lock is gone
     server = start_uvicorn(settings, tmp_path / "logs")  # today: startup dies on the replay
     try:
-        _wait_for(lambda: _spool_empty(server.url), 60, "the replay")
+        wait_for(lambda: _spool_empty(server.url), 60, "the replay")
         client: MongoClient = MongoClient(own_store.uri, tz_aware=True)
         try:
             coll = client[settings.mongodb_db]["predictions"]

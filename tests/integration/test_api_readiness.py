@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, start_uvicorn
+from tests.conftest import DATA_DIR, start_uvicorn, wait_for
 from tests.integration.conftest import TrainedModels, api_settings, create_users, login
 from tests.integration.test_api_durability import Store
 
@@ -29,15 +28,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     own.start()
     yield own
     own.stop()
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def store_status(url: str) -> str:

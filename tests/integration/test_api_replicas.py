@@ -20,14 +20,14 @@ import pytest
 from pymongo import MongoClient
 
 from machine_health.config import Settings
-from tests.conftest import Server, own_database
+from tests.conftest import Server, own_database, wait_for
 from tests.integration.conftest import (
     TrainedModels,
     api_settings,
     create_users,
     login,
 )
-from tests.integration.test_api_durability import Store, _spool_empty, _wait_for
+from tests.integration.test_api_durability import Store, _spool_empty
 
 CYCLES = 200
 TOLERANCE = 1e-6
@@ -176,7 +176,7 @@ def test_store_down_falls_back_to_memory_then_hands_over(
                 got.append(response.json())
             assert {g["archived"] for g in got[10:]} == {"spooled"}
             store.start()
-            _wait_for(lambda: _spool_empty(a.url), 60, "the spool replay")
+            wait_for(lambda: _spool_empty(a.url), 60, "the spool replay")
             time.sleep(0.2)
             for i, row in enumerate(rows[20:]):  # both continue it, with the cycles a spooled
                 response = _post(client, (b, a)[i % 2].url, unit, row)

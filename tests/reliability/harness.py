@@ -335,15 +335,6 @@ def moves_only_along(sequences: dict[int, list[str]], path: list[str]) -> list[s
 
 
 # --- waiting ---------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
 def spool_drained(url: str) -> bool:
     try:
         body = httpx.get(f"{url}/ready", timeout=5).json()

@@ -21,7 +21,7 @@ import httpx
 from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains.base import BUNDLE_MANIFEST, ModelBundle
-from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn
+from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn, wait_for
 from tests.integration.conftest import TrainedModels, create_users, login, register_version
 from tests.reliability.harness import (
     Report,
@@ -33,7 +33,6 @@ from tests.reliability.harness import (
     service_headers,
     spool_drained,
     version_sequences,
-    wait_for,
 )
 
 # What a client may meet while the API process is dead or restarting (then retried).
