@@ -47,8 +47,11 @@ def test_api_answers_through_its_service_with_a_token(cluster: Cluster) -> None:
     assert answer.json()["archived"] == "archived"
 
 
-def test_nothing_listens_on_loopback_only(cluster: Cluster) -> None:
-    """The probes above reached each pod's own IP; the root filesystem refuses writes."""
+def test_containers_run_read_only_as_their_declared_user(cluster: Cluster) -> None:
+    """The root filesystem refuses writes; the process has the manifest's uid and gid.
+
+    (A listener bound to loopback only is caught by the readiness test: probes go to the pod IP.)
+    """
     api = cluster.pods("api")[0]
     out = api.exec(["python", "-c", "open('/home/app/x', 'w')"])
     assert out.returncode != 0 and "Read-only file system" in out.stderr
