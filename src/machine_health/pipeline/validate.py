@@ -187,8 +187,8 @@ def run(
     # Every quarantined id (the later steps leave them out: `extract.read_snapshot`), written
     # before the result: a retried step rewrites both.
     write_json_atomic(ws.file(QUARANTINE_FILE), {"rows": quarantined})
+    by_rule = {rule: int(mask.sum()) for rule, mask in problems}
     if quarantined:
-        by_rule = {rule: int(mask.sum()) for rule, mask in problems}
         logger.warning("%s: %d row(s) quarantined: %s", domain, len(quarantined), by_rule)
         if not keep.any():
             raise ValidationFailed(
@@ -208,7 +208,7 @@ def run(
         "quarantined": len(quarantined),
         # the first QUARANTINE_LISTED of them (all in quarantine.json), and the count per rule
         "quarantined_rows": quarantined[:QUARANTINE_LISTED],
-        "quarantine_reasons": {rule: int(mask.sum()) for rule, mask in problems},
+        "quarantine_reasons": by_rule,
         "new_rows": new_rows,
         "consumed_until": consumed.isoformat() if consumed else None,
         "nothing_new": new_rows == 0,
