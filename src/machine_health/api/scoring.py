@@ -361,7 +361,7 @@ class Scorer:
             try:
                 answer = await self._finish(
                     domain.name, item, output, model, user, request_id, prediction_id,
-                    idempotency_key, started, archive=True,
+                    idempotency_key, started, archive=True, entry=entry,
                 )  # fmt: skip
             except BaseException:
                 if claimed is not None:
@@ -494,7 +494,9 @@ class Scorer:
         started: float,
         *,
         archive: bool,
+        entry: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """`entry`: `archived_input(item)` when the caller has made it already."""
         record = PredictionRecord(
             prediction_id=prediction_id or repository.new_prediction_id(user, None),
             idempotency_key=idempotency_key,
@@ -521,7 +523,7 @@ class Scorer:
         if not archive:
             metrics.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
             return response_from(record, "not_archived")
-        record["input"] = archived_input(item)
+        record["input"] = entry if entry is not None else archived_input(item)
         running = self._inflight.get(record["prediction_id"]) if idempotency_key else None
         if running is not None:  # what the key is bound to (see `predict`)
             record["request_hash"] = running[0]
