@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -35,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,9 +91,6 @@ class Objects:
     def of_kind(self, kind: str) -> list[Manifest]:
         return [d for d in self.docs if d["kind"] == kind]
 
-    def add(self, doc: Manifest) -> None:
-        self.docs.append(doc)
-
     def config_data(self, kind: str, name: str) -> dict[str, str] | None:
         doc = self.get(kind, name)
         if doc is None:
@@ -125,9 +120,12 @@ class Network:
         run("ip", "link", "add", BRIDGE, "address", "02:00:00:00:00:01", "type", "bridge")
         run("ip", "addr", "add", f"{NODE_IP}/16", "dev", BRIDGE)
         run("ip", "link", "set", BRIDGE, "up")
-        for stale in run("ip", "netns", "list").stdout.split():
-            if stale.startswith(self.prefix.split("-")[0] + "-"):
-                run("ip", "netns", "delete", stale, check=False)
+        # Pod namespaces of an earlier check whose process is gone (named mhc<pid>-<n>).
+        for line in run("ip", "netns", "list").stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            owner = name.removeprefix("mhc").partition("-")[0]
+            if name.startswith("mhc") and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                run("ip", "netns", "delete", name, check=False)
 
     def pod_namespace(self, name: str) -> tuple[str, str]:
         """A new network namespace wired to the bridge: (namespace name, pod IP)."""
@@ -581,17 +579,3 @@ def expose_services(kubelet: Kubelet) -> list[ServiceProxy]:
             target = port.get("targetPort", port["port"])
             proxies.append(ServiceProxy(kubelet, ip, int(port["port"]), spec["selector"], target))
     return proxies
-
-
-@contextlib.contextmanager
-def node(prefix: str, workdir: Path) -> Iterator[Network]:
-    network = Network(prefix)
-    network.up()
-    try:
-        yield network
-    finally:
-        network.down()
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value, indent=1, default=str)

@@ -120,6 +120,9 @@ def test_retrain_dag_step_pods_end_to_end_reach_every_replica(
     assert not results["train"].get("skipped"), f"nothing was trained: {results['train']}"
     reload = results["reload"]
     version = str(results["register"]["version"])
+    # the reload step found the replicas through the Kubernetes API (the recorded-answer mock)
+    assert cluster.api_server is not None
+    assert any("endpointslices" in path for path in cluster.api_server.requests)
     replicas = cluster.pods("api")
     if results["register"].get("promoted") and reload.get("replicas"):
         assert sorted(reload["replicas"]) == sorted(f"http://{p.ip}:8000" for p in replicas)
