@@ -7,9 +7,10 @@ standing in for the Bitnami chart, in its own pod network namespace), the chart 
 toolbox, the API replicas, the UI), the data copied into the workspace, the first training in
 the toolbox, the first admin user, then the retrain DAGs' step pods.
 
-MH_CLUSTER_FULL=1 (`make bench`'s full run) trains the served turbofan ensemble and adds the
-production values; the default (`make test`) retrains turbofan with the tree model, the same
-code path at a fraction of the time.
+MH_CLUSTER_FULL=1 (`make bench`'s full run) trains the served turbofan ensemble; the default
+(`make test`) retrains turbofan with the tree model, the same code path at a fraction of the
+time. Both run the chart's default values: values-production.yaml is rendered, linted and
+schema-checked by `make helm-check` and tests/helm, not run here.
 """
 
 from __future__ import annotations
