@@ -197,3 +197,39 @@ def test_a_replay_task_that_dies_is_restarted_and_drains_the_spool(
     assert asyncio.run(run()) == 0
     assert db[archive_client.PREDICTIONS].estimated_document_count() == 5
     assert _counter(metrics.ARCHIVE_TASK_RESTARTS, task="replay") == restarts + 1
+
+
+def test_new_records_go_to_the_store_while_a_backlog_replays(
+    tmp_path: Path, settings: Settings, db: Database
+) -> None:
+    """Steady traffic after an outage: new records are archived directly, so the spool drains.
+
+    Spooling them behind the backlog (as the writer once did) kept the spool from ever draining
+    while requests kept coming: each replay pass found the records appended meanwhile.
+    """
+    archive_client.ensure_indexes_sync(db)
+
+    async def run() -> tuple[list[str], int]:
+        async with running_writer(settings, tmp_path / "spool", retry_seconds=0.05) as writer:
+            real = writer.replay_once
+            release = asyncio.Event()
+
+            async def slow_replay() -> bool:  # the backlog stays until the new records are in
+                await release.wait()
+                return await real()
+
+            writer.replay_once = slow_replay  # type: ignore[method-assign]
+            writer.spool.append([{"prediction_id": f"old{i}"} for i in range(50)])
+            writer._wake_replay.set()
+            outcomes = [await writer.submit({"prediction_id": f"new{i}"}) for i in range(20)]
+            release.set()
+            for _ in range(200):
+                if writer.spool.depth == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return outcomes, writer.spool.depth
+
+    outcomes, depth = asyncio.run(run())
+    assert outcomes == ["archived"] * 20  # not "spooled" behind the 50 waiting records
+    assert depth == 0
+    assert db[archive_client.PREDICTIONS].count_documents({}) == 70

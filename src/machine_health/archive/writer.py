@@ -200,7 +200,12 @@ class ArchiveWriter:
                         item.future.set_exception(_record_error(exc))
 
     async def _write(self, batch: list[_Pending]) -> None:
-        if self.spool.depth == 0:
+        # Straight to the store unless it is known down. Once a replay chunk went in
+        # (`store_ok`), new records go to the store even while older ones wait in the spool:
+        # spooling them behind the backlog would never let it drain under steady traffic (each
+        # replay pass finds the records appended meanwhile), and the archive's order is by
+        # timestamp and cycle, never by insertion.
+        if self.store_ok or self.spool.depth == 0:
             try:
                 outcomes = await self._insert(batch)
             except Exception as exc:
@@ -223,7 +228,7 @@ class ArchiveWriter:
                     else:
                         item.future.set_result(outcome)
                 return
-        # The store is down, or older records still wait in the spool: spool these after them.
+        # The store is down: spool them (the replay task moves them in once it answers).
         try:
             await asyncio.to_thread(self.spool.append, [item.doc for item in batch])
         except SpoolFull as exc:
