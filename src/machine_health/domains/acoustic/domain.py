@@ -40,12 +40,12 @@ from machine_health.domains.acoustic.features import (
     reduce_bands,
     stat_names,
 )
-from machine_health.domains.base import Domain, EvaluationSet, TrainingSet, TrainResult
+from machine_health.domains.base import Domain
 from machine_health.errors import DataError, InputError
 
 if TYPE_CHECKING:  # scikit-learn (training) is imported by the methods that train or score
     from machine_health.domains.acoustic.training import Prepared
-    from machine_health.domains.base import ModelBundle
+    from machine_health.domains.base import EvaluationSet, ModelBundle, TrainingSet, TrainResult
 
 #: the metrics the retraining gate compares: the challenge's official score (harmonic mean of
 #: AUC source, AUC target, pooled pAUC) and the target-domain AUC (the domain shift the
@@ -131,16 +131,21 @@ class AcousticDomain(Domain):
     # --- retraining: thin wrappers over the public functions below ------------------------
     def training_set(self, settings: Any, table: Any) -> TrainingSet:
         """The real train + validation clips (archived labelled clips are not added yet)."""
+        from machine_health.domains.base import TrainingSet  # the redesigned interface's type
+
         prepared = training_set(settings.data_dir)
         return TrainingSet(prepared, {"clips": len(prepared.clips), "snapshot_rows_used": 0})
 
     def evaluation_set(self, settings: Any, table: Any) -> EvaluationSet:
+        from machine_health.domains.base import EvaluationSet
+
         prepared = evaluation_set(settings.data_dir)
         return EvaluationSet(prepared, {"clips": len(prepared.clips)})
 
     def train(self, settings: Any, training: TrainingSet, ws: Any) -> TrainResult:
         """Train on the prepared clips (MLflow logging of the run is left to the wrapper)."""
         from machine_health.domains.acoustic.training import train_bundle
+        from machine_health.domains.base import TrainResult
 
         bundle, result = train_bundle(training.data, seed=0)
         metrics = {f"validation_{k}": v for k, v in result.validation.items()}
