@@ -32,7 +32,8 @@ from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
 from machine_health.archive.records import encode_samples
 from machine_health.config import Settings
 from machine_health.pipeline import STEPS, step_function
-from tests.conftest import DATA_DIR, free_port, start_uvicorn
+from tests.support.paths import DATA_DIR
+from tests.support.servers import free_port, start_uvicorn
 
 logger = logging.getLogger("bench.pipeline")
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "pipeline.json"

@@ -25,11 +25,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import TrainedModels, train_small_models
-from tests.integration.dag_runs import airflow_home
-from tests.reliability.harness import Report, Store
-from tests.reliability.pipeline_scenario import KILLED_STEPS, run_pipeline_kill
-from tests.reliability.scenarios import (
+from tests.support.airflow_home import airflow_home
+from tests.support.models import TrainedModels, train_small_models
+from tests.support.reliability.harness import Report, Store
+from tests.support.reliability.pipeline_scenario import KILLED_STEPS, run_pipeline_kill
+from tests.support.reliability.scenarios import (
     Scale,
     build_registry,
     run_api_kill,

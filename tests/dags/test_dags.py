@@ -155,7 +155,7 @@ def test_rendered_pod_of_every_step(tmp_path: Path) -> None:
 def test_pods_built_from_the_charts_own_configmap(tmp_path: Path) -> None:
     """The DAGs fed the pipeline ConfigMap the chart renders (real helm) build pods that use the
     chart's own objects, with limits on every container, the XCom sidecar included."""
-    from tests.helm.conftest import EXISTING_SECRET, template
+    from tests.support.helm import EXISTING_SECRET, template
 
     rendered = template(
         *EXISTING_SECRET,

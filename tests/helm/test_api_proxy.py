@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helm.conftest import one, random_secrets, set_args, template, template_error
+from tests.support.helm import one, random_secrets, set_args, template, template_error
 
 
 def _api_args(*extra: str) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helm.conftest import (
+from tests.support.helm import (
     CHART,
     EVERYTHING,
     EXISTING_SECRET,
@@ -248,7 +248,7 @@ def test_api_writes_only_to_its_volumes(default_render: list[Manifest]) -> None:
 
 def test_pod_specs_rendered_by_the_dags_follow_the_same_rules() -> None:
     """`make helm-check` renders the DAGs' pods into var/pod-specs/; each must be hardened too."""
-    from tests.helm.conftest import pod_spec_files
+    from tests.support.helm import pod_spec_files
 
     files = pod_spec_files()
     if not files:

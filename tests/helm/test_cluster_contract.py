@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helm.conftest import (
+from tests.support.helm import (
     CHART,
     EVERYTHING,
     EXISTING_SECRET,

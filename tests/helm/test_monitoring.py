@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from tests.helm.conftest import CHART, REPO, Manifest, find, one
+from tests.support.helm import CHART, REPO, Manifest, find, one
 
 RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 # The series the alert rules read (the monitoring issue's rule file); the dashboard shows them all.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helm.conftest import CHART, REPO, Manifest, one
+from tests.support.helm import CHART, REPO, Manifest, one
 
 KUBERNETES = REPO / "kubernetes"
 VALUES_FILES = sorted(KUBERNETES.glob("values-*.yaml"))

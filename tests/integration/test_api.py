@@ -22,14 +22,11 @@ from pymongo.database import Database
 from machine_health.archive.records import decode_samples
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import Server, own_database, start_uvicorn
-from tests.integration.conftest import (
-    TrainedModels,
-    api_settings,
-    create_users,
-    login,
-    turbofan_rows,
-)
+from tests.support.data import turbofan_rows
+from tests.support.models import TrainedModels, api_settings
+from tests.support.servers import Server, start_uvicorn
+from tests.support.settings import own_database
+from tests.support.users import create_users, login
 
 
 @pytest.fixture(scope="module")
@@ -509,7 +506,7 @@ def test_roles(api: tuple[Server, Settings], examples: Any) -> None:
 
 def test_login_is_throttled_per_user(api: tuple[Server, Settings]) -> None:
     server, settings = api
-    from tests.integration.conftest import create_user
+    from tests.support.users import create_user
 
     name = f"t{secrets.token_hex(3)}"
     create_user(settings, name, "viewer", "the-right-password")
@@ -564,7 +561,7 @@ def test_simulator_replays_real_data_and_its_labels(
     cycle of the chosen units archived and labelled from RUL_FD001, every CWRU window labelled."""
     from machine_health.domains.turbofan.data import load_subset
     from machine_health.simulate import simulate
-    from tests.integration.conftest import PASSWORDS
+    from tests.support.users import PASSWORDS
 
     server, settings = api
     result = asyncio.run(

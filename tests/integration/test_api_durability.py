@@ -21,8 +21,10 @@ from pymongo import MongoClient
 from machine_health import embedded_store
 from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server, free_port, start_uvicorn, wait_for
-from tests.integration.conftest import TrainedModels, api_settings, create_users, login
+from tests.support.models import TrainedModels, api_settings
+from tests.support.paths import DATA_DIR
+from tests.support.servers import Server, free_port, start_uvicorn, wait_for
+from tests.support.users import create_users, login
 
 
 class Store:

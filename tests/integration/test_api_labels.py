@@ -12,8 +12,9 @@ from pymongo import MongoClient
 
 from machine_health.archive.records import PredictionRecord
 from machine_health.config import Settings
-from tests.conftest import Server, make_settings
-from tests.integration.conftest import create_users, login
+from tests.support.servers import Server
+from tests.support.settings import make_settings
+from tests.support.users import create_users, login
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ import pytest
 from pymongo import MongoClient
 
 from machine_health.config import Settings
-from tests.conftest import REPO, Server, _wait_ready, free_port, make_settings
-from tests.integration.conftest import PASSWORDS, create_users
+from tests.support.paths import REPO
+from tests.support.servers import Server, free_port, wait_ready
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORDS, create_users
 
 
 def _serve(settings: Settings, log_dir: Path, forwarded_allow_ips: str) -> Server:
@@ -31,7 +33,7 @@ def _serve(settings: Settings, log_dir: Path, forwarded_allow_ips: str) -> Serve
              "--port", str(port), "--forwarded-allow-ips", forwarded_allow_ips],
             env={**env, **settings.as_env()}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
-    return _wait_ready(Server(f"http://127.0.0.1:{port}", proc, log), "/health", 120)
+    return wait_ready(Server(f"http://127.0.0.1:{port}", proc, log), "/health", 120)
 
 
 @pytest.fixture

@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, start_uvicorn, wait_for
-from tests.integration.conftest import TrainedModels, api_settings, create_users, login
 from tests.integration.test_api_durability import Store
+from tests.support.models import TrainedModels, api_settings
+from tests.support.paths import DATA_DIR
+from tests.support.servers import start_uvicorn, wait_for
+from tests.support.users import create_users, login
 
 
 @pytest.fixture

@@ -10,14 +10,9 @@ import httpx
 
 from machine_health import registry
 from machine_health.domains import get_domain
-from tests.conftest import start_uvicorn
-from tests.integration.conftest import (
-    TrainedModels,
-    api_settings,
-    create_users,
-    login,
-    register_version,
-)
+from tests.support.models import TrainedModels, api_settings, register_version
+from tests.support.servers import start_uvicorn
+from tests.support.users import create_users, login
 
 
 def test_reload_under_traffic_and_refusal_of_a_broken_model(

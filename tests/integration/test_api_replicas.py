@@ -20,14 +20,11 @@ import pytest
 from pymongo import MongoClient
 
 from machine_health.config import Settings
-from tests.conftest import Server, own_database, wait_for
-from tests.integration.conftest import (
-    TrainedModels,
-    api_settings,
-    create_users,
-    login,
-)
 from tests.integration.test_api_durability import Store, _spool_empty
+from tests.support.models import TrainedModels, api_settings
+from tests.support.servers import Server, wait_for
+from tests.support.settings import own_database
+from tests.support.users import create_users, login
 
 CYCLES = 200
 TOLERANCE = 1e-6

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from machine_health.cli import app
 from machine_health.config import Settings, get_settings
-from tests.conftest import Server, make_settings
-from tests.integration.conftest import PASSWORDS, create_user, create_users, login
+from tests.support.servers import Server
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORDS, create_user, create_users, login
 
 #: a short user cache, so that a change made outside this replica shows within seconds
 CACHE_S = 2.0

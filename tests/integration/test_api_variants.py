@@ -19,15 +19,11 @@ from pymongo.database import Database
 from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import Server, own_database, start_uvicorn
-from tests.integration.conftest import (
-    TrainedModels,
-    api_settings,
-    create_users,
-    login,
-    register_version,
-    turbofan_rows,
-)
+from tests.support.data import turbofan_rows
+from tests.support.models import TrainedModels, api_settings, register_version
+from tests.support.servers import Server, start_uvicorn
+from tests.support.settings import own_database
+from tests.support.users import create_users, login
 
 
 @pytest.fixture(scope="module")

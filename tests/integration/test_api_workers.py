@@ -17,14 +17,9 @@ import httpx
 from machine_health import registry
 from machine_health.domains import get_domain
 from machine_health.pipeline.reload import reload_replicas
-from tests.conftest import start_serve
-from tests.integration.conftest import (
-    TrainedModels,
-    api_settings,
-    create_users,
-    login,
-    register_version,
-)
+from tests.support.models import TrainedModels, api_settings, register_version
+from tests.support.servers import start_serve
+from tests.support.users import create_users, login
 
 
 def _version_calls(url: str, n: int) -> list[dict[str, Any]]:

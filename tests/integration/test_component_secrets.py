@@ -20,7 +20,8 @@ import pytest
 from machine_health.api.app import create_app
 from machine_health.config import Settings
 from machine_health.errors import ConfigurationError
-from tests.conftest import DATA_DIR, free_port
+from tests.support.paths import DATA_DIR
+from tests.support.servers import free_port
 
 CLI = [sys.executable, "-m", "machine_health"]
 

@@ -17,8 +17,9 @@ from machine_health.domains import get_domain
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
 from machine_health.monitoring import drift, performance
 from machine_health.simulate import vibration_windows
-from tests.conftest import Server, start_uvicorn
-from tests.integration.conftest import TrainedModels, api_settings, create_users, login
+from tests.support.models import TrainedModels, api_settings
+from tests.support.servers import Server, start_uvicorn
+from tests.support.users import create_users, login
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ from machine_health.monitoring.reference import (
     turbofan_reference,
     vibration_reference,
 )
-from tests.integration.conftest import TrainedModels, api_settings
+from tests.support.models import TrainedModels, api_settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.slow  # trains a turbofan and a vibration model on the real data

@@ -19,9 +19,7 @@ import numpy as np
 
 from machine_health import registry
 from machine_health.domains.vibration import workflow
-from tests.conftest import make_settings
-from tests.integration.conftest import TrainedModels
-from tests.integration.dag_runs import (
+from tests.support.dag_runs import (
     DOMAIN,
     archive,
     dag_env,
@@ -31,6 +29,8 @@ from tests.integration.dag_runs import (
     workspace_of,
     xcom,
 )
+from tests.support.models import TrainedModels
+from tests.support.settings import make_settings
 
 
 def test_retrain_dag_end_to_end(

@@ -23,8 +23,8 @@ from machine_health.domains.turbofan.models import FitConfig
 from machine_health.domains.turbofan.training import train_and_register
 from machine_health.pipeline import run_all
 from machine_health.simulate import simulate
-from tests.conftest import make_settings
-from tests.integration.conftest import PASSWORDS, create_users
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORDS, create_users
 
 pytestmark = pytest.mark.slow  # trains two small CNNs on the real data
 UNITS = 10

@@ -29,7 +29,8 @@ from machine_health.domains.turbofan.data import load_subset
 from machine_health.domains.turbofan.models import FitConfig
 from machine_health.domains.turbofan.training import train_bundle
 from machine_health.errors import ConfigurationError
-from tests.conftest import free_port, make_settings
+from tests.support.servers import free_port
+from tests.support.settings import make_settings
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 

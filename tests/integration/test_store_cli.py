@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

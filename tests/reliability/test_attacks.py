@@ -24,10 +24,11 @@ from pymongo.database import Database
 from machine_health.api.security import CLIENT_FACTOR
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server, own_database
-from tests.integration.conftest import PASSWORDS, create_user, login
-from tests.reliability.conftest import serve_with_users
-from tests.reliability.scenarios import ReliabilityRegistry
+from tests.support.paths import DATA_DIR
+from tests.support.reliability.scenarios import ReliabilityRegistry, serve_with_users
+from tests.support.servers import Server
+from tests.support.settings import own_database
+from tests.support.users import PASSWORDS, create_user, login
 
 PREVIOUS_KEY = secrets.token_urlsafe(48)
 

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from machine_health import store_backup
 from machine_health.errors import StoreError
-from tests.reliability.harness import Store
+from tests.support.reliability.harness import Store
 
 
 def _writer(uri: str, stop: threading.Event, start: int) -> None:

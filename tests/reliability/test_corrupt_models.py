@@ -18,17 +18,19 @@ import pytest
 from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains import get_domain
-from tests.conftest import DATA_DIR, Server
-from tests.integration.conftest import login, register_version
-from tests.reliability.conftest import serve_with_users
-from tests.reliability.harness import service_headers
-from tests.reliability.scenarios import (
+from tests.support.models import register_version
+from tests.support.paths import DATA_DIR
+from tests.support.reliability.harness import service_headers
+from tests.support.reliability.scenarios import (
     ReliabilityRegistry,
     _Tampered,
     foreign_class,
     registry_settings,
+    serve_with_users,
     truncate_largest_file,
 )
+from tests.support.servers import Server
+from tests.support.users import login
 
 
 @pytest.fixture(scope="module")

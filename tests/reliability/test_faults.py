@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.reliability.harness import Report
-from tests.reliability.scenarios import (
+from tests.support.reliability.harness import Report
+from tests.support.reliability.scenarios import (
     FAST,
     ReliabilityRegistry,
     run_api_kill,

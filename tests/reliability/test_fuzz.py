@@ -33,9 +33,11 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
 
-from tests.conftest import Server, make_settings, start_uvicorn
-from tests.integration.conftest import PASSWORDS, TrainedModels, create_users
-from tests.reliability.scenarios import build_registry
+from tests.support.models import TrainedModels
+from tests.support.reliability.scenarios import build_registry
+from tests.support.servers import Server, start_uvicorn
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORDS, create_users
 
 EXAMPLES = int(os.environ.get("MH_FUZZ_EXAMPLES", "20"))
 SEED = 20261206

@@ -28,18 +28,12 @@ from pymongo.database import Database
 from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.turbofan import SENSOR_RANGES, SETTING_RANGES
-from tests.conftest import (
-    DATA_DIR,
-    REPO,
-    Server,
-    free_port,
-    make_settings,
-    own_database,
-    start_uvicorn,
-)
-from tests.integration.conftest import PASSWORDS, login, turbofan_rows
-from tests.reliability.conftest import serve_with_users
-from tests.reliability.scenarios import ReliabilityRegistry
+from tests.support.data import turbofan_rows
+from tests.support.paths import DATA_DIR, REPO
+from tests.support.reliability.scenarios import ReliabilityRegistry, serve_with_users
+from tests.support.servers import Server, free_port, start_uvicorn
+from tests.support.settings import make_settings, own_database
+from tests.support.users import PASSWORDS, login
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,17 @@ from sklearn.preprocessing import FunctionTransformer
 
 from machine_health import registry
 from machine_health.config import Settings
-from tests.conftest import Server
-from tests.integration.conftest import login, register_version
-from tests.reliability.conftest import serve_with_users
-from tests.reliability.harness import service_headers
-from tests.reliability.scenarios import ReliabilityRegistry, _Tampered, registry_settings
 from tests.reliability.test_corrupt_models import _still_serving_v1
+from tests.support.models import register_version
+from tests.support.reliability.harness import service_headers
+from tests.support.reliability.scenarios import (
+    ReliabilityRegistry,
+    _Tampered,
+    registry_settings,
+    serve_with_users,
+)
+from tests.support.servers import Server
+from tests.support.users import login
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Fault 4 in a real DAG run: `extract` and `train` SIGKILLed mid-work, retried by Airflow.
 
-See tests/reliability/pipeline_scenario.py for the set-up and for how the retry happens: the
+See tests/support/reliability/pipeline_scenario.py for the set-up and for how the retry happens: the
 killed try fails, the task goes `up_for_retry`, and `dag.test()`'s own scheduling loop runs it
 again (try 2) in the SAME DAG run once the 1 s retry delay (`MH_RETRY_DELAY_S`) has passed.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.conftest import TrainedModels
-from tests.reliability.pipeline_scenario import run_pipeline_kill
+from tests.support.models import TrainedModels
+from tests.support.reliability.pipeline_scenario import run_pipeline_kill
 
 
 def test_killed_steps_retried_by_airflow_register_one_version(

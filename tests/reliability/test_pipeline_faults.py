@@ -28,9 +28,9 @@ from machine_health.errors import ModelRejected, PipelineError
 from machine_health.pipeline import evaluate, lineage
 from machine_health.pipeline import register as register_step
 from machine_health.pipeline.workspace import Workspace
-from tests.conftest import REPO
-from tests.integration.conftest import TrainedModels, register_version
-from tests.reliability.scenarios import registry_settings
+from tests.support.models import TrainedModels, register_version
+from tests.support.paths import REPO
+from tests.support.reliability.scenarios import registry_settings
 
 RUN_ID = "scheduled__2026-11-21T00:00:00+00:00"
 START, END = "2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00"

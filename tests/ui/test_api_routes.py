@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ui.conftest import SeededApi
+from tests.support.ui import SeededApi
 
 pytestmark = pytest.mark.slow
 

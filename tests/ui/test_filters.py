@@ -26,9 +26,10 @@ from streamlit.testing.v1 import AppTest
 from machine_health import registry
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
 from machine_health.simulate import vibration_windows
-from tests.conftest import start_uvicorn
-from tests.integration.conftest import TrainedModels, create_users, login, register_version
-from tests.ui.conftest import SeededApi, app_as
+from tests.support.models import TrainedModels, register_version
+from tests.support.servers import start_uvicorn
+from tests.support.ui import SeededApi, app_as
+from tests.support.users import create_users, login
 
 pytestmark = pytest.mark.slow
 UNITS = ("FD001-flt-u001", "FD001-flt-u002")
@@ -75,7 +76,7 @@ def _redate(db: Any, ids: list[str], age: timedelta) -> None:
 
 @pytest.fixture(scope="module")
 def varied(
-    seeded: SeededApi, trained_models: TrainedModels, tmp_path_factory: pytest.TempPathFactory
+    seeded: SeededApi, pristine_models: TrainedModels, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SeededApi]:
     tmp = tmp_path_factory.mktemp("ui-filters")
     settings = seeded.settings.model_copy(
@@ -83,10 +84,10 @@ def varied(
                 "mongodb_db": f"t_{uuid.uuid4().hex[:12]}"}
     )  # fmt: skip
     vibration, _ = registry.load(
-        seeded.settings, "vibration", version=trained_models.vibration_version
+        seeded.settings, "vibration", version=pristine_models.vibration_version
     )
     turbofan, _ = registry.load(
-        seeded.settings, "turbofan", version=trained_models.turbofan_version
+        seeded.settings, "turbofan", version=pristine_models.turbofan_version
     )
     register_version(
         settings, vibration, "filters-vibration-1", "vibration", aliases=(registry.CHAMPION,)

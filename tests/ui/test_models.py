@@ -24,9 +24,9 @@ from machine_health.config import Settings
 from machine_health.pipeline import evaluate, extract
 from machine_health.pipeline import register as register_step
 from machine_health.pipeline.workspace import Workspace
-from tests.conftest import start_uvicorn
-from tests.integration.conftest import TrainedModels, register_version
-from tests.ui.conftest import SeededApi, app_as, metrics
+from tests.support.models import TrainedModels, register_version
+from tests.support.servers import start_uvicorn
+from tests.support.ui import SeededApi, app_as, metrics
 
 pytestmark = pytest.mark.slow
 DOMAIN = "vibration"
@@ -42,13 +42,13 @@ class GatedRegistry:
 
 @pytest.fixture(scope="module")
 def gated(
-    seeded: SeededApi, trained_models: TrainedModels, tmp_path_factory: pytest.TempPathFactory
+    seeded: SeededApi, pristine_models: TrainedModels, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatedRegistry]:
     tmp = tmp_path_factory.mktemp("ui-models")
     settings = seeded.settings.model_copy(
         update={"var_dir": tmp / "var", "mlflow_tracking_uri": None}
     )
-    bundle, _ = registry.load(seeded.settings, DOMAIN, version=trained_models.vibration_version)
+    bundle, _ = registry.load(seeded.settings, DOMAIN, version=pristine_models.vibration_version)
     first = register_version(
         settings, bundle, "initial-vibration", "vibration", aliases=(registry.CHAMPION,)
     )

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from tests.integration.conftest import PASSWORDS
-from tests.ui.conftest import SeededApi, app_as, metrics
+from tests.support.ui import SeededApi, app_as, metrics
+from tests.support.users import PASSWORDS
 
 pytestmark = pytest.mark.slow
 

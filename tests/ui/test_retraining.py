@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from machine_health.ui.views.retraining import result_text
-from tests.ui.conftest import AIRFLOW_REASON, LiveAirflow, SeededApi, app_as, metrics
+from tests.support.ui import AIRFLOW_REASON, LiveAirflow, SeededApi, app_as, metrics
 
 pytestmark = pytest.mark.slow
 STEPS = ("extract", "validate", "rescale", "train", "evaluate", "register", "reload")

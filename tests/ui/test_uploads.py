@@ -15,8 +15,8 @@ from scipy.io import loadmat
 from streamlit.testing.v1 import AppTest
 
 from machine_health.domains.turbofan.data import COLUMNS, SENSORS, SETTINGS, load_subset
-from tests.conftest import DATA_DIR
-from tests.ui.conftest import SeededApi, app_as, metrics
+from tests.support.paths import DATA_DIR
+from tests.support.ui import SeededApi, app_as, metrics
 
 pytestmark = pytest.mark.slow
 MAT = "48k_Drive_End_IR007_0_109.mat"  # inner-race fault, 48 kHz, drive end key X109_DE_time

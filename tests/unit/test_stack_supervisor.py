@@ -23,7 +23,7 @@ from machine_health.stack import (
     marked_processes,
     sweep,
 )
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def alive(pid: int) -> bool:

@@ -1,6 +1,6 @@
 """Fault 4: pipeline steps SIGKILLed mid-run inside a real DAG run, and Airflow retrying them.
 
-One `dag.test()` run of `retrain_vibration` in local execution mode (tests/integration/
+One `dag.test()` run of `retrain_vibration` in local execution mode (tests/support/
 dag_runs.py) against a real store, a real MLflow store whose v1 @champion is the session's real
 vibration model, and a real API replica. While the run goes, `StepKiller` threads in THIS
 process watch for the step processes of this run (the `machine-health pipeline <step>` process
@@ -37,9 +37,7 @@ from machine_health.domains.vibration import workflow
 from machine_health.pipeline import lineage
 from machine_health.pipeline.extract import MANIFEST, SNAPSHOT
 from machine_health.pipeline.workspace import sha256_of
-from tests.conftest import Server, make_settings, start_uvicorn
-from tests.integration.conftest import TrainedModels
-from tests.integration.dag_runs import (
+from tests.support.dag_runs import (
     DOMAIN,
     archive,
     dag_env,
@@ -49,7 +47,10 @@ from tests.integration.dag_runs import (
     workspace_of,
     xcom,
 )
-from tests.reliability.harness import Report
+from tests.support.models import TrainedModels
+from tests.support.reliability.harness import Report
+from tests.support.servers import Server, start_uvicorn
+from tests.support.settings import make_settings
 
 KILLED_STEPS = ("extract", "train")
 

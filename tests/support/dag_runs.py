@@ -9,7 +9,6 @@ venv); its steps run the project's CLI in local execution mode.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from datetime import datetime, timedelta
@@ -23,13 +22,12 @@ from machine_health import registry
 from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
 from machine_health.archive.records import PredictionRecord, encode_samples
 from machine_health.config import Settings
-from machine_health.monitoring.reference import vibration_training_reference
-from tests.conftest import REPO
-from tests.integration.conftest import TrainedModels, register_version
+from machine_health.domains.vibration.monitoring import training_reference
+from tests.support.models import TrainedModels, register_version
+from tests.support.paths import AIRFLOW_BIN, REPO, VENV_BIN
 
-AIRFLOW = REPO / ".venv-airflow" / "bin"
 PROBE = REPO / "tests" / "dags" / "airflow_probe.py"
-CLI = REPO / ".venv" / "bin" / "machine-health"
+CLI = VENV_BIN / "machine-health"
 DOMAIN = "vibration"
 
 
@@ -38,7 +36,7 @@ def initial_champion(settings: Settings, models: TrainedModels) -> str:
     copied into `settings`' registry as training would log them (no retraining here)."""
     source = settings.model_copy(update={"mlflow_tracking_uri": models.tracking_uri})
     bundle, _ = registry.load(source, DOMAIN, version=models.vibration_version)
-    reference = vibration_training_reference(settings.data_dir, bundle.config)
+    reference = training_reference(settings.data_dir, bundle.config)
     return register_version(settings, bundle, "initial-vibration", DOMAIN,
                             aliases=(registry.CHAMPION,), reference=reference)  # fmt: skip
 
@@ -85,27 +83,6 @@ def workspace_of(settings: Settings, run_id: str) -> Path:
     return settings.runs_dir / DOMAIN / run_id.replace(":", "_").replace("+", "_")
 
 
-def airflow_home(root: Path) -> dict[str, str]:
-    """A migrated Airflow home of its own under `root`; the environment that uses it."""
-    if not (AIRFLOW / "airflow").exists():
-        raise RuntimeError(f"{AIRFLOW / 'airflow'} is missing: run `make install`")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
-        "PYTHONPATH": str(REPO / "airflow" / "dags"),
-        "MH_RETRY_DELAY_S": "1",  # a failing step is retried (retries stay 2) without a wait
-    }
-    migrate = subprocess.run(
-        [str(AIRFLOW / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-    if migrate.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
-    return env
-
-
 def dag_env(airflow_env: dict[str, str], settings: Settings) -> dict[str, str]:
     """What a local-mode DAG run needs: Airflow's home, the project's settings, its CLI."""
     return {
@@ -121,7 +98,7 @@ def run_dag(
 ) -> dict[str, Any]:
     """One `dag.test()` run: its state, run id, and per task state, XCom and tries."""
     out = subprocess.run(
-        [str(AIRFLOW / "python"), str(PROBE), "test", dag_id, when.isoformat(), kind],
+        [str(AIRFLOW_BIN / "python"), str(PROBE), "test", dag_id, when.isoformat(), kind],
         env=env, capture_output=True, text=True, timeout=900, check=False, cwd=REPO,
     )  # fmt: skip
     if out.returncode != 0:

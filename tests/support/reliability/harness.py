@@ -32,7 +32,7 @@ from pymongo import MongoClient
 
 from machine_health import embedded_store
 from machine_health.config import Settings
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 RETRY_STATUSES = {502, 503, 504}
 

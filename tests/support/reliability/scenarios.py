@@ -11,19 +11,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from machine_health import registry
 from machine_health.config import Settings
 from machine_health.domains.base import BUNDLE_MANIFEST, ModelBundle
-from tests.conftest import DATA_DIR, Server, make_settings, start_uvicorn, wait_for
-from tests.integration.conftest import TrainedModels, create_users, login, register_version
-from tests.reliability.harness import (
+from tests.support.models import TrainedModels, register_version
+from tests.support.paths import DATA_DIR
+from tests.support.reliability.harness import (
     Report,
     Store,
     Traffic,
@@ -34,6 +35,9 @@ from tests.reliability.harness import (
     spool_drained,
     version_sequences,
 )
+from tests.support.servers import Server, start_uvicorn, wait_for
+from tests.support.settings import make_settings
+from tests.support.users import create_users, login
 
 # What a client may meet while the API process is dead or restarting (then retried).
 TRANSPORT_ERRORS = {"ConnectError", "ReadError", "RemoteProtocolError", "WriteError"}
@@ -313,3 +317,24 @@ def _single_version(report: Report) -> None:
         versions = {v for seq in seqs.values() for v in seq}
         if len(versions) > 1:
             report.violations.append(f"{domain} answered by several versions: {versions}")
+
+
+def serve_with_users(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    store_uri: str,
+    registry: ReliabilityRegistry,
+    **overrides: Any,
+) -> Iterator[tuple[Server, Settings]]:
+    """A real uvicorn serving `registry`, with one user per role; stopped after.
+
+    For a module's `api` fixture: `yield from serve_with_users(...)`.
+    """
+    tmp = tmp_path_factory.mktemp(name)
+    settings = make_settings(tmp, store_uri, mlflow_tracking_uri=registry.tracking_uri, **overrides)
+    create_users(settings)
+    server = start_uvicorn(settings, tmp / "logs", timeout_s=120)
+    try:
+        yield server, settings
+    finally:
+        server.stop()

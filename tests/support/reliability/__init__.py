@@ -1,0 +1,1 @@
+"""The fault harness and scenarios of tests/reliability and bench/reliability.py."""
