@@ -19,8 +19,8 @@ import jinja2
 import pytest
 import yaml
 
-from tests.cluster.conftest import DATA, Cluster
 from tests.cluster.kubelet import REPO
+from tests.cluster.rig import DATA, Cluster
 
 RENDER_PODS = REPO / "scripts" / "render_dag_pods.py"
 
