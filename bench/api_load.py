@@ -195,9 +195,9 @@ def _start_api(
 
 def _token(settings: Settings, url: str, username: str = "bench", role: str = "operator") -> str:
     """A fresh user of `role` in the archive, and its access token."""
-    from machine_health.api.security import hash_password
     from machine_health.archive import client as archive_client
     from machine_health.archive import users
+    from machine_health.security import hash_password
 
     password = secrets.token_urlsafe(16)
     client = archive_client.sync_client(settings)
@@ -354,12 +354,12 @@ def _means(
 
 def _archived(settings: Settings) -> dict[str, int]:
     from machine_health.archive import client as archive_client
-    from machine_health.archive import repository
+    from machine_health.archive import predictions
 
     client = archive_client.sync_client(settings)
     try:
         db = client[settings.mongodb_db]
-        return {d: repository.count_predictions(db, d) for d in ("vibration", "turbofan")}
+        return {d: predictions.count_predictions(db, d) for d in ("vibration", "turbofan")}
     finally:
         client.close()
 

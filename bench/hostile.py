@@ -259,13 +259,13 @@ class Traffic:
 
 def _archived_ids(settings: Settings) -> list[str]:
     from machine_health.archive import client as archive_client
-    from machine_health.archive import repository
+    from machine_health.archive import predictions
     from machine_health.archive.client import PREDICTIONS
 
     client = archive_client.sync_client(settings)
     try:
         db = client[settings.mongodb_db]
-        count = repository.count_predictions(db)
+        count = predictions.count_predictions(db)
         ids = [d["prediction_id"] for d in db[PREDICTIONS].find({}, {"prediction_id": 1})]
         assert count == len(ids), (count, len(ids))
         return ids

@@ -99,20 +99,13 @@ def train(settings: Settings) -> None:
 
 
 def create_admin(settings: Settings) -> str:
-    from pymongo import MongoClient
-
-    from machine_health.api.security import hash_password
-    from machine_health.archive import client as archive_client
     from machine_health.archive import users
+    from machine_health.archive.client import open_db
+    from machine_health.security import hash_password
 
     password = secrets.token_urlsafe(12)
-    client: MongoClient = MongoClient(settings.store_uri, tz_aware=True)
-    try:
-        db = client[settings.mongodb_db]
-        archive_client.ensure_indexes_sync(db)
+    with open_db(settings) as db:
         users.create_user_sync(db, "admin", hash_password(password), "admin")
-    finally:
-        client.close()
     return password
 
 

@@ -428,9 +428,9 @@ def users_create(
     """Create an API user (there is no default user or password)."""
     import os
 
-    from machine_health.api.security import hash_password
     from machine_health.archive import client as archive_client
     from machine_health.archive import users
+    from machine_health.security import hash_password
 
     if password_env:
         password = os.environ.get(password_env)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from machine_health.monitoring import metrics
+from machine_health import telemetry
 
 _lock = threading.Lock()
 _started: list[float] = []  # the running collection's start (collections never nest)
@@ -29,7 +29,7 @@ def settle() -> int:
         gc.collect()
         gc.freeze()
         frozen = gc.get_freeze_count()
-    metrics.GC_FROZEN.set(frozen)
+    telemetry.GC_FROZEN.set(frozen)
     return frozen
 
 
@@ -37,7 +37,7 @@ def _observe(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started[:] = [time.perf_counter()]
     elif _started:
-        metrics.GC_PAUSE.labels(generation=str(info["generation"])).observe(
+        telemetry.GC_PAUSE.labels(generation=str(info["generation"])).observe(
             time.perf_counter() - _started.pop()
         )
 

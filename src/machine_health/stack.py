@@ -392,9 +392,9 @@ def ensure_users(settings: Settings) -> dict[str, str]:
     them); a user missing from the store (a first run, a wiped store) is created again with its
     kept password.
     """
-    from machine_health.api.security import hash_password
     from machine_health.archive import client as archive_client
     from machine_health.archive.users import create_user_sync
+    from machine_health.security import hash_password
 
     path = settings.var_dir / "secrets" / "local-users.json"
     if path.exists():

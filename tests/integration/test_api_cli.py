@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 from pymongo.database import Database
 
-from machine_health.api.security import verify_password
 from machine_health.config import Settings
-from tests.support.paths import REPO
-from tests.support.servers import free_port
+from machine_health.security import verify_password
+from tests.conftest import REPO, free_port
 
 CLI = [sys.executable, "-m", "machine_health"]
 

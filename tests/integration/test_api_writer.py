@@ -9,20 +9,19 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from machine_health import telemetry
 from machine_health.archive import client as archive_client
 from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
 from machine_health.errors import InputError, SpoolFull
-from machine_health.monitoring import metrics
-from tests.support.servers import free_port
-from tests.support.settings import make_settings
+from tests.conftest import free_port, make_settings
 
 
 def _batches() -> float:
     return next(
         s.value
-        for s in metrics.ARCHIVE_BATCH_SIZE.collect()[0].samples
+        for s in telemetry.ARCHIVE_BATCH_SIZE.collect()[0].samples
         if s.name.endswith("_count")
     )
 
@@ -150,7 +149,7 @@ def test_the_replay_dead_letters_what_it_cannot_store_and_keeps_draining(
     ]
     path = _dead_process_spool(spool_dir, docs, b"not json at all\n")
     before = {
-        k: _counter(metrics.SPOOL_DEAD_LETTERS, reason=k) for k in ("unencodable", "undecodable")
+        k: _counter(telemetry.SPOOL_DEAD_LETTERS, reason=k) for k in ("unencodable", "undecodable")
     }
 
     async def run() -> int:
@@ -167,14 +166,14 @@ def test_the_replay_dead_letters_what_it_cannot_store_and_keeps_draining(
     assert entries[0]["line"] == "not json at all" and entries[0]["source"] == path.name
     assert "8-byte ints" in entries[1]["reason"] and '"r1"' in entries[1]["line"]
     for kind in ("unencodable", "undecodable"):
-        assert _counter(metrics.SPOOL_DEAD_LETTERS, reason=kind) == before[kind] + 1
+        assert _counter(telemetry.SPOOL_DEAD_LETTERS, reason=kind) == before[kind] + 1
 
 
 def test_a_replay_task_that_dies_is_restarted_and_drains_the_spool(
     tmp_path: Path, settings: Settings, db: Database
 ) -> None:
     archive_client.ensure_indexes_sync(db)
-    restarts = _counter(metrics.ARCHIVE_TASK_RESTARTS, task="replay")
+    restarts = _counter(telemetry.ARCHIVE_TASK_RESTARTS, task="replay")
 
     async def run() -> int:
         async with running_writer(settings, tmp_path / "spool", retry_seconds=0.05) as writer:
@@ -197,7 +196,7 @@ def test_a_replay_task_that_dies_is_restarted_and_drains_the_spool(
 
     assert asyncio.run(run()) == 0
     assert db[archive_client.PREDICTIONS].estimated_document_count() == 5
-    assert _counter(metrics.ARCHIVE_TASK_RESTARTS, task="replay") == restarts + 1
+    assert _counter(telemetry.ARCHIVE_TASK_RESTARTS, task="replay") == restarts + 1
 
 
 def test_new_records_go_to_the_store_while_a_backlog_replays(

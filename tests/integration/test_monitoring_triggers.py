@@ -14,7 +14,8 @@ import pytest
 from pymongo.database import Database
 
 from machine_health import registry
-from machine_health.archive.records import PredictionRecord, encode_samples
+from machine_health.archive import reports
+from machine_health.archive.records import PredictionRecord
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
 from machine_health.domains.turbofan.models import FitConfig
@@ -22,14 +23,15 @@ from machine_health.domains.turbofan.training import evaluate_bundle, train_bund
 from machine_health.domains.vibration import data as vib_data
 from machine_health.domains.vibration.training import train_bundle as train_vibration
 from machine_health.errors import ModelNotFound
-from machine_health.monitoring import drift, performance, reports, triggers
+from machine_health.monitoring import drift, performance, triggers
 from machine_health.monitoring.reference import (
     Reference,
     log_reference,
     turbofan_reference,
     vibration_reference,
 )
-from tests.support.models import TrainedModels, api_settings
+from machine_health.samples import encode_samples
+from tests.integration.conftest import TrainedModels, api_settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.slow  # trains a turbofan and a vibration model on the real data

@@ -158,12 +158,12 @@ def test_async_client_reads_what_the_sync_client_wrote(settings: Settings, db: D
     assert asyncio.run(read()) == [5, 6, 7, 8, 9]
 
 
-def test_sub_second_time_windows_are_exact_through_the_repository(
+def test_sub_second_time_windows_are_exact_through_the_archive_queries(
     settings: Settings, db: Database
 ) -> None:
     """`GET /predictions?since=&until=` takes the answers' millisecond timestamps: the listing
     must be exact at that precision, page by page (nx-27017 compares dates at whole seconds)."""
-    from machine_health.archive import repository
+    from machine_health.archive import predictions, stats
 
     archive_client.ensure_indexes_sync(db)
     t0 = datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
@@ -208,13 +208,13 @@ def test_sub_second_time_windows_are_exact_through_the_repository(
             adb = client[settings.mongodb_db]
             pages: list[str] = []
             for skip in range(0, 40, 4):
-                page = await repository.find_predictions(
+                page = await predictions.find_predictions(
                     adb, asset_id=asset, since=since, until=until, skip=skip, limit=4
                 )
                 pages += [d["prediction_id"] for d in page]
                 if len(page) < 4:
                     break
-            rows = await repository.window_rows(adb, "vibration", since=since, until=until)
+            rows = await stats.window_rows(adb, "vibration", since=since, until=until)
             return pages, sorted((r["created_at"] for r in rows), reverse=True)
         finally:
             await client.close()

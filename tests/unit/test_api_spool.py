@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from machine_health.archive.records import decode_samples, encode_samples
 from machine_health.archive.spool import DeadLetters, Spool, SpoolFile
 from machine_health.errors import SpoolFull, StoreError
+from machine_health.samples import decode_samples, encode_samples
 
 
 def _record(i: int) -> dict[str, object]:

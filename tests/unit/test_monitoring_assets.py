@@ -125,7 +125,7 @@ def exported_series() -> set[str]:
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
 
-    import machine_health.monitoring.metrics  # noqa: F401 - registers our series
+    import machine_health.telemetry  # noqa: F401 - registers our series
 
     names: set[str] = set()
     for family in REGISTRY.collect():

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import jwt
 import pytest
 
+from machine_health import security as passwords
 from machine_health.api import security
 from machine_health.config import Settings
 from machine_health.errors import AuthError, Forbidden
@@ -40,17 +41,17 @@ def _b64(data: dict[str, object]) -> str:
 
 
 def test_argon2_hash_verifies_only_the_right_password() -> None:
-    hashed = security.hash_password("correct horse battery")
+    hashed = passwords.hash_password("correct horse battery")
     assert hashed.startswith("$argon2")
-    assert security.verify_password("correct horse battery", hashed)
-    assert not security.verify_password("correct horse batterz", hashed)
-    assert not security.verify_password("anything", None)
-    assert not security.verify_password("anything", "not-a-hash")
+    assert passwords.verify_password("correct horse battery", hashed)
+    assert not passwords.verify_password("correct horse batterz", hashed)
+    assert not passwords.verify_password("anything", None)
+    assert not passwords.verify_password("anything", "not-a-hash")
 
 
 def test_short_password_is_refused() -> None:
     with pytest.raises(AuthError):
-        security.hash_password("short")
+        passwords.hash_password("short")
 
 
 def test_issued_token_round_trips_with_every_claim(settings: Settings) -> None:

@@ -23,13 +23,15 @@ from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from pymongo.asynchronous.database import AsyncDatabase
 
-from machine_health import __version__, heap
+from machine_health import __version__, heap, telemetry
 from machine_health.api import errors as api_errors
 from machine_health.api.middleware import RequestContext
 from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats, users
 from machine_health.api.scoring import Scorer
+from machine_health.api.serving import ModelHolder
 from machine_health.api.workers import WorkerSync, sync_dir
 from machine_health.archive import client as archive_client
+from machine_health.archive import reports as archived_reports
 from machine_health.archive.spool import Spool
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings, get_settings
@@ -37,8 +39,6 @@ from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
 from machine_health.errors import MachineHealthError, StoreError
 from machine_health.logs import configure_logging
-from machine_health.monitoring import metrics
-from machine_health.serving import ModelHolder
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class StoreHealth:
                 logger.warning("store unreachable: %s", error)
             self.since = now
         self.status, self.checked_at, self.error = status, now, None if ok else error
-        metrics.STORE_UP.set(1 if ok else 0)
+        telemetry.STORE_UP.set(1 if ok else 0)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -102,6 +102,36 @@ async def store_probe_loop(
     while True:
         await asyncio.sleep(interval_s)
         await probe_store(db, health, timeout_s)
+
+
+async def refresh_gauges(db: AsyncDatabase, domains: list[str]) -> None:
+    """Publish the latest stored drift and performance reports of `domains` as gauges.
+
+    Reports are written by `machine-health drift` / `performance` (pipeline or CLI); every
+    replica reads them, so any replica's /metrics carries the same monitoring gauges.
+    """
+    publishers = {
+        archived_reports.DRIFT: telemetry.publish_drift,
+        archived_reports.PERFORMANCE: telemetry.publish_performance,
+    }
+    try:
+        for domain in domains:
+            for kind, publish in publishers.items():
+                found = await archived_reports.latest_reports(db, kind, domain=domain, limit=1)
+                if found:
+                    publish(found[0])
+    except Exception:  # a monitoring read must never take the API down; counted and logged
+        telemetry.REPORTS_READ.labels("error").inc()
+        logger.warning("cannot refresh monitoring gauges from the store", exc_info=True)
+        return
+    telemetry.REPORTS_READ.labels("ok").inc()
+
+
+async def refresh_gauges_loop(db: AsyncDatabase, domains: list[str], interval_s: float) -> None:
+    """`refresh_gauges` now and every `interval_s` seconds."""
+    while True:
+        await refresh_gauges(db, domains)
+        await asyncio.sleep(interval_s)
 
 
 @dataclass
@@ -184,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.mh = await _startup(settings, domains)
         # Drift / live-performance gauges follow the reports the pipeline stores.
         refresher = asyncio.create_task(
-            metrics.refresh_loop(app.state.mh.db, list(domains), settings.metrics_refresh_seconds)
+            refresh_gauges_loop(app.state.mh.db, list(domains), settings.metrics_refresh_seconds)
         )
         timeout_s = min(STORE_PROBE_TIMEOUT_S, settings.store_timeout_ms / 1000)
         prober = asyncio.create_task(

@@ -36,23 +36,24 @@ from typing import Any
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from machine_health import telemetry
 from machine_health.api.errors import IdempotencyKeyReused
-from machine_health.archive import repository, unit_state
-from machine_health.archive.records import PredictionRecord, encode_samples
-from machine_health.archive.unit_state import UnitState
-from machine_health.archive.writer import ArchiveWriter
-from machine_health.config import Settings
-from machine_health.domains.base import Domain
-from machine_health.domains.sequence import check_next_cycle
-from machine_health.errors import InputError, SequenceConflict, StoreError
-from machine_health.monitoring import metrics
-from machine_health.serving import (
+from machine_health.api.serving import (
     LoadedModel,
     MicroBatcher,
     ModelHolder,
     UnitHistories,
     _non_finite,
 )
+from machine_health.archive import predictions, unit_state
+from machine_health.archive.records import PredictionRecord
+from machine_health.archive.unit_state import UnitState
+from machine_health.archive.writer import ArchiveWriter
+from machine_health.config import Settings
+from machine_health.domains.base import Domain
+from machine_health.domains.sequence import check_next_cycle
+from machine_health.errors import InputError, SequenceConflict, StoreError
+from machine_health.samples import encode_samples
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class Scorer:
         """
         if not archive:
             return await self._score(domain_name, item, user, request_id, None, archive=False)
-        prediction_id = repository.new_prediction_id(user, idempotency_key)
+        prediction_id = predictions.new_prediction_id(user, idempotency_key)
         if idempotency_key is None:
             return await self._score(domain_name, item, user, request_id, prediction_id)
         fingerprint = request_fingerprint(route, domain_name, item)
@@ -211,7 +212,7 @@ class Scorer:
         if known is not None:
             answer, seen = known
             _same_request(idempotency_key, fingerprint, seen, answer, domain_name)
-            metrics.PREDICTIONS.labels(
+            telemetry.PREDICTIONS.labels(
                 domain=domain_name, model_version=answer["model"]["version"],
                 outcome="idempotent_replay",
             ).inc()  # fmt: skip
@@ -245,7 +246,7 @@ class Scorer:
             return remembered[1], remembered[0]
         store_down = False
         try:
-            doc = await repository.find_prediction(self.db, prediction_id)
+            doc = await predictions.find_prediction(self.db, prediction_id)
         except StoreError:
             doc, store_down = None, True
         if doc is not None:
@@ -433,13 +434,13 @@ class Scorer:
     async def _from_archive(self, domain: Domain, unit_id: str, needed: int) -> UnitState:
         """The unit's last `needed` archived cycles (a sorted find: once per unit, not per
         request)."""
-        docs = await repository.unit_history(self.db, unit_id, needed, domain=domain.name)
+        docs = await predictions.unit_history(self.db, unit_id, needed, domain=domain.name)
         inputs = tuple(doc["input"] for doc in docs if isinstance(doc.get("input"), dict))
         if len(inputs) != len(docs):
             raise StoreError(f"archived cycle of unit {unit_id!r} is malformed")
         whole = len(docs) < needed  # fewer than asked: the archive holds every cycle
         return UnitState(
-            domain.name, unit_id, complete=whole, capacity=needed, epoch=repository.random_id()
+            domain.name, unit_id, complete=whole, capacity=needed, epoch=predictions.random_id()
         ).merged(inputs, needed)
 
     def _rows(
@@ -477,7 +478,7 @@ class Scorer:
         try:
             return await self.batchers[domain_name].predict(item)
         finally:
-            metrics.PREDICTION_LATENCY.labels(domain=domain_name).observe(
+            telemetry.PREDICTION_LATENCY.labels(domain=domain_name).observe(
                 time.perf_counter() - started
             )
 
@@ -498,7 +499,7 @@ class Scorer:
     ) -> dict[str, Any]:
         """`entry`: `archived_input(item)` when the caller has made it already."""
         record = PredictionRecord(
-            prediction_id=prediction_id or repository.new_prediction_id(user, None),
+            prediction_id=prediction_id or predictions.new_prediction_id(user, None),
             idempotency_key=idempotency_key,
             domain=domain_name,
             asset_id=asset_of(item),
@@ -519,9 +520,9 @@ class Scorer:
                 f"the {domain_name} model gave a non-finite output for this input (values far "
                 "outside the training data?); nothing was archived"
             )
-        metrics.observe_output(domain_name, version, output)
+        telemetry.observe_output(domain_name, version, output)
         if not archive:
-            metrics.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
+            telemetry.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
             return response_from(record, "not_archived")
         record["input"] = entry if entry is not None else archived_input(item)
         running = self._inflight.get(record["prediction_id"]) if idempotency_key else None
@@ -530,10 +531,10 @@ class Scorer:
         try:
             outcome = await self.writer.submit(record)
         except Exception:
-            metrics.PREDICTIONS.labels(domain_name, version, "error").inc()
+            telemetry.PREDICTIONS.labels(domain_name, version, "error").inc()
             raise
         if outcome == "duplicate":  # an idempotent retry won the race on another replica
-            doc = await repository.find_prediction(self.db, record["prediction_id"])
+            doc = await predictions.find_prediction(self.db, record["prediction_id"])
             if doc is None:
                 raise InputError("duplicate prediction id but no archived record")
             if idempotency_key is not None:
@@ -541,9 +542,11 @@ class Scorer:
                     idempotency_key, record.get("request_hash"), doc.get("request_hash"),
                     doc, domain_name,
                 )  # fmt: skip
-            metrics.PREDICTIONS.labels(domain_name, doc["model_version"], "idempotent_replay").inc()
+            telemetry.PREDICTIONS.labels(
+                domain_name, doc["model_version"], "idempotent_replay"
+            ).inc()
             return {**response_from(doc, "archived"), "idempotent_replay": True}
-        metrics.PREDICTIONS.labels(domain_name, version, outcome).inc()
+        telemetry.PREDICTIONS.labels(domain_name, version, outcome).inc()
         return response_from(record, outcome)
 
 

@@ -1,4 +1,5 @@
-"""Passwords (pwdlib argon2), JWT access tokens (PyJWT), roles and login throttling.
+"""JWT access tokens (PyJWT), roles and login throttling; passwords are hashed and checked by
+`machine_health.security`.
 
 Tokens carry `sub`, `role`, `exp`, `iat`, `iss`, `aud` and `jti`, are signed with the shared
 `MH_JWT_SECRET` (HS256 by default) and verified against it or, during a key rotation, against
@@ -28,24 +29,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
-from pwdlib.hashers.bcrypt import BcryptHasher
 from pymongo.asynchronous.database import AsyncDatabase
 
+from machine_health import telemetry
 from machine_health.archive import users
 from machine_health.config import Settings
 from machine_health.errors import AuthError, ConfigurationError, Forbidden, StoreError, Throttled
-from machine_health.monitoring import metrics
+from machine_health.security import verify_password
 
 logger = logging.getLogger(__name__)
 
-# argon2 for every new hash; bcrypt only to verify imported hashes.
-_HASHER = PasswordHash((Argon2Hasher(), BcryptHasher()))
-# Verified when the user does not exist, so a wrong name costs the same time as a wrong password.
-_DUMMY_HASH = _HASHER.hash("machine-health-timing-equaliser")
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
-MIN_PASSWORD_LENGTH = 8
 CLIENT_FACTOR = 5  # failed logins allowed per client address = 5 x those per user
 
 # What each role may do; admin may do everything.
@@ -73,21 +67,6 @@ class Principal:
         if not self.can(permission):
             raise Forbidden(f"role {self.role!r} may not {permission}")
         return self
-
-
-# --- passwords --------------------------------------------------------------------------------
-def hash_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
-    return _HASHER.hash(password)
-
-
-def verify_password(password: str, password_hash: str | None) -> bool:
-    """Constant-time check; also spends the time of a check when there is no hash."""
-    try:
-        return _HASHER.verify(password, password_hash or _DUMMY_HASH) and bool(password_hash)
-    except Exception:  # a corrupt or unknown hash format must read as "wrong password"
-        return False
 
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -328,7 +307,7 @@ async def login(
         failures = await users.recent_failures(db, key, settings.login_window_seconds)
         if failures > limit:  # this attempt included
             await users.forget_attempt(db, attempt)
-            metrics.LOGIN_FAILURES.labels(reason="throttled").inc()
+            telemetry.LOGIN_FAILURES.labels(reason="throttled").inc()
             raise Throttled(
                 f"too many failed logins; retry in up to {settings.login_window_seconds} s"
             )
@@ -336,7 +315,7 @@ async def login(
     hashed = user.get("password_hash") if user and not user.get("disabled") else None
     # argon2 is CPU-bound on purpose: keep it off the event loop.
     if not await asyncio.to_thread(verify_password, password, hashed):
-        metrics.LOGIN_FAILURES.labels(reason="bad_credentials").inc()
+        telemetry.LOGIN_FAILURES.labels(reason="bad_credentials").inc()
         logger.info("failed login for a user from %s", client)
         raise AuthError("incorrect username or password")
     await users.forget_attempt(db, attempt)

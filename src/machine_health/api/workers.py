@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine_health.api.serving import ModelHolder
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
 from machine_health.files import write_text_atomic
-from machine_health.serving import ModelHolder
 from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,8 @@ projections, no compound `$group` keys, no `$not`, no transactions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -85,6 +87,22 @@ def ensure_indexes_sync(db: Database) -> None:
             db[name].create_indexes(indexes)
     except PyMongoError as exc:
         raise StoreError(f"cannot create indexes in {db.name!r}: {exc}") from exc
+
+
+@contextmanager
+def open_db(settings: Settings) -> Iterator[Database]:
+    """The archive database of `settings` (sync client), indexes ensured, closed on exit.
+
+    What a pipeline step, a CLI command or a report run needs for one unit of work; StoreError
+    when the store cannot be reached. The API keeps one async client for its lifetime instead.
+    """
+    client = sync_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        ensure_indexes_sync(db)
+        yield db
+    finally:
+        client.close()
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:

@@ -21,26 +21,16 @@ little-endian float32 bytes with its sample rate and rpm.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
+# How `input.samples` is stored; imported from here by the archive's callers.
+from machine_health.samples import decode_samples as decode_samples
+from machine_health.samples import encode_samples as encode_samples
+
 SCHEMA_VERSION = 1
-_FLOAT32_LE = "<f4"
-
-
-def encode_samples(samples: Any) -> bytes:
-    """A waveform as little-endian float32 bytes (4 bytes a sample instead of ~20 in JSON)."""
-    return np.asarray(samples, dtype=_FLOAT32_LE).tobytes()
-
-
-def decode_samples(blob: bytes | str) -> np.ndarray:
-    """Inverse of `encode_samples`; also accepts base64 text (spool lines are JSON)."""
-    raw = base64.b64decode(blob) if isinstance(blob, str) else bytes(blob)
-    return np.frombuffer(raw, dtype=_FLOAT32_LE).astype(np.float64)
 
 
 class PredictionRecord(BaseModel):

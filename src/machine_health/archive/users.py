@@ -1,6 +1,6 @@
 """Users, roles and failed-login records in the store (sync for the CLI, async for the API).
 
-Passwords arrive here already hashed (`machine_health.api.security.hash_password`); this module
+Passwords arrive here already hashed (`machine_health.security.hash_password`); this module
 never sees a clear-text password.
 """
 

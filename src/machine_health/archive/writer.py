@@ -43,10 +43,10 @@ from pymongo.errors import (
     WriteError,
 )
 
+from machine_health import telemetry
 from machine_health.archive import unit_state
 from machine_health.archive.spool import DeadLetters, Spool, SpoolFile
 from machine_health.errors import InputError, SpoolFull, StoreError
-from machine_health.monitoring import metrics
 from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class ArchiveWriter:
     async def start(self) -> None:
         """Open the spool, replay what a crash left (if the store answers), start the tasks."""
         await asyncio.to_thread(self.spool.open)
-        metrics.SPOOL_DEPTH.set(self.spool.depth)
+        telemetry.SPOOL_DEPTH.set(self.spool.depth)
         if self.spool.depth:
             logger.info("replaying %d spooled records left by a previous run", self.spool.depth)
             try:
@@ -164,7 +164,7 @@ class ArchiveWriter:
         deaths = 1 if healthy else self._deaths.get(name, 0) + 1
         self._deaths[name] = deaths
         delay = min(self.restart_max_seconds, self.retry_seconds * 2 ** (deaths - 1))
-        metrics.ARCHIVE_TASK_RESTARTS.labels(task=name).inc()
+        telemetry.ARCHIVE_TASK_RESTARTS.labels(task=name).inc()
         logger.error(
             "archive %s task died (%s); restarting it in %.1f s",
             name, repr(exc) if exc else "returned", delay, exc_info=exc,
@@ -179,7 +179,7 @@ class ArchiveWriter:
         full) or StoreError."""
         reason = unstorable(doc)
         if reason is not None:
-            metrics.ARCHIVE_FAILURES.labels(reason="invalid_record").inc()
+            telemetry.ARCHIVE_FAILURES.labels(reason="invalid_record").inc()
             raise InputError(f"the prediction cannot be archived ({reason}); nothing was stored")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(doc, future))
@@ -232,11 +232,11 @@ class ArchiveWriter:
         try:
             await asyncio.to_thread(self.spool.append, [item.doc for item in batch])
         except SpoolFull as exc:
-            metrics.ARCHIVE_FAILURES.labels(reason="spool_full").inc(len(batch))
+            telemetry.ARCHIVE_FAILURES.labels(reason="spool_full").inc(len(batch))
             for item in batch:
                 item.future.set_exception(exc)
             return
-        metrics.SPOOL_DEPTH.set(self.spool.depth)
+        telemetry.SPOOL_DEPTH.set(self.spool.depth)
         self._wake_replay.set()
         for item in batch:
             item.future.set_result("spooled")
@@ -254,13 +254,13 @@ class ArchiveWriter:
                 # within MH_MONGODB_WRITE_TIMEOUT_MS): not durable yet, so spool them; their
                 # replay finds them archived (duplicates) once a majority has them.
                 logger.warning("write concern not met, spooling: %s", exc.details)
-                metrics.ARCHIVE_FAILURES.labels(reason="write_concern").inc(len(docs))
+                telemetry.ARCHIVE_FAILURES.labels(reason="write_concern").inc(len(docs))
                 return None
             for index, err in _write_errors(exc).items():
                 if err.get("code") == DUPLICATE_KEY:
                     outcomes[index] = "duplicate"
                 else:
-                    metrics.ARCHIVE_FAILURES.labels(reason="error").inc()
+                    telemetry.ARCHIVE_FAILURES.labels(reason="error").inc()
                     outcomes[index] = StoreError(
                         f"the store refused the record: {err.get('errmsg')}"
                     )
@@ -268,11 +268,11 @@ class ArchiveWriter:
             if self.store_ok:
                 logger.warning("store unreachable, spooling archive records: %s", exc)
             self.store_ok = False
-            metrics.ARCHIVE_FAILURES.labels(reason="store_down").inc(len(docs))
+            telemetry.ARCHIVE_FAILURES.labels(reason="store_down").inc(len(docs))
             return None
         self.store_ok = True
-        metrics.ARCHIVE_WRITE_LATENCY.observe(time.perf_counter() - started)
-        metrics.ARCHIVE_BATCH_SIZE.observe(len(docs))
+        telemetry.ARCHIVE_WRITE_LATENCY.observe(time.perf_counter() - started)
+        telemetry.ARCHIVE_BATCH_SIZE.observe(len(docs))
         return outcomes
 
     # --- the replay task --------------------------------------------------------------------
@@ -295,7 +295,7 @@ class ArchiveWriter:
                 return False
             if spool_file is not self.spool.own:
                 await asyncio.to_thread(self.spool.drop_adopted, spool_file)
-        metrics.SPOOL_DEPTH.set(self.spool.depth)
+        telemetry.SPOOL_DEPTH.set(self.spool.depth)
         return True
 
     async def _replay_file(self, spool_file: SpoolFile) -> bool:
@@ -334,7 +334,7 @@ class ArchiveWriter:
                 return False
             except Exception:  # archived all the same; their units' state is rebuilt later
                 logger.exception("replayed records not added to their units' serving state")
-                metrics.ARCHIVE_FAILURES.labels(reason="unit_state").inc()
+                telemetry.ARCHIVE_FAILURES.labels(reason="unit_state").inc()
             if dead:
                 await self._dead_letter(dead, spool_file)
             if stored:
@@ -342,8 +342,8 @@ class ArchiveWriter:
             await asyncio.to_thread(
                 spool_file.commit, chunk.end, len(chunk.docs) + len(chunk.rejected)
             )
-            metrics.SPOOL_REPLAYED.inc(len(stored))
-            metrics.SPOOL_DEPTH.set(self.spool.depth)
+            telemetry.SPOOL_REPLAYED.inc(len(stored))
+            telemetry.SPOOL_DEPTH.set(self.spool.depth)
             logger.info("replayed %d spooled records (%d left)", len(stored), self.spool.depth)
 
     async def _replay_insert(self, docs: list[dict[str, Any]]) -> dict[int, tuple[str, str]] | None:
@@ -385,7 +385,7 @@ class ArchiveWriter:
             spool_file.path.name,
         )
         for _, kind, _ in dead:
-            metrics.SPOOL_DEAD_LETTERS.labels(reason=kind).inc()
+            telemetry.SPOOL_DEAD_LETTERS.labels(reason=kind).inc()
         logger.error(
             "%d spooled records cannot be archived, moved to %s (first: %s: %s)",
             len(dead), self.dead_letters.path, dead[0][1], dead[0][2],

@@ -23,9 +23,10 @@ from typing import Any
 
 from pymongo.database import Database
 
+from machine_health.archive import reports
+from machine_health.archive.client import open_db
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
-from machine_health.monitoring import reports
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +110,10 @@ def should_retrain(
     Returns `{retrain, reason, drift, performance, cooldown_until, ...}`; a firing decision is
     recorded so the cooldown starts, and repeated for the same `run_id` on a retry.
     """
-    with reports.store(settings) as db:
+    with open_db(settings) as db:
         if run_id is not None:
-            previous = db[reports.REPORTS].find_one(
-                {"kind": reports.TRIGGER, "domain": domain, "run_id": run_id}
-            )
+            previous = reports.trigger_of_run(db, domain, run_id)
             if previous is not None:
-                previous.pop("_id", None)
                 return {**previous["decision"], "replayed": True}
         decision = decide(db, settings, domain, now=now)
         if decision["retrain"]:

@@ -16,13 +16,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
-from machine_health.archive.client import PREDICTIONS, sync_client
+from machine_health.archive.client import open_db
+from machine_health.archive.labels import count_labelled
 from machine_health.config import Settings
-from machine_health.errors import MachineHealthError, StoreError
+from machine_health.errors import MachineHealthError
 from machine_health.pipeline import lineage
-from machine_health.pipeline.extract import count_matching, labelled_query
 from machine_health.pipeline.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -38,16 +36,9 @@ PERFORMANCE_ROWS = 20_000
 def count_new_labels(
     settings: Settings, domain: str, until: datetime, since: datetime | None
 ) -> int:
-    query = labelled_query(domain, until)
-    if since is not None:
-        query["labelled_at"]["$gt"] = since
-    client = sync_client(settings)
-    try:
-        return count_matching(client[settings.mongodb_db][PREDICTIONS], query)
-    except PyMongoError as exc:
-        raise StoreError(f"cannot count labelled {domain} predictions: {exc}") from exc
-    finally:
-        client.close()
+    """Predictions of `domain` labelled after `since` (all when None) and by `until`."""
+    with open_db(settings) as db:
+        return count_labelled(db, domain, until, since=since)
 
 
 def measure(settings: Settings, domain: str, start: datetime, end: datetime) -> dict[str, Any]:

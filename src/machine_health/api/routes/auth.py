@@ -11,9 +11,10 @@ from fastapi.security import OAuth2PasswordRequestForm
 from machine_health.api.deps import DbDep, OptionalUser, SettingsDep
 from machine_health.api.json_body import api_router
 from machine_health.api.schemas import RegisterRequest, Token, UserOut
-from machine_health.api.security import create_access_token, hash_password, login
+from machine_health.api.security import create_access_token, login
 from machine_health.archive import users
 from machine_health.errors import AuthError, Forbidden
+from machine_health.security import hash_password
 
 router = api_router(tags=["auth"])
 

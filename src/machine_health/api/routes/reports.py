@@ -9,7 +9,7 @@ from fastapi import Query
 
 from machine_health.api.deps import DbDep, Reader
 from machine_health.api.json_body import api_router
-from machine_health.archive import repository
+from machine_health.archive.reports import latest_reports
 
 router = api_router(tags=["monitoring"])
 
@@ -34,5 +34,5 @@ async def list_reports(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> dict[str, Any]:
     """Stored reports of one kind (and domain), newest first."""
-    items = await repository.latest_reports(db, kind, domain=domain, limit=limit)
+    items = await latest_reports(db, kind, domain=domain, limit=limit)
     return {"kind": kind, "domain": domain, "items": [_json_safe(r) for r in items]}

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from machine_health.archive.records import decode_samples
+from machine_health.samples import decode_samples
 from machine_health.ui import charts, common, signals
 from machine_health.ui.client import ApiError
 

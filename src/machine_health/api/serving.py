@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from machine_health import heap, registry
+from machine_health import heap, registry, telemetry
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle
 from machine_health.errors import MachineHealthError, ModelError, ModelRejected
-from machine_health.monitoring import metrics
 from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -134,16 +133,16 @@ class ModelHolder:
                     self._load_and_check, domain, alias, version, served_alias
                 )
             except MachineHealthError:
-                metrics.RELOADS.labels(domain=domain, result="refused").inc()
+                telemetry.RELOADS.labels(domain=domain, result="refused").inc()
                 raise
             unchanged = old is not None and old.ref.version == new.ref.version
             self._models[domain] = new  # the swap: one reference, read per batch
             if settle and not unchanged:
                 heap.settle()
-            metrics.RELOADS.labels(
+            telemetry.RELOADS.labels(
                 domain=domain, result="unchanged" if unchanged else "swapped"
             ).inc()
-            metrics.set_model_info(domain, new.ref.version, new.ref.alias)
+            telemetry.set_model_info(domain, new.ref.version, new.ref.alias)
             logger.info(
                 "%s: serving %s v%s (was %s)",
                 domain, new.ref.name, new.ref.version, old.ref.version if old else "none",
@@ -208,7 +207,7 @@ class MicroBatcher:
                         job.future.set_exception(exc)
 
     async def _score(self, model: LoadedModel, jobs: list[_Job]) -> None:
-        metrics.MODEL_BATCH_SIZE.labels(domain=self.domain).observe(len(jobs))
+        telemetry.MODEL_BATCH_SIZE.labels(domain=self.domain).observe(len(jobs))
         try:
             outputs = await asyncio.to_thread(model.bundle.predict, [j.item for j in jobs])
         except Exception:

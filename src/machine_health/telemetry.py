@@ -1,5 +1,9 @@
 """Every custom Prometheus series of machine-health, in one module.
 
+A leaf: it imports nothing of the project, so the archive, the API and the monitoring package
+may all count into it without depending on each other (tests/unit/test_layers.py). Reading the
+stored reports that feed the monitoring gauges is the API's job (`api/app.py`).
+
 The API exposes them on GET /metrics next to the HTTP series of
 prometheus-fastapi-instrumentator. Names follow Prometheus conventions (`_total` counters,
 `_seconds` histograms). They live in the default registry, one set per process: with
@@ -8,13 +12,9 @@ prometheus-fastapi-instrumentator. Names follow Prometheus conventions (`_total`
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-
-logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -199,32 +199,3 @@ def publish_performance(report: dict[str, Any]) -> None:
             if metric in row:
                 LIVE_METRIC.labels(domain, version, metric).set(float(row[metric]))
         LIVE_DEGRADED.labels(domain, version).set(1.0 if row.get("degraded") else 0.0)
-
-
-async def refresh_from_reports(db: Any, domains: list[str]) -> None:
-    """Publish the latest stored drift and performance reports of `domains` (async store).
-
-    Reports are written by `machine-health drift` / `performance` (pipeline or CLI); every
-    replica reads them, so any replica's /metrics carries the same monitoring gauges.
-    """
-    from machine_health.archive.client import REPORTS
-
-    try:
-        for domain in domains:
-            for kind, publish in (("drift", publish_drift), ("performance", publish_performance)):
-                cursor = db[REPORTS].find({"kind": kind, "domain": domain})
-                found = await cursor.sort("created_at", -1).limit(1).to_list(1)
-                if found:
-                    publish(found[0])
-    except Exception:  # a monitoring read must never take the API down; counted and logged
-        REPORTS_READ.labels("error").inc()
-        logger.warning("cannot refresh monitoring gauges from the store", exc_info=True)
-        return
-    REPORTS_READ.labels("ok").inc()
-
-
-async def refresh_loop(db: Any, domains: list[str], interval_s: float = 30.0) -> None:
-    """`refresh_from_reports` now and every `interval_s` seconds (an API background task)."""
-    while True:
-        await refresh_from_reports(db, domains)
-        await asyncio.sleep(interval_s)
