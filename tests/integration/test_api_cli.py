@@ -13,7 +13,8 @@ from pymongo.database import Database
 
 from machine_health.config import Settings
 from machine_health.security import verify_password
-from tests.conftest import REPO, free_port
+from tests.support.paths import REPO
+from tests.support.servers import free_port
 
 CLI = [sys.executable, "-m", "machine_health"]
 

@@ -15,7 +15,8 @@ from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
 from machine_health.errors import InputError, SpoolFull
-from tests.conftest import free_port, make_settings
+from tests.support.servers import free_port
+from tests.support.settings import make_settings
 
 
 def _batches() -> float:

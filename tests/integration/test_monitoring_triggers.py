@@ -31,7 +31,7 @@ from machine_health.monitoring.reference import (
     vibration_reference,
 )
 from machine_health.samples import encode_samples
-from tests.integration.conftest import TrainedModels, api_settings
+from tests.support.models import TrainedModels, api_settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.slow  # trains a turbofan and a vibration model on the real data
