@@ -7,21 +7,26 @@ message and exit code 1.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from machine_health.config import Settings, get_settings
+from machine_health.cli_support import (
+    DataDirOption,
+    JsonOption,
+    command,
+    console,
+    print_table,
+    settings_with_data_dir,
+    write_json,
+)
+from machine_health.config import get_settings
+from machine_health.domains import DOMAINS, domain_module
 from machine_health.errors import MachineHealthError
-from machine_health.logs import configure_logging
 
 app = typer.Typer(
     help="machine-health: predictive maintenance, prediction to retraining.", no_args_is_help=True
@@ -39,45 +44,9 @@ app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 
-console = Console()
-err_console = Console(stderr=True)
+_DOMAIN_NAMES = ", ".join(DOMAINS)
+
 logger = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-DataDirOption = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data root (default: settings).")
-]
-JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")]
-
-
-def command(func: F) -> F:
-    """Configure logging and report our errors as one red line and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            configure_logging(get_settings())
-            return func(*args, **kwargs)
-        except MachineHealthError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(1) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-def write_json(result: dict[str, Any], path: Path | None) -> None:
-    """Write `result` to `path` (if given) and echo it to stdout as one JSON line."""
-    text = json.dumps(result, default=str)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
-    typer.echo(text)
-
-
-def settings_with_data_dir(data_dir: Path | None) -> Settings:
-    settings = get_settings()
-    return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
 
 
 # --- store -----------------------------------------------------------------------------------
@@ -169,11 +138,11 @@ def simulate(
     api_url: Annotated[
         str, typer.Option(help="Base URL of one API replica.")
     ] = "http://127.0.0.1:8000",
-    domain: Annotated[str, typer.Option(help="vibration, turbofan or all.")] = "all",
+    domain: Annotated[str, typer.Option(help=f"{_DOMAIN_NAMES} or all.")] = "all",
     limit: Annotated[
-        int, typer.Option(help="Vibration windows to send (every other test window: ~110).")
+        int, typer.Option(help="Windows to send per windowed domain (vibration: ~110).")
     ] = 110,
-    units: Annotated[int, typer.Option(help="Turbofan test units to replay.")] = 8,
+    units: Annotated[int, typer.Option(help="Units to replay per sequence domain.")] = 8,
     username: Annotated[str, typer.Option(help="An operator's user name.")] = "demo-operator",
     password_env: Annotated[
         str, typer.Option(help="Variable holding the password.")
@@ -181,7 +150,7 @@ def simulate(
     data_dir: DataDirOption = None,
     json_out: JsonOption = None,
 ) -> None:
-    """Replay real test data (C-MAPSS units, CWRU windows) and their labels into the API."""
+    """Replay every domain's real test data (e.g. C-MAPSS units, CWRU windows) and labels."""
     import asyncio
     import os
 
@@ -190,155 +159,31 @@ def simulate(
     password = os.environ.get(password_env)
     if not password:
         raise typer.BadParameter(f"set ${password_env}", param_hint="--password-env")
-    domains = ["turbofan", "vibration"] if domain == "all" else [domain]
+    domains = list(DOMAINS) if domain == "all" else [domain]
     settings = settings_with_data_dir(data_dir)
     result = asyncio.run(
         run_simulation(api_url, username, password, settings.data_dir, domains=domains,
-                       turbofan_units_count=units, vibration_limit=limit)
+                       units=units, limit=limit)
     )  # fmt: skip
     write_json(result, json_out)
 
 
-def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """A rich table of `rows` restricted to `columns` (floats rounded)."""
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(
-            *[
-                f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, ""))
-                for c in columns
-            ]
-        )
-    console.print(table)
+# --- one train / benchmark / evaluate subcommand per domain that has it ----------------------
+def _add_domain_commands() -> None:
+    """Register the `train`, `benchmark` and `evaluate` functions of every registered domain's
+    `commands` module (light: the commands import their heavy modules when they run)."""
+    groups = {"train": train_app, "benchmark": benchmark_app, "evaluate": evaluate_app}
+    for name in DOMAINS:
+        module = domain_module(name, "commands")
+        for verb, group in groups.items():
+            func = getattr(module, verb, None) if module is not None else None
+            if func is not None:
+                group.command(name)(command(func))
 
 
-# --- vibration -------------------------------------------------------------------------------
-SeedOption = Annotated[int, typer.Option(help="Random seed of the training.")]
+_add_domain_commands()
 
 
-def _print_vibration(title: str, result: dict[str, Any]) -> None:
-    rows = [
-        {"metric": f"{section}.{key}", "value": value}
-        for section in ("classifier", "anomaly")
-        for key, value in result[section].items()
-        if key not in ("confusion", "labels")
-    ]
-    rows += [
-        {"metric": key, "value": result[key]} for key in ("train_seconds", "predict_ms_per_window")
-    ]
-    print_table(title, rows, ["metric", "value"])
-
-
-@benchmark_app.command("vibration")
-@command
-def benchmark_vibration(
-    data_dir: DataDirOption = None, json_out: JsonOption = None, seed: SeedOption = 0
-) -> None:
-    """Train on the first 70 % of every recording, score the last 30 %, log an MLflow run."""
-    from machine_health.domains.vibration import workflow
-
-    settings = settings_with_data_dir(data_dir)
-    result = workflow.benchmark(settings, settings.data_dir, seed=seed)
-    _print_vibration("vibration benchmark (time split, test portion)", result)
-    write_json(result, json_out)
-
-
-@train_app.command("vibration")
-@command
-def train_vibration(
-    data_dir: DataDirOption = None, json_out: JsonOption = None, seed: SeedOption = 0
-) -> None:
-    """Train on the train portion, register it (version 1 becomes champion when none exists)."""
-    from machine_health.domains.vibration import workflow
-
-    settings = settings_with_data_dir(data_dir)
-    result = workflow.train_and_register(settings, settings.data_dir, seed=seed)
-    _print_vibration(f"{result['model']} v{result['version']} (test portion)", result)
-    console.print(f"champion: {'yes' if result['champion'] else 'unchanged'}")
-    write_json(result, json_out)
-
-
-@evaluate_app.command("vibration")
-@command
-def evaluate_vibration(
-    model_uri: Annotated[
-        str, typer.Option("--model-uri", help="models:/name@alias, models:/name/N or a folder.")
-    ],
-    data_dir: DataDirOption = None,
-    portion: Annotated[str, typer.Option(help="test (last 30 %) or all.")] = "test",
-    json_out: JsonOption = None,
-) -> None:
-    """Score a trained or registered model on a labelled manifest directory."""
-    from machine_health.domains.vibration import workflow
-
-    if portion not in ("test", "all"):
-        raise typer.BadParameter("--portion must be test or all")
-    settings = settings_with_data_dir(data_dir)
-    result = workflow.evaluate_model(
-        settings,
-        model_uri,
-        settings.data_dir,
-        portion=portion,  # type: ignore[arg-type]
-    )
-    _print_vibration(f"{model_uri} on {settings.data_dir} ({portion})", result)
-    write_json(result, json_out)
-
-
-# --- turbofan --------------------------------------------------------------------------------
-SubsetOption = Annotated[str, typer.Option("--subset", help="C-MAPSS subset FD001..FD004.")]
-_TURBOFAN_COLUMNS = ["name", "rmse", "rmse_std", "phm_score", "mae", "r2", "train_seconds",
-                     "predict_ms_per_unit", "seeds"]  # fmt: skip
-
-
-@benchmark_app.command("turbofan")
-@command
-def benchmark_turbofan(
-    data_dir: DataDirOption = None,
-    subset: SubsetOption = "FD001",
-    models: Annotated[
-        str,
-        typer.Option(
-            "--models", help="Comma-separated: hgb,mlp,cnn,lstm,cnn_gru,cnn_ensemble,ensemble."
-        ),
-    ] = "hgb,mlp,cnn,lstm,cnn_gru,cnn_ensemble,ensemble",
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per model.")] = 3,
-    json_out: JsonOption = None,
-) -> None:
-    """Train and score every model (last cycle of each test unit), one MLflow run per seed."""
-    from machine_health.domains.turbofan.training import benchmark
-
-    settings = settings_with_data_dir(data_dir)
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    result = benchmark(settings, subset=subset, models=names, seeds=seeds)
-    title = f"turbofan {subset}: mean over {seeds} seed(s)"
-    print_table(title, result["models"], _TURBOFAN_COLUMNS)
-    console.print(f"best: {result['best']}")
-    write_json(result, json_out)
-
-
-@train_app.command("turbofan")
-@command
-def train_turbofan(
-    data_dir: DataDirOption = None,
-    subset: SubsetOption = "FD001",
-    model: Annotated[str, typer.Option("--model", help="Model name (see benchmark).")] = "ensemble",
-    seed: SeedOption = 0,
-    json_out: JsonOption = None,
-) -> None:
-    """Train on the training file, score the test file, register (v1 becomes champion)."""
-    from machine_health.domains.turbofan.training import train_and_register
-
-    settings = settings_with_data_dir(data_dir)
-    result = train_and_register(settings, subset=subset, model_name=model, seed=seed)
-    result["name"] = f"{result['model']} v{result['version']}"
-    print_table(f"turbofan {subset} (test file)", [result], _TURBOFAN_COLUMNS[:-1])
-    console.print(f"champion: {'yes' if result['champion'] else 'unchanged'}")
-    write_json(result, json_out)
-
-
-# --- API: serve, users -------------------------------------------------------------------------
 users_app = typer.Typer(help="Users of the API (stored in the archive).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 
@@ -601,7 +446,7 @@ models_app = typer.Typer(help="Registered model versions and their aliases.", no
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models")
 
-DomainOption = Annotated[str, typer.Option("--domain", help="vibration or turbofan.")]
+DomainOption = Annotated[str, typer.Option("--domain", help=f"One of {_DOMAIN_NAMES}.")]
 RunIdOption = Annotated[str, typer.Option("--run-id", help="The run's id (Airflow run id).")]
 StartOption = Annotated[str, typer.Option("--interval-start", help="ISO start of the interval.")]
 EndOption = Annotated[str, typer.Option("--interval-end", help="ISO end of the data interval.")]
@@ -724,7 +569,7 @@ def _at(text: str | None) -> datetime:
 @app.command("drift")
 @command
 def drift_command(
-    domain: Annotated[str, typer.Option("--domain", help="vibration or turbofan.")],
+    domain: Annotated[str, typer.Option("--domain", help=f"One of {_DOMAIN_NAMES}.")],
     window: Annotated[
         str, typer.Option("--window", help="Archive window: 24h, 30m, 7d...")
     ] = "24h",
@@ -752,7 +597,7 @@ def drift_command(
 @app.command("performance")
 @command
 def performance_command(
-    domain: Annotated[str, typer.Option("--domain", help="vibration or turbofan.")],
+    domain: Annotated[str, typer.Option("--domain", help=f"One of {_DOMAIN_NAMES}.")],
     window: Annotated[
         str | None, typer.Option("--window", help="Only predictions of this window (e.g. 7d).")
     ] = None,
@@ -764,12 +609,9 @@ def performance_command(
 
     span = drift.parse_window(window) if window else None
     report = performance.run_performance(get_settings(), domain, now=_at(at), window=span)
-    columns = ["model_version", "status", "degraded"]
-    columns += (
-        ["n_units", "rmse", "phm08", "rmse_all_cycles"]
-        if domain == "turbofan"
-        else ["n_predictions", "precision", "recall", "false_alarm_rate", "macro_f1"]
-    )
+    from machine_health.domains import get_domain
+
+    columns = ["model_version", "status", "degraded", *get_domain(domain).live_columns]
     print_table(f"{domain} live performance", report["versions"], columns)
     write_json(report, json_out)
 
@@ -777,7 +619,7 @@ def performance_command(
 @app.command("retrain-check")
 @command
 def retrain_check_command(
-    domain: Annotated[str, typer.Option("--domain", help="vibration or turbofan.")],
+    domain: Annotated[str, typer.Option("--domain", help=f"One of {_DOMAIN_NAMES}.")],
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Record the decision under this run id.")
     ] = None,

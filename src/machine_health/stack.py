@@ -36,12 +36,14 @@ import httpx
 
 from machine_health import embedded_store, local_airflow
 from machine_health.config import Settings
+from machine_health.domains import DOMAINS as REGISTERED_DOMAINS
 from machine_health.errors import AlreadyExists, MachineHealthError, StoreError
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-DOMAINS = ("vibration", "turbofan")
+#: the registered domains, in registry order: one champion and one retrain DAG run each
+DOMAINS = tuple(REGISTERED_DOMAINS)
 #: the environment variable that marks every process of one run of the stack
 STACK_ID_ENV = "MH_STACK_ID"
 #: how long a sweep waits after SIGTERM before SIGKILL

@@ -19,17 +19,14 @@ from machine_health.archive.records import PredictionRecord
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
 from machine_health.domains.turbofan.models import FitConfig
+from machine_health.domains.turbofan.monitoring import drift_reference as turbofan_reference
 from machine_health.domains.turbofan.training import evaluate_bundle, train_bundle
 from machine_health.domains.vibration import data as vib_data
+from machine_health.domains.vibration.monitoring import drift_reference as vibration_reference
 from machine_health.domains.vibration.training import train_bundle as train_vibration
 from machine_health.errors import ModelNotFound
 from machine_health.monitoring import drift, performance, triggers
-from machine_health.monitoring.reference import (
-    Reference,
-    log_reference,
-    turbofan_reference,
-    vibration_reference,
-)
+from machine_health.monitoring.reference import Reference, log_reference
 from machine_health.samples import encode_samples
 from tests.support.models import TrainedModels, api_settings
 
@@ -41,11 +38,9 @@ pytestmark = pytest.mark.slow  # trains a turbofan and a vibration model on the 
 def turbofan(data_dir: Path) -> dict[str, Any]:
     settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
     fd001 = load_subset(data_dir, "FD001")
-    bundle, _ = train_bundle(
-        settings, fd001.train, model_name="hgb", config=FitConfig(hgb_max_iter=40)
-    )
+    fit = train_bundle(settings, fd001.train, model_name="hgb", config=FitConfig(hgb_max_iter=40))
     return {
-        "bundle": bundle,
+        "bundle": fit.bundle,
         "reference": turbofan_reference(fd001.train, subset="FD001"),
         "fd001": fd001,
         "fd002": load_subset(data_dir, "FD002"),
@@ -63,7 +58,7 @@ def vibration(data_dir: Path) -> dict[str, Any]:
         )
 
     train = windows("train")
-    bundle, _ = train_vibration(settings, train, seed=0)
+    bundle = train_vibration(settings, train, seed=0).bundle
     reference = vibration_reference(train.windows, train.rpm, bundle.config)
     return {"bundle": bundle, "reference": reference, "train": train, "test": windows("test")}
 

@@ -114,7 +114,7 @@ def test_register_promote_and_load_over_http(
     bundles = [
         # two different small models (the window summary only: the registry is under test)
         train_bundle(remote_settings, fd001.train, model_name="hgb", seed=seed,
-                     config=FitConfig(hgb_max_iter=15 + 10 * seed, hgb_scales=()))[0]
+                     config=FitConfig(hgb_max_iter=15 + 10 * seed, hgb_scales=())).bundle
         for seed in (0, 1)
     ]  # fmt: skip
     versions = []

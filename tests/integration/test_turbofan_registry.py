@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 def test_registry_round_trip_same_predictions(data_dir: Path, tmp_path: Path) -> None:
     settings = Settings(_env_file=None, var_dir=tmp_path, data_dir=data_dir)
     fd001 = load_subset(data_dir, "FD001")
-    bundle, _ = train_bundle(
+    bundle = train_bundle(
         settings, fd001.train, model_name="cnn", seed=0, config=FitConfig(epochs=2, patience=1)
-    )
+    ).bundle
     with registry.start_run(settings, run_name="turbofan-round-trip"):
         ref = registry.log_bundle(settings, bundle)
     assert ref.version == "1"

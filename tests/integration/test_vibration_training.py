@@ -55,7 +55,8 @@ def trained(split, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_quick_training_on_the_real_files_separates_faults_from_normal(trained, split) -> None:
-    bundle, info = trained
+    fit = trained
+    bundle = fit.bundle
     _, test = split
     metrics = evaluate_bundle(bundle, test)
     assert metrics["anomaly"]["auroc"] >= 0.95
@@ -64,11 +65,11 @@ def test_quick_training_on_the_real_files_separates_faults_from_normal(trained, 
     assert metrics["classifier"]["labels"] == ["ball", "inner_race", "normal", "outer_race"]
     assert np.asarray(metrics["classifier"]["confusion"]).sum() == len(test)
     # The detector saw normal windows only, and its threshold came from other normal windows.
-    assert info["n_detector_fit"] + info["n_calibration"] <= info["train_counts"]["normal"]
+    assert fit.n_detector_fit + fit.n_calibration <= fit.train_counts["normal"]
 
 
 def test_predict_takes_dicts_and_input_models_and_resamples(trained, split) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     _, test = split
     inner = test.windows[test.labels == "inner_race"][3]
     as_dict = {"samples": inner.tolist(), "sample_rate": 48_000.0, "rpm": 1796.0}
@@ -88,7 +89,7 @@ def test_predict_takes_dicts_and_input_models_and_resamples(trained, split) -> N
 def test_registry_round_trip_gives_the_same_predictions(
     trained, tmp_path: Path, data_dir: Path
 ) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     settings = local_settings(tmp_path, data_dir)
     inputs = [*bundle.smoke_inputs(), DOMAIN.example_input(data_dir)]
     with registry.start_run(settings, run_name="test-vibration"):
@@ -106,7 +107,7 @@ def test_registry_round_trip_gives_the_same_predictions(
 def test_evaluate_command_scores_a_local_bundle(
     trained, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     folder = bundle.save(tmp_path / "bundle")
     assert isinstance(load_bundle(folder), VibrationBundle)
     monkeypatch.setenv("MH_VAR_DIR", str(tmp_path / "var"))

@@ -156,7 +156,7 @@ def test_turbofan_values_outside_their_physical_range_are_422(
 def test_the_physical_ranges_hold_every_real_cycle() -> None:
     """The bounds refuse nonsense, never real data: every FD001-FD002 cycle is inside."""
     from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
-    from machine_health.pipeline.validate import TURBOFAN_RANGES
+    from machine_health.domains.turbofan.retrain import RANGES as TURBOFAN_RANGES
 
     for subset in ("FD001", "FD002"):
         data = load_subset(DATA_DIR, subset)

@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from machine_health import registry
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
-from machine_health.simulate import vibration_windows
+from machine_health.domains.vibration.demo import test_windows as vibration_windows
 from tests.support.models import TrainedModels, register_version
 from tests.support.servers import start_uvicorn
 from tests.support.ui import SeededApi, app_as

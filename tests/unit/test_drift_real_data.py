@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 
 from machine_health.domains.turbofan.data import load_subset
+from machine_health.domains.turbofan.monitoring import drift_reference as turbofan_reference
+from machine_health.domains.turbofan.monitoring import inputs as turbofan_inputs
 from machine_health.domains.vibration import data as vib_data
 from machine_health.domains.vibration.features import FeatureConfig
+from machine_health.domains.vibration.monitoring import drift_reference as vibration_reference
+from machine_health.domains.vibration.monitoring import features as vibration_features
 from machine_health.monitoring import drift
-from machine_health.monitoring.reference import (
-    Reference,
-    turbofan_inputs,
-    turbofan_reference,
-    vibration_features,
-    vibration_reference,
-)
+from machine_health.monitoring.reference import Reference
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_gate_evaluation_leaves_out_the_archived_test_windows(
 
     from machine_health.archive.records import encode_samples
     from machine_health.domains.vibration import workflow
-    from machine_health.pipeline.datasets import vibration_evaluation
+    from machine_health.domains.vibration.retrain import evaluation_set as vibration_evaluation
 
     settings = Settings(_env_file=None, data_dir=data_dir)
     test = workflow.load_portion(data_dir, "test")

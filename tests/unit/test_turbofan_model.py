@@ -12,7 +12,12 @@ from machine_health.domains.base import load_bundle
 from machine_health.domains.turbofan import TurbofanBundle
 from machine_health.domains.turbofan.data import load_subset
 from machine_health.domains.turbofan.models import FitConfig
-from machine_health.domains.turbofan.training import evaluate_bundle, predict_test, train_bundle
+from machine_health.domains.turbofan.training import (
+    TurbofanFit,
+    evaluate_bundle,
+    predict_test,
+    train_bundle,
+)
 from machine_health.errors import InputError
 
 pytestmark = pytest.mark.slow
@@ -24,7 +29,7 @@ def fd001(data_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir: Path, fd001) -> tuple[TurbofanBundle, dict]:
+def trained(data_dir: Path, fd001) -> TurbofanFit:
     settings = Settings(_env_file=None, data_dir=data_dir)
     # Quick: 5 epochs, no refit on all units (test RMSE about 15.5; the full protocol's CNN
     # scores about 13.3, docs/BENCHMARKS.md).
@@ -35,20 +40,21 @@ def trained(data_dir: Path, fd001) -> tuple[TurbofanBundle, dict]:
 
 
 def test_quick_cnn_beats_constant_predictor(trained, fd001) -> None:
-    bundle, info = trained
+    fit = trained
+    bundle = fit.bundle
     metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
     constant = float(np.sqrt(np.mean((fd001.rul - fd001.rul.mean()) ** 2)))
     assert constant > 35  # what a model must beat (about 40 in the literature)
     assert metrics["rmse"] < 25
     assert metrics["phm_score"] > 0
-    val, fit = set(info["val_units"]), set(info["train_unit_ids"])
-    assert len(val) == 20 and not val & fit and val | fit == set(fd001.train["unit"])
-    assert info["epochs"]["cnn"] >= 2
-    assert len(info["history"]["cnn"]["val_loss"]) == info["epochs"]["cnn"]
+    val, fitted = set(fit.val_units), set(fit.train_unit_ids)
+    assert len(val) == 20 and not val & fitted and val | fitted == set(fd001.train["unit"])
+    assert fit.epochs["cnn"] >= 2
+    assert len(fit.history["cnn"]["val_loss"]) == fit.epochs["cnn"]
 
 
 def test_predict_histories_matches_test_scoring(trained, fd001) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     units, expected = predict_test(bundle, fd001.test)
     histories = [fd001.test[fd001.test["unit"] == u] for u in units[:5]]
     as_records = [h.to_dict(orient="records") for h in histories]
@@ -64,7 +70,7 @@ def test_predict_histories_matches_test_scoring(trained, fd001) -> None:
 
 
 def test_short_history_is_padded(trained, fd001) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     unit1 = fd001.test[fd001.test["unit"] == 1]
     short = bundle.predict([unit1.head(3), unit1.head(1)])
     assert [o["cycles_in_window"] for o in short] == [3, 1]
@@ -72,7 +78,7 @@ def test_short_history_is_padded(trained, fd001) -> None:
 
 
 def test_bad_histories_are_refused(trained, fd001) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     unit1 = fd001.test[fd001.test["unit"] == 1].head(10)
     with pytest.raises(InputError, match="strictly increase"):
         bundle.predict([unit1.iloc[::-1]])
@@ -93,7 +99,7 @@ def test_bad_histories_are_refused(trained, fd001) -> None:
 
 
 def test_bundle_save_load_same_predictions(trained, tmp_path: Path) -> None:
-    bundle, _ = trained
+    bundle = trained.bundle
     smoke = bundle.smoke_inputs()
     assert len(smoke) == 2 and len(smoke[0]) < bundle.window < len(smoke[1])
     before = bundle.predict(smoke)
@@ -107,9 +113,10 @@ def test_bundle_save_load_same_predictions(trained, tmp_path: Path) -> None:
 def test_window_budget_trains_on_thinned_windows(data_dir: Path, fd001) -> None:
     settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
     config = FitConfig(hgb_max_iter=30, max_windows=5_000)  # 20631 rows: every 5th
-    bundle, info = train_bundle(settings, fd001.train, model_name="hgb", seed=1, config=config)
-    assert info["window_stride"] == 5
-    assert len(fd001.train) / 5 <= info["train_windows"] <= len(fd001.train) / 5 + 100
+    fit = train_bundle(settings, fd001.train, model_name="hgb", seed=1, config=config)
+    bundle = fit.bundle
+    assert fit.window_stride == 5
+    assert len(fd001.train) / 5 <= fit.train_windows <= len(fd001.train) / 5 + 100
     metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
     assert metrics["rmse"] < 25  # a constant predictor scores about 40
 
@@ -120,7 +127,7 @@ def test_hgb_trees_are_grown_with_the_configured_settings(data_dir: Path, fd001)
         hgb_max_iter=20, hgb_learning_rate=0.1, hgb_max_leaf_nodes=7, hgb_min_samples_leaf=100,
         hgb_l2_regularization=2.0, hgb_max_features=0.7,
     )  # fmt: skip
-    bundle, _ = train_bundle(settings, fd001.train, model_name="hgb", seed=3, config=config)
+    bundle = train_bundle(settings, fd001.train, model_name="hgb", seed=3, config=config).bundle
     params = bundle.members[0].estimator.get_params()  # the refit on all units
     assert {k: params[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf",
                                    "l2_regularization", "max_features", "random_state")} == {
@@ -131,15 +138,16 @@ def test_hgb_trees_are_grown_with_the_configured_settings(data_dir: Path, fd001)
 
 def test_hgb_bundle_round_trip(data_dir: Path, fd001, tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
-    bundle, info = train_bundle(
+    fit = train_bundle(
         settings, fd001.train, model_name="hgb", seed=1, config=FitConfig(hgb_max_iter=30)
     )
+    bundle = fit.bundle
     assert bundle.window == 20
-    assert len(info["history"]["hgb"]["val_loss"]) == 30
+    assert len(fit.history["hgb"]["val_loss"]) == 30
     # the refit on every unit grows the tree count the validation split chose
-    best = int(np.argmin(info["history"]["hgb"]["val_loss"])) + 1
-    assert info["epochs"]["hgb refit"] == best == bundle.members[0].estimator.n_iter_
-    assert info["window_stride"] == 1 and info["train_windows"] == len(fd001.train)
+    best = int(np.argmin(fit.history["hgb"]["val_loss"])) + 1
+    assert fit.epochs["hgb refit"] == best == bundle.members[0].estimator.n_iter_
+    assert fit.window_stride == 1 and fit.train_windows == len(fd001.train)
     loaded = load_bundle(bundle.save(tmp_path / "hgb"))
     # the default multi-scale features: of (10, 30, 60) only 10 fits in a 20-cycle window
     assert loaded.members[0].params == {"scales": [10, 30, 60]}
@@ -159,8 +167,9 @@ def test_mlp_learns_rolling_features_with_its_scaler_inside(
 
     settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
     config = FitConfig(epochs=8, patience=3, hgb_scales=(5, 10))
-    bundle, info = train_bundle(settings, fd001.train, model_name="mlp", seed=4, config=config)
-    assert info["epochs"]["mlp refit"] == info["history"]["mlp"]["best_epoch"][0]
+    fit = train_bundle(settings, fd001.train, model_name="mlp", seed=4, config=config)
+    bundle = fit.bundle
+    assert fit.epochs["mlp refit"] == fit.history["mlp"]["best_epoch"][0]
     member = bundle.members[0]
     assert member.params == {"scales": [5, 10]}
     n = bundle.transform.n_features
@@ -186,11 +195,12 @@ def test_served_ensemble_is_hgb_and_three_mlps(data_dir: Path, fd001, tmp_path: 
 
     settings = Settings(_env_file=None, data_dir=data_dir, turbofan_window=20)
     config = FitConfig(epochs=4, patience=2, hgb_max_iter=30)
-    bundle, info = train_bundle(settings, fd001.train, seed=5, config=config)  # the default
+    fit = train_bundle(settings, fd001.train, seed=5, config=config)  # the default
+    bundle = fit.bundle
     assert bundle.model_name == DEFAULT_MODEL == "ensemble"
     assert [m.name for m in bundle.members] == ["hgb", "mlp", "mlp", "mlp"]
-    assert set(info["weights"]) == {"hgb", "mlp", "mlp#2", "mlp#3"}
-    assert info["weights"]["mlp"] == info["weights"]["mlp#2"] == info["weights"]["mlp#3"]
+    assert set(fit.weights) == {"hgb", "mlp", "mlp#2", "mlp#3"}
+    assert fit.weights["mlp"] == fit.weights["mlp#2"] == fit.weights["mlp#3"]
     windows = bundle.transform.windows(fd001.test, every_cycle=False)
     each = [predict_member(m, windows) for m in bundle.members]
     assert not np.allclose(each[1], each[2])  # three fits with their own seeds, not one
@@ -235,20 +245,21 @@ def test_ensemble_weights_learned_on_validation_and_served(
     # no refit: the bundle's members are the ones the validation split scored
     config = FitConfig(epochs=3, patience=2, hgb_max_iter=30, hgb_scales=(5, 10),
                        refit_all=False)  # fmt: skip
-    bundle, info = train_bundle(settings, fd001.train, model_name="pair", seed=2, config=config)
-    assert set(info["weights"]) == {"cnn", "hgb"}
-    assert sum(info["weights"].values()) == pytest.approx(1.0)
-    assert bundle.weights == pytest.approx(list(info["weights"].values()))
-    assert info["val_rmse_last"] > 0 and info["val_phm_last"] > 0
+    fit = train_bundle(settings, fd001.train, model_name="pair", seed=2, config=config)
+    bundle = fit.bundle
+    assert set(fit.weights) == {"cnn", "hgb"}
+    assert sum(fit.weights.values()) == pytest.approx(1.0)
+    assert bundle.weights == pytest.approx(list(fit.weights.values()))
+    assert fit.val_rmse_last > 0 and fit.val_phm_last > 0
     # the weights are the grid optimum of the test-like cuts of the VALIDATION units only
-    val = fd001.train[fd001.train["unit"].isin(info["val_units"])].reset_index(drop=True)
+    val = fd001.train[fd001.train["unit"].isin(fit.val_units)].reset_index(drop=True)
     mask, rul = validation_cuts(val)
-    assert info["val_cuts"] == mask.sum()
+    assert fit.val_cuts == mask.sum()
     windows = bundle.transform.windows(val, every_cycle=True, keep=mask)
     member_pred = [predict_member(m, windows) for m in bundle.members]
     assert learn_weights(["cnn", "hgb"], member_pred, rul, bundle.cap) == bundle.weights
     like = np.clip(np.average(member_pred, axis=0, weights=bundle.weights) * bundle.cap, 0, None)
-    assert info["val_rmse_last"] == pytest.approx(float(np.sqrt(np.mean((like - rul) ** 2))))
+    assert fit.val_rmse_last == pytest.approx(float(np.sqrt(np.mean((like - rul) ** 2))))
     # serving applies them: predict_windows is the weighted mean, also after a save and load
     units, served = predict_test(bundle, fd001.test)
     test_windows = bundle.transform.windows(fd001.test, every_cycle=False)
@@ -269,7 +280,7 @@ def test_ensemble_weights_learned_on_validation_and_served(
 def test_bundle_without_saved_weights_is_the_plain_mean(trained, tmp_path: Path) -> None:
     import json
 
-    bundle, _ = trained
+    bundle = trained.bundle
     path = bundle.save(tmp_path / "old")
     meta_file = next(path.rglob("members.json"))
     meta = json.loads(meta_file.read_text())
@@ -297,11 +308,12 @@ def test_recurrent_sequence_models_learn_and_round_trip(
     # Quick: every 4th cycle's window, a few epochs, no refit (docs/BENCHMARKS.md has the full
     # protocol's figures).
     config = FitConfig(epochs=8, patience=2, refit_all=False, max_windows=5_200)
-    bundle, info = train_bundle(settings, fd001.train, model_name=name, seed=6, config=config)
+    fit = train_bundle(settings, fd001.train, model_name=name, seed=6, config=config)
+    bundle = fit.bundle
     model = bundle.members[0].estimator
     assert model.input_shape == (None, 30, bundle.transform.n_features)
     assert any(type(layer).__name__ == recurrent for layer in model.layers)
-    curve = info["history"][name]["val_loss"]
+    curve = fit.history[name]["val_loss"]
     assert min(curve) < curve[0]  # it learned past its first epoch on the held-out units
     metrics = evaluate_bundle(bundle, fd001.test, fd001.rul)
     assert metrics["rmse"] < 25  # a constant predictor scores about 40

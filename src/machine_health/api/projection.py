@@ -4,9 +4,9 @@ Computed here rather than in the UI: the features need the archived waveforms (8
 hundreds of them would be megabytes of JSON per page view) and the domain's feature code with
 the SERVED model's configuration, both of which the API has; the UI receives two numbers a point.
 
-Features per domain (the same ones the drift reports compare, `monitoring.reference`):
-vibration = the domain's window features (a long window: the mean over its model-length chunks),
-turbofan = the 3 operating settings and 21 sensors of the cycle. Each feature is standardised,
+Features are the domain's (`Domain.projection_features`: the ones its drift reports compare,
+with the served model's configuration, e.g. a vibration window's features averaged over its
+model-length chunks, or a turbofan cycle's settings and sensors). Each feature is standardised,
 constant ones are dropped, then `sklearn.decomposition.PCA(2)`.
 
 Archived rows whose features cannot be standardised (NaN, infinity, a malformed input, or a
@@ -24,39 +24,32 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from machine_health.domains.base import Domain, ModelBundle
 from machine_health.errors import DataError, InputError
-from machine_health.monitoring.reference import (
-    turbofan_inputs_from_records,
-    vibration_features_from_records,
-)
 
 MIN_POINTS = 3
 _TOP_LOADINGS = 4
 #: beyond this magnitude a feature's square (its variance) overflows float64 over many rows
 MAX_MAGNITUDE = 1e150
+#: what a malformed archived record raises while its features are made
+_BAD_RECORD = (DataError, KeyError, TypeError, ValueError, FloatingPointError)
 
 
-def _features(domain: str, record: Mapping[str, Any], config: Any) -> Any:
-    if domain == "turbofan":
-        return turbofan_inputs_from_records([record])[0].iloc[0]
-    return pd.Series(vibration_features_from_records([record], config).mean(axis=0))
-
-
-def feature_frame(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> pd.DataFrame:
+def feature_frame(
+    domain: Domain, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
+) -> pd.DataFrame:
     """One row of features per archived record (NaN where a record's features cannot be made)."""
-    if domain not in ("turbofan", "vibration"):
-        raise InputError(f"no projection features for domain {domain!r}")
-    if domain == "turbofan":
-        try:
-            return turbofan_inputs_from_records(records)[0]
-        except (DataError, KeyError, TypeError, ValueError):
-            pass  # a malformed record among them: one at a time below
+    try:
+        with np.errstate(all="ignore"):
+            return domain.projection_features(records, bundle).reset_index(drop=True)
+    except _BAD_RECORD:
+        pass  # a malformed record among them: one at a time below
     rows: list[Any] = []
     for record in records:
         try:
             with np.errstate(all="ignore"):
-                rows.append(_features(domain, record, config))
-        except (DataError, KeyError, TypeError, ValueError, FloatingPointError):
+                rows.append(domain.projection_features([record], bundle).iloc[0])
+        except (*_BAD_RECORD, IndexError):
             rows.append(None)
     columns = next((r.index for r in rows if r is not None), None)
     if columns is None:
@@ -69,13 +62,16 @@ def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def project(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> dict[str, Any]:
+def project(
+    domain: Domain, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
+) -> dict[str, Any]:
     """PCA coordinates of `records` with what each point predicted and its label; rows that
-    cannot be standardised are dropped (`dropped`)."""
-    empty = {"domain": domain, "points": [], "explained_variance": []}
+    cannot be standardised are dropped (`dropped`). `bundle`: the served model (its feature
+    configuration), None when none is loaded."""
+    empty = {"domain": domain.name, "points": [], "explained_variance": []}
     if len(records) < MIN_POINTS:
         return {**empty, "n": len(records), "dropped": 0}
-    frame = feature_frame(domain, records, config).astype(float)
+    frame = feature_frame(domain, records, bundle).astype(float)
     values = frame.to_numpy()
     with np.errstate(invalid="ignore"):
         usable = (np.isfinite(values) & (np.abs(values) <= MAX_MAGNITUDE)).all(axis=1)
@@ -86,7 +82,7 @@ def project(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> d
         return {**empty, "n": 0, "dropped": dropped}
     frame = frame.loc[:, frame.notna().all() & (frame.std(ddof=0) > 1e-12)]
     if frame.shape[1] < 2:
-        raise InputError(f"{domain}: fewer than 2 varying features among the archived inputs")
+        raise InputError(f"{domain.name}: fewer than 2 varying features among the archived inputs")
     scaled = (frame - frame.mean()) / frame.std(ddof=0)
     pca = PCA(n_components=2, random_state=0)
     coords = pca.fit_transform(scaled.to_numpy())
@@ -116,7 +112,7 @@ def project(domain: str, records: Sequence[Mapping[str, Any]], config: Any) -> d
             }
         )
     return {
-        "domain": domain,
+        "domain": domain.name,
         "n": len(points),
         "dropped": dropped,
         "n_features": int(frame.shape[1]),

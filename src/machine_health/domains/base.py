@@ -1,8 +1,11 @@
 """The domain interface: what a kind of machine (vibration, turbofan, ...) must provide.
 
-A domain is one module (or package) implementing `Domain` plus its data loader; the API, the
-pipeline steps, the registry and the UI only speak to this interface, so a third domain is one
-new module registered in `machine_health.domains.DOMAINS`.
+A domain is one package implementing `Domain`; the API, the pipeline steps, the monitoring, the
+CLI and the UI only speak to this interface (they never compare domain names), so a third domain
+is one new package registered in `machine_health.domains.DOMAINS` (see the README's "Adding a
+domain"). Besides `Domain`, a package may hold two light modules found by name:
+`<package>.commands` (Typer commands `train`, `benchmark`, `evaluate`) and `<package>.ui` (a
+`machine_health.domains.view.DomainView` named `VIEW`, what the Streamlit pages draw).
 
 A trained model is a `ModelBundle`: every fitted transform (scalers, regime normalisation,
 feature selection, thresholds) together with the estimator, saved as ONE directory and
@@ -14,13 +17,25 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
 from machine_health.errors import ModelError
+
+if TYPE_CHECKING:  # heavy or circular at import time; the methods receive them ready-made
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    from rich.progress import Progress
+
+    from machine_health.config import Settings
+    from machine_health.monitoring.reference import Reference
+    from machine_health.pipeline.workspace import Workspace
+    from machine_health.simulate import ReplayOptions, Tally
 
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
@@ -100,17 +115,153 @@ def load_bundle(path: Path) -> ModelBundle:
         raise ModelError(f"{path}: cannot load {class_name} ({type(exc).__name__}: {exc})") from exc
 
 
+#: How a domain's true labels reach the archive:
+#: - "feedback": an operator posts the inspected label of ONE prediction (POST /feedback);
+#: - "failure_backfill": a unit's failure cycle (POST /assets/{unit_id}/failure) back-fills the
+#:   label (cycles left) of every archived cycle of that unit.
+LabelMode = Literal["feedback", "failure_backfill"]
+
+#: (rule, boolean mask of the snapshot rows that break it): one finding of the validate step.
+Problem = tuple[str, "np.ndarray"]
+
+
+@dataclass
+class TrainingSet:
+    """What a domain's `train` takes (its own type in `data`), plus facts for the run's params."""
+
+    data: Any
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationSet:
+    """The frozen held-out data champion and challenger are both scored on, plus facts (the
+    excluded units/windows) for the gate report."""
+
+    data: Any
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What the pipeline's train step gets back from `Domain.train`."""
+
+    bundle: ModelBundle
+    #: flat numeric facts of the training (seconds, validation scores...) for the step's result
+    metrics: dict[str, float]
+
+
 class Domain(ABC):
-    """One kind of machine: schemas, training, evaluation and labels."""
+    """One kind of machine: schemas, data, training, evaluation, monitoring and labels.
+
+    Heavy libraries (TensorFlow, scikit-learn, MLflow, matplotlib) are imported inside the
+    methods (or the submodules they call), never by the module defining the subclass: the API
+    imports every registered domain at start-up, the CLI and the UI import their light parts.
+    """
 
     name: ClassVar[str]
-    #: One scoring request item (what a client posts to /predict/{domain}).
+    #: One scoring request item (what a client posts to /predict/{domain}); its field
+    #: constraints are the validation ranges of a request.
     input_model: ClassVar[type[BaseModel]]
     #: What the API answers for one item.
     output_model: ClassVar[type[BaseModel]]
     #: The metrics the retraining gate compares, and whether lower or higher is better.
     primary_metrics: ClassVar[dict[str, Literal["min", "max"]]]
+    #: How true labels arrive (see `LabelMode`); /feedback accepts only "feedback" domains.
+    label_mode: ClassVar[LabelMode]
+    #: Labelled units (sequence domains) or predictions a model version needs before its live
+    #: performance is judged (fewer: "insufficient_labels", never a retrain trigger).
+    min_labelled: ClassVar[int]
+    #: Columns of the live-performance table (`machine-health performance`), after the
+    #: version, its status and its verdict.
+    live_columns: ClassVar[tuple[str, ...]]
 
+    # --- requests -------------------------------------------------------------------------
     @abstractmethod
     def example_input(self, data_dir: Path) -> dict[str, Any]:
         """A real input built from the data set (OpenAPI examples, smoke calls, the demo)."""
+
+    # --- retraining pipeline: extract, validate, rescale, train, evaluate -------------------
+    @abstractmethod
+    def snapshot_schema(self) -> pa.Schema:
+        """Columns of the extract step's Parquet snapshot after the common ones
+        (`pipeline.extract.COMMON_FIELDS`), ending with `label`."""
+
+    @abstractmethod
+    def snapshot_row(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The domain's columns of one archived labelled prediction (malformed values are kept
+        visible as None/NaN for the validate step to report, never dropped here)."""
+
+    @abstractmethod
+    def validation_problems(self, table: pa.Table, settings: Settings) -> list[Problem]:
+        """Every rule a snapshot row breaks (the validate step quarantines those rows)."""
+
+    @abstractmethod
+    def validation_facts(self, table: pa.Table) -> dict[str, Any]:
+        """Facts of the validated snapshot for the validate step's result (label balance...)."""
+
+    @abstractmethod
+    def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
+        """The base real training data + the snapshot's labelled rows, as `train` takes them."""
+
+    @abstractmethod
+    def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
+        """The real held-out test data minus anything the snapshot holds (the demo replays test
+        data, so a model must never be scored on what it trained on); `ValidationFailed` when
+        nothing is left to compare champion and challenger on."""
+
+    @abstractmethod
+    def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
+        """Fit the feature scaling exactly as `train` will, write it and the rescaled training
+        set into the workspace; return the step's facts (with `transform`: the file)."""
+
+    @abstractmethod
+    def transform_gap(self, bundle: ModelBundle, ws: Workspace) -> float:
+        """Largest difference between the bundle's fitted scaling and the one `rescale` wrote
+        (0: the bundle carries exactly this run's transform)."""
+
+    @abstractmethod
+    def train(self, settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
+        """Train the challenger and log its params, metrics, plots and drift reference into the
+        active MLflow run (the caller opened it and logs the bundle)."""
+
+    @abstractmethod
+    def score(self, bundle: ModelBundle, evaluation: EvaluationSet) -> dict[str, float]:
+        """The domain's metrics of `bundle` on the evaluation set (flat name -> value; holds
+        every `primary_metrics` name)."""
+
+    # --- monitoring -----------------------------------------------------------------------
+    @abstractmethod
+    def drift_features(
+        self, records: Sequence[Mapping[str, Any]], reference: Reference
+    ) -> tuple[pd.DataFrame, list[str] | None]:
+        """The drift features of archived predictions, comparable with `reference` (the one
+        `train` logged), and the sampling unit of each row (None: rows are independent)."""
+
+    @abstractmethod
+    def projection_features(
+        self, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
+    ) -> pd.DataFrame:
+        """One row of features per archived record for the projection page (the drift features,
+        with the served `bundle`'s configuration when it has one); NaN where a record's
+        features cannot be made."""
+
+    @abstractmethod
+    def live_performance(
+        self, records: Sequence[Mapping[str, Any]], settings: Settings
+    ) -> dict[str, dict[str, Any]]:
+        """Per model version: metrics of labelled archived predictions and `status` ("ok" or
+        "insufficient_labels" below `min_labelled`)."""
+
+    @abstractmethod
+    def degraded(self, metrics: Mapping[str, Any], settings: Settings) -> bool:
+        """Whether one version's live metrics (status "ok") cross the retraining threshold."""
+
+    # --- the demo's traffic ---------------------------------------------------------------
+    @abstractmethod
+    async def replay(
+        self, client: Any, data_root: Path, options: ReplayOptions, tally: Tally,
+        progress: Progress,
+    ) -> None:  # fmt: skip
+        """Post the domain's real test data to /predict/{name} through `client` (an
+        authenticated httpx.AsyncClient), then its true labels the way they arrive."""

@@ -55,15 +55,10 @@ import pandas as pd
 from scipy import stats
 
 from machine_health.config import Settings
+from machine_health.domains import DOMAINS, get_domain
 from machine_health.errors import InputError
 from machine_health.monitoring import reports
-from machine_health.monitoring.reference import (
-    Reference,
-    load_reference,
-    turbofan_inputs_from_records,
-    vibration_feature_config,
-    vibration_features_from_records,
-)
+from machine_health.monitoring.reference import Reference, load_reference
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +175,9 @@ def current_inputs(
     domain: str, records: Sequence[Mapping[str, Any]], reference: Reference
 ) -> tuple[pd.DataFrame, list[str] | None]:
     """Drift features of archived predictions, comparable with `reference`."""
-    if domain == "turbofan":
-        return turbofan_inputs_from_records(records)
-    if domain == "vibration":
-        return vibration_features_from_records(
-            records, vibration_feature_config(reference.meta)
-        ), None
-    raise InputError(f"no drift features for domain {domain!r}")
+    if domain not in DOMAINS:
+        raise InputError(f"no drift features for domain {domain!r}")
+    return get_domain(domain).drift_features(records, reference)
 
 
 def run_drift(

@@ -2,25 +2,21 @@
 
 A reference is what drift compares live inputs with: per-feature quantiles of the FULL training
 inputs (the PSI bins) and an evenly strided sample of them (for the KS test), with the sampling
-unit of each sampled row (a turbofan engine; none for vibration, whose windows are the unit).
+unit of each sampled row (a turbofan engine; none when every row is an independent draw).
 It is one JSON artifact, `drift_reference.json`, of the run that registered the version
 (`log_reference` inside `registry.start_run`, `load_reference` by domain and version).
 
-Drift features are the model's INPUTS as the archive holds them, one row per prediction:
-- turbofan: the 3 operating settings and 21 sensors of one cycle (group = the unit);
-- vibration: the domain's own window features (`domains.vibration.features.extract_features`:
-  time statistics, energy and share of each spectral band, spectral shape, envelope lines),
-  computed with the feature configuration stored in the reference, so a window of any sample
-  rate is compared in the same physical units as training.
+Drift features are the model's INPUTS as the archive holds them, one row per prediction; each
+domain defines its own (`Domain.drift_features`, and the reference its training logs, e.g.
+`domains/turbofan/monitoring.py`, `domains/vibration/monitoring.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,116 +145,3 @@ def load_reference(settings: Settings, domain: str, version: str) -> Reference:
     if data is None:
         raise ModelNotFound(f"{domain} v{version} carries no {REFERENCE_ARTIFACT}")
     return Reference.from_dict(data)
-
-
-# --- drift features of each domain ------------------------------------------------------------
-def turbofan_inputs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Settings and sensors of C-MAPSS rows (a `domains.turbofan.data` frame) and their units."""
-    from machine_health.domains.turbofan.data import SENSORS, SETTINGS
-
-    columns = [*SETTINGS, *SENSORS]
-    return frame[columns].astype(float).reset_index(drop=True), [str(u) for u in frame["unit"]]
-
-
-def turbofan_inputs_from_records(
-    records: Iterable[Mapping[str, Any]],
-) -> tuple[pd.DataFrame, list[str]]:
-    """The same columns from archived turbofan predictions (input: settings[3], sensors[21])."""
-    from machine_health.domains.turbofan.data import SENSORS, SETTINGS
-
-    rows, groups = [], []
-    for record in records:
-        body = record["input"]
-        values = [*body["settings"], *body["sensors"]]
-        if len(values) != len(SETTINGS) + len(SENSORS):
-            raise DataError(
-                f"archived turbofan input of {record.get('prediction_id')} is malformed"
-            )
-        rows.append(values)
-        groups.append(str(record.get("asset_id")))
-    return pd.DataFrame(rows, columns=[*SETTINGS, *SENSORS], dtype=float), groups
-
-
-def vibration_feature_config(meta: Mapping[str, Any]) -> Any:
-    """The vibration `FeatureConfig` a reference was computed with (default when absent)."""
-    from machine_health.domains.vibration.features import FeatureConfig
-
-    stored = meta.get("feature_config")
-    return FeatureConfig.from_dict(stored) if stored else FeatureConfig()
-
-
-def vibration_features(windows: np.ndarray, rpm: np.ndarray | None, config: Any) -> pd.DataFrame:
-    """The vibration domain's features of windows sampled at `config.sample_rate`."""
-    from machine_health.domains.vibration.features import extract_features, feature_names
-
-    values = extract_features(windows, rpm, config)
-    return pd.DataFrame(values, columns=feature_names(config))
-
-
-def vibration_features_from_records(
-    records: Iterable[Mapping[str, Any]], config: Any
-) -> pd.DataFrame:
-    """Features of archived vibration windows, resampled to the reference's sample rate.
-
-    A long window is cut into model-length chunks, as the vibration bundle scores it; windows
-    of one length are featurised together (one batch call per length).
-    """
-    from machine_health.archive.records import decode_samples
-    from machine_health.domains.vibration.physics import resample
-
-    by_length: dict[int, tuple[list[np.ndarray], list[float]]] = {}
-    for record in records:
-        body = record["input"]
-        samples = resample(
-            decode_samples(body["samples"]), float(body["sample_rate"]), config.sample_rate
-        )
-        count = len(samples) // config.window
-        chunks = samples[: count * config.window].reshape(count, -1) if count else [samples]
-        rpm = body.get("rpm")
-        for chunk in chunks:
-            windows, speeds = by_length.setdefault(len(chunk), ([], []))
-            windows.append(chunk)
-            speeds.append(np.nan if rpm is None else float(rpm))
-    frames = [
-        vibration_features(np.stack(windows), np.asarray(speeds), config)
-        for windows, speeds in by_length.values()
-    ]
-    if not frames:
-        from machine_health.domains.vibration.features import feature_names
-
-        return pd.DataFrame(columns=feature_names(config), dtype=float)
-    return pd.concat(frames, ignore_index=True)
-
-
-def turbofan_reference(train: pd.DataFrame, **meta: Any) -> Reference:
-    """Reference of a turbofan model trained on the C-MAPSS rows `train`."""
-    inputs, units = turbofan_inputs(train)
-    return build_reference("turbofan", inputs, groups=units, meta=meta)
-
-
-def vibration_reference(
-    windows: np.ndarray, rpm: np.ndarray | None, config: Any, **meta: Any
-) -> Reference:
-    """Reference of a vibration model trained on `windows` (at `config.sample_rate`)."""
-    features = vibration_features(windows, rpm, config)
-    return build_reference("vibration", features, meta={"feature_config": config.as_dict(), **meta})
-
-
-def vibration_training_reference(data_dir: Path, config: Any, **meta: Any) -> Reference:
-    """Reference of a vibration model trained on the train portion of a manifest directory.
-
-    Built from NON-overlapping windows whatever hop training used: overlapping windows repeat
-    the same samples and would overstate the reference's sample size in the KS test.
-    """
-    from machine_health.domains.vibration.data import (
-        load_manifest,
-        make_windows,
-        resolve_manifest_dir,
-    )
-
-    recordings = load_manifest(resolve_manifest_dir(data_dir))
-    train = make_windows(
-        recordings, portion="train", window=config.window, hop=config.window,
-        sample_rate=config.sample_rate,
-    )  # fmt: skip
-    return vibration_reference(train.windows, train.rpm, config, data_dir=str(data_dir), **meta)

@@ -1,10 +1,10 @@
 """Step 5: score challenger and champion on the same frozen evaluation set; apply the gate.
 
-The gate passes when, on EVERY primary metric of the domain (turbofan: RMSE and PHM08 score,
-lower is better; vibration: recall at the target false-alarm rate and macro-F1, higher is
-better), the challenger is not worse than the champion by more than `gate_tolerance` (relative).
-With no champion yet, the challenger passes. A challenger that cannot score its own smoke inputs
-finitely is refused outright (`ModelRejected`): it must never be registered.
+The gate passes when, on EVERY primary metric of the domain (`Domain.primary_metrics`, each
+with whether lower or higher is better), the challenger is not worse than the champion by more
+than `gate_tolerance` (relative). With no champion yet, the challenger passes. A challenger that
+cannot score its own smoke inputs finitely is refused outright (`ModelRejected`): it must never
+be registered.
 
 The report is written to the workspace (`gate.json`, `gate.md`) and logged to the challenger's
 MLflow run.
@@ -62,14 +62,7 @@ def smoke_test(bundle: ModelBundle) -> str | None:
 
 def score(domain: str, bundle: ModelBundle, evaluation: datasets.EvaluationSet) -> dict[str, float]:
     """The domain's metrics of `bundle` on the evaluation set (flat name -> value)."""
-    if domain == "turbofan":
-        from machine_health.domains.turbofan.training import evaluate_bundle
-
-        test, rul = evaluation.data
-        return evaluate_bundle(bundle, test, rul)
-    from machine_health.domains.vibration import evaluate_bundle, flat_metrics
-
-    return flat_metrics(evaluate_bundle(bundle, evaluation.data))
+    return get_domain(domain).score(bundle, evaluation)
 
 
 def gate(

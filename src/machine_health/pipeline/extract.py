@@ -25,6 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from machine_health.archive.client import PREDICTIONS, sync_client
 from machine_health.config import Settings
+from machine_health.domains import DOMAINS, get_domain
+from machine_health.domains.base import Domain
 from machine_health.errors import DataError, StoreError
 from machine_health.pipeline.workspace import Workspace, sha256_of, write_json_atomic
 
@@ -34,45 +36,25 @@ STEP = "extract"
 SNAPSHOT = "snapshot.parquet"
 MANIFEST = "snapshot.json"
 BATCH_ROWS = 2000
-N_SETTINGS, N_SENSORS = 3, 21
 
-_COMMON = [
+#: the columns every domain's snapshot starts with; the domain's own follow (`snapshot_schema`)
+COMMON_FIELDS = [
     pa.field("prediction_id", pa.string()),
     pa.field("asset_id", pa.string()),
     pa.field("created_at", pa.timestamp("ms", tz="UTC")),
     pa.field("labelled_at", pa.timestamp("ms", tz="UTC")),
     pa.field("model_version", pa.string()),
 ]
-SCHEMAS: dict[str, pa.Schema] = {
-    "turbofan": pa.schema(
-        [
-            *_COMMON,
-            pa.field("cycle", pa.int64()),
-            *[pa.field(f"setting_{i}", pa.float64()) for i in range(1, N_SETTINGS + 1)],
-            *[pa.field(f"sensor_{i}", pa.float64()) for i in range(1, N_SENSORS + 1)],
-            pa.field("label", pa.float64()),
-        ]
-    ),
-    "vibration": pa.schema(
-        [
-            *_COMMON,
-            pa.field("samples", pa.binary()),  # little-endian float32, as archived
-            pa.field("sample_rate", pa.float64()),
-            pa.field("rpm", pa.float64()),
-            pa.field("channel", pa.string()),
-            pa.field("label", pa.string()),
-        ]
-    ),
-}
+
+
+def snapshot_schema(domain: str) -> pa.Schema:
+    """The snapshot's columns for `domain`: the common ones, then the domain's (ending `label`)."""
+    return pa.schema([*COMMON_FIELDS, *get_domain(domain).snapshot_schema()])
 
 
 def labelled_query(domain: str, interval_end: datetime) -> dict[str, Any]:
     """THE query of labelled rows of a domain known at `interval_end` (see archive/records.py)."""
     return {"domain": domain, "label": {"$ne": None}, "labelled_at": {"$lte": interval_end}}
-
-
-def _number(value: Any) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -88,8 +70,7 @@ def _timestamp(value: Any) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def _row(domain: str, doc: dict[str, Any]) -> dict[str, Any]:
-    data = doc.get("input") or {}
+def _row(domain: Domain, doc: dict[str, Any]) -> dict[str, Any]:
     row = {
         "prediction_id": str(doc["prediction_id"]),
         "asset_id": str(doc.get("asset_id")),
@@ -97,26 +78,11 @@ def _row(domain: str, doc: dict[str, Any]) -> dict[str, Any]:
         "labelled_at": _timestamp(doc.get("labelled_at")),
         "model_version": str(doc.get("model_version")),
     }
-    if domain == "turbofan":
-        settings, sensors = list(data.get("settings") or []), list(data.get("sensors") or [])
-        # A wrong length is kept visible (NaN-padded) for validate to report, never dropped here.
-        settings = (settings + [None] * N_SETTINGS)[:N_SETTINGS]
-        sensors = (sensors + [None] * N_SENSORS)[:N_SENSORS]
-        row["cycle"] = int(doc["cycle"]) if doc.get("cycle") is not None else None
-        row.update({f"setting_{i + 1}": _number(v) for i, v in enumerate(settings)})
-        row.update({f"sensor_{i + 1}": _number(v) for i, v in enumerate(sensors)})
-        row["label"] = _number(doc.get("label"))
-    else:
-        samples = data.get("samples")
-        row["samples"] = bytes(samples) if samples is not None else None
-        row["sample_rate"] = _number(data.get("sample_rate"))
-        row["rpm"] = _number(data.get("rpm"))
-        row["channel"] = str(data.get("channel") or "accelerometer")
-        row["label"] = None if doc.get("label") is None else str(doc["label"])
+    row.update(domain.snapshot_row(doc))
     return row
 
 
-def _batches(domain: str, docs: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def _batches(domain: Domain, docs: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for doc in docs:
         batch.append(_row(domain, doc))
@@ -152,9 +118,11 @@ def run(
     ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
     if not force and (done := ws.result(STEP)) is not None:
         return done
-    if domain not in SCHEMAS:
+    if domain not in DOMAINS:
         raise DataError(f"no snapshot schema for domain {domain!r}")
-    schema = SCHEMAS[domain]
+    schema = snapshot_schema(domain)
+    # Classes (text labels) are tallied in the result; numeric labels (a RUL) are not.
+    count_labels = pa.types.is_string(schema.field("label").type)
     query = labelled_query(domain, ws.interval_end)
     started = time.perf_counter()
     client = sync_client(settings)
@@ -171,14 +139,14 @@ def run(
         )
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _progress() as bar:
             task = bar.add_task("extract", total=total)
-            for batch in _batches(domain, cursor):
+            for batch in _batches(get_domain(domain), cursor):
                 table = pa.Table.from_pylist(batch, schema=schema)
                 writer.write_table(table)
                 rows += len(batch)
                 in_interval += sum(
                     1 for r in batch if r["labelled_at"] and r["labelled_at"] > ws.interval_start
                 )
-                if domain == "vibration":
+                if count_labels:
                     for r in batch:
                         labels[r["label"]] = labels.get(r["label"], 0) + 1
                 bar.update(task, advance=len(batch))

@@ -1,9 +1,9 @@
 """Step 4: train the challenger on the base data + the archived labelled data; log it to MLflow.
 
-The model is the domain's own `train_bundle`; the run logs params (run id, interval, snapshot
-sha256 and row counts, git commit), training metrics, plots and the drift reference, and the
-bundle as the run's model WITHOUT registering it (the register step does, after the gate). The
-bundle is also saved in the workspace for the evaluate step.
+The model is the domain's own (`Domain.train`, which logs its training params, metrics, plots
+and drift reference); this step logs the run's params (run id, interval, snapshot sha256 and row
+counts, git commit) and the bundle as the run's model WITHOUT registering it (the register step
+does, after the gate). The bundle is also saved in the workspace for the evaluate step.
 """
 
 from __future__ import annotations
@@ -13,19 +13,13 @@ import shutil
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from machine_health import registry
 from machine_health.config import Settings
+from machine_health.domains import get_domain
 from machine_health.errors import ModelError
 from machine_health.pipeline import datasets
 from machine_health.pipeline.extract import read_snapshot
-from machine_health.pipeline.rescale import (
-    SEED,
-    VIBRATION_FEATURES,
-    check_bundle_transform,
-    turbofan_fit_config,
-)
+from machine_health.pipeline.rescale import SEED, check_bundle_transform
 from machine_health.pipeline.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -34,77 +28,6 @@ STEP = "train"
 BUNDLE_DIR = "challenger"
 #: largest allowed gap between the bundle's scaling and the rescale step's (float round-off).
 TRANSFORM_TOLERANCE = 1e-9
-REFERENCE_WINDOWS = 1000
-
-
-def _train_turbofan(
-    settings: Settings, training: datasets.TrainingSet, ws: Workspace
-) -> tuple[Any, dict]:
-    import matplotlib.pyplot as plt
-
-    from machine_health.domains.turbofan.training import (
-        merge_extra,
-        plot_learning_curves,
-        train_bundle,
-    )
-    from machine_health.monitoring.reference import log_reference, turbofan_reference
-
-    base, extra = training.data
-    bundle, info = train_bundle(
-        settings, base, model_name=settings.retrain_turbofan_model, seed=SEED, extra_df=extra,
-        config=turbofan_fit_config(settings),
-    )  # fmt: skip
-    registry.log_params(
-        {"model": info["model"], "epochs": info["epochs"], "window_stride": info["window_stride"]}
-    )
-    registry.log_metrics(
-        {"train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"],
-         "val_rmse_last": info["val_rmse_last"], "val_phm_last": info["val_phm_last"]}
-    )  # fmt: skip
-    fig = plot_learning_curves(info["history"], f"retrain {info['model']}")
-    registry.log_figure(fig, "plots/learning_curve.png")
-    plt.close(fig)
-    log_reference(turbofan_reference(merge_extra(base, extra), source="pipeline"))
-    return bundle, {
-        "train_seconds": info["train_seconds"],
-        "val_rmse": info["val_rmse"],
-        "val_rmse_last": info["val_rmse_last"],
-        "train_windows": info["train_windows"],
-        "window_stride": info["window_stride"],
-    }
-
-
-def _train_vibration(
-    settings: Settings, training: datasets.TrainingSet, ws: Workspace
-) -> tuple[Any, dict]:
-    import matplotlib.pyplot as plt
-
-    from machine_health.domains.vibration import train_bundle
-    from machine_health.domains.vibration.plots import envelope_figure
-    from machine_health.monitoring.reference import log_reference, vibration_reference
-
-    windows = training.data
-    # The rescale step computed the physics features of exactly these windows (the same
-    # snapshot, decoded the same way): computing them again was half of this step's time.
-    cached = ws.file(VIBRATION_FEATURES)
-    features = np.load(cached) if cached.exists() else None
-    bundle, info = train_bundle(
-        settings, windows, seed=SEED, extra={"hop": training.facts["hop"]}, features=features
-    )
-    registry.log_params({"threshold": round(bundle.threshold, 6), "target_fpr": bundle.target_fpr})
-    registry.log_metrics(
-        {"train_seconds": info["train_seconds"], "n_calibration": info["n_calibration"]}
-    )
-    fig = envelope_figure(windows, bundle.config)
-    registry.log_figure(fig, "plots/envelope_spectra.png")
-    plt.close(fig)
-    take = np.unique(np.linspace(0, len(windows) - 1, REFERENCE_WINDOWS).astype(int))
-    log_reference(
-        vibration_reference(
-            windows.windows[take], windows.rpm[take], bundle.config, source="pipeline"
-        )
-    )
-    return bundle, {"train_seconds": info["train_seconds"], "threshold": bundle.threshold}
 
 
 def run(
@@ -125,7 +48,6 @@ def run(
     extracted = ws.require("extract")
     rescaled = ws.require("rescale")
     training = datasets.training_set(settings, domain, read_snapshot(ws))
-    trainer = _train_turbofan if domain == "turbofan" else _train_vibration
     tags = {"domain": domain, "pipeline_run_id": run_id, "snapshot_sha256": extracted["sha256"]}
     registry.end_abandoned_runs(settings, {"domain": domain, "pipeline_run_id": run_id})
     with registry.start_run(settings, run_name=f"retrain-{domain}", tags=tags) as mlflow_run:
@@ -142,7 +64,8 @@ def run(
                 **{f"data_{k}": v for k, v in training.facts.items()},
             }
         )
-        bundle, metrics = trainer(settings, training, ws)
+        trained = get_domain(domain).train(settings, training, ws)
+        bundle, metrics = trained.bundle, trained.metrics
         gap = check_bundle_transform(domain, bundle, ws)
         if not gap <= TRANSFORM_TOLERANCE:
             raise ModelError(

@@ -70,19 +70,22 @@ async def read_prediction(
 async def create_feedback(
     body: FeedbackRequest, db: DbDep, state: StateDep, caller: Labeller
 ) -> dict[str, Any]:
-    """Record the inspected fault class of an archived vibration prediction."""
+    """Record the inspected class of an archived prediction (domains labelled by feedback)."""
     doc = await repository.get_prediction(db, body.prediction_id)
-    if doc["domain"] != "vibration":
+    name = doc["domain"]
+    domain = state.scorer.domains.get(name)
+    if domain is None or domain.label_mode != "feedback":
+        takers = [n for n, d in state.scorer.domains.items() if d.label_mode == "feedback"]
         raise InputError(
-            f"feedback labels vibration predictions; a {doc['domain']} prediction is labelled "
-            "by POST /assets/{unit_id}/failure"
+            f"feedback labels {' and '.join(takers) or 'no'} predictions; a {name} prediction "
+            "is labelled by POST /assets/{unit_id}/failure"
         )
-    loaded = state.holder.loaded("vibration")
+    loaded = state.holder.loaded(name)
     labels = getattr(loaded.bundle, "labels", None) if loaded else None
     if labels and body.label not in labels:
         raise InputError(f"label: {body.label!r} is not one of {', '.join(labels)}")
     return await repository.set_label(
-        db, body.prediction_id, domain="vibration", label=body.label, source="feedback",
+        db, body.prediction_id, domain=name, label=body.label, source="feedback",
         labelled_by=caller.username,
     )  # fmt: skip
 
@@ -95,7 +98,7 @@ async def create_failure(
     settings: SettingsDep,
     caller: Labeller,
 ) -> dict[str, Any]:
-    """Record a turbofan unit's failure cycle: back-fills the true RUL of its archived cycles.
+    """Record a unit's failure cycle: back-fills the true RUL of its archived cycles.
 
     Bounded, so one request cannot block retraining (the validate step refuses labels beyond
     its range): at least the unit's last archived cycle, at most MH_TURBOFAN_MAX_CYCLE and at

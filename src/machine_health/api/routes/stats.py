@@ -197,9 +197,7 @@ async def read_projection(
         db, domain=domain, model_version=model_version, since=since, until=until, limit=limit
     )
     loaded = state.holder.loaded(domain)
-    config = getattr(loaded.bundle, "config", None) if loaded else None
-    if domain == "vibration" and config is None:
-        from machine_health.domains.vibration.features import FeatureConfig
-
-        config = FeatureConfig()
-    return await asyncio.to_thread(projection.project, domain, records, config)
+    bundle = loaded.bundle if loaded else None
+    return await asyncio.to_thread(
+        projection.project, state.scorer.domains[domain], records, bundle
+    )

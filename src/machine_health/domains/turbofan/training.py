@@ -1,10 +1,8 @@
-"""Training, evaluation, benchmark and registration of turbofan RUL models.
+"""Training and evaluation of turbofan RUL models (no MLflow, no plots: see `workflow`, `plots`).
 
-The pipeline steps and the CLI call these functions:
-- `train_bundle(settings, train_df, model_name=..., seed=...)` -> (TurbofanBundle, info)
-- `evaluate_bundle(bundle, test_df, rul_true)` -> metrics of the LAST cycle of each test unit
-- `benchmark(settings, subset=..., models=..., seeds=...)` -> the issue's JSON shape
-- `train_and_register(settings, subset=..., model_name=...)` -> registry version and metrics
+- `train_bundle(settings, train_df, model_name=..., seed=...)` -> `TurbofanFit` (the bundle and
+  what its training measured);
+- `evaluate_bundle(bundle, test_df, rul_true)` -> metrics of the LAST cycle of each test unit.
 
 Model selection and early stopping use a validation split BY UNIT of the training histories;
 the test file is used only by `evaluate_bundle`.
@@ -17,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import pandas as pd
 
 from machine_health.config import Settings
 from machine_health.domains.turbofan.bundle import TurbofanBundle
-from machine_health.domains.turbofan.data import Subset, load_subset, rul_targets, split_units
+from machine_health.domains.turbofan.data import rul_targets, split_units
 from machine_health.domains.turbofan.features import FeatureTransform, fit_transform, thin_rows
 from machine_health.domains.turbofan.metrics import phm08_score, rul_metrics
 from machine_health.domains.turbofan.models import (
@@ -51,6 +50,32 @@ SMOKE_LENGTHS = (12, 120)  # one history shorter than the window (padding), one 
 TEST_LIKE_MIN_CYCLES = 30
 TEST_LIKE_MAX_RUL = 150
 WEIGHT_STEP = 0.05  # grid step of the ensemble's learned weights
+
+
+@dataclass(frozen=True)
+class TurbofanFit:
+    """A trained bundle and what its training measured (see `train_bundle`)."""
+
+    bundle: TurbofanBundle
+    model: str
+    seed: int
+    train_seconds: float
+    #: every cycle of the validation units vs the capped target
+    val_rmse: float
+    #: the test-like validation scores (see TEST_LIKE_MIN_CYCLES) and how many cuts they hold
+    val_rmse_last: float
+    val_phm_last: float
+    val_cuts: int
+    #: an ensemble's member weights by member label (None: one member, or equal weights)
+    weights: dict[str, float] | None
+    val_units: list[int]
+    train_unit_ids: list[int]
+    #: learning curves per member label (loss, val_loss, ...)
+    history: dict[str, dict[str, list[float]]]
+    #: epochs (trees for boosting) per member label, and per refitted member
+    epochs: dict[str, int]
+    window_stride: int
+    train_windows: int
 
 
 def validation_cuts(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -149,17 +174,17 @@ def train_bundle(
     extra_df: pd.DataFrame | None = None,
     config: FitConfig | None = None,
     _cache: dict[tuple[str, int], tuple[Fitted, float]] | None = None,
-) -> tuple[TurbofanBundle, dict[str, Any]]:
+) -> TurbofanFit:
     """Fit the feature transform and the model on training histories (no test data).
 
     `extra_df` holds more run-to-failure histories (same columns) appended to the training file.
-    The window and RUL cap come from `settings` (`turbofan_window`, `rul_cap`). Returns the bundle
-    and facts: train_seconds, validation RMSE (all cycles of the validation units vs the capped
-    target), the test-like validation scores (`val_rmse_last`, `val_phm_last`: see
-    TEST_LIKE_MIN_CYCLES), an ensemble's member weights (learned on those test-like cuts, applied
-    by the bundle), learning curves per member, the validation units. With `config.refit_all` the
-    returned members are refitted on all units for the epochs early stopping chose; the
-    validation figures and the weights are the split run's.
+    The window and RUL cap come from `settings` (`turbofan_window`, `rul_cap`). Returns the
+    bundle and what training measured: train_seconds, validation RMSE (all cycles of the
+    validation units vs the capped target), the test-like validation scores (`val_rmse_last`,
+    `val_phm_last`: see TEST_LIKE_MIN_CYCLES), an ensemble's member weights (learned on those
+    test-like cuts, applied by the bundle), learning curves per member, the validation units.
+    With `config.refit_all` the returned members are refitted on all units for the epochs early
+    stopping chose; the validation figures and the weights are the split run's.
     """
     config = config or FitConfig()
     names = members_of(model_name)
@@ -225,22 +250,23 @@ def train_bundle(
                "val_units": len(val_units), "refit_all": config.refit_all, **like},
         weights=split_bundle.weights,
     )  # fmt: skip
-    info = {
-        "model": model_name,
-        "seed": seed,
-        "train_seconds": seconds,
-        "val_rmse": val_rmse,
-        **like,
-        "val_cuts": int(like_mask.sum()),
-        "weights": None if weights is None else dict(zip(labels, weights, strict=True)),
-        "val_units": val_units,
-        "train_unit_ids": sorted(int(u) for u in fit_part["unit"].unique()),
-        "history": {label: m.history for label, m in zip(labels, members, strict=True)},
-        "epochs": epochs,
-        "window_stride": stride,
-        "train_windows": windows_used,
-    }
-    return bundle, info
+    return TurbofanFit(
+        bundle=bundle,
+        model=model_name,
+        seed=seed,
+        train_seconds=seconds,
+        val_rmse=val_rmse,
+        val_rmse_last=like["val_rmse_last"],
+        val_phm_last=like["val_phm_last"],
+        val_cuts=int(like_mask.sum()),
+        weights=None if weights is None else dict(zip(labels, weights, strict=True)),
+        val_units=val_units,
+        train_unit_ids=sorted(int(u) for u in fit_part["unit"].unique()),
+        history={label: m.history for label, m in zip(labels, members, strict=True)},
+        epochs=epochs,
+        window_stride=stride,
+        train_windows=windows_used,
+    )
 
 
 def _refit_size(member: Fitted) -> int:
@@ -255,6 +281,13 @@ def _fit(settings: Settings, frame: pd.DataFrame, config: FitConfig) -> FeatureT
         frame, window=settings.turbofan_window, cap=settings.rul_cap,
         use_cycle=config.use_cycle, smoothing=config.smoothing, max_levels=config.max_levels,
     )  # fmt: skip
+
+
+#: Public names of the first two steps of `train_bundle` (the transform fitted with the
+#: settings' window and cap; the windows and scaled targets of a frame), for the validation
+#: studies in research/.
+fit_feature_transform = _fit
+windows_and_targets = _xy
 
 
 def bundle_transform(
@@ -290,181 +323,13 @@ def evaluate_bundle(
     return metrics
 
 
-# --- plots ------------------------------------------------------------------------------------
-def plot_predictions(rul_true: np.ndarray, rul_pred: np.ndarray, title: str) -> Any:
-    """Predicted vs true RUL per test unit, units sorted by true RUL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = np.argsort(rul_true)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.plot(np.asarray(rul_true)[order], "k-", label="true RUL")
-    ax.plot(np.asarray(rul_pred)[order], "o", ms=3, label="predicted RUL")
-    ax.set_xlabel("test unit (sorted by true RUL)")
-    ax.set_ylabel("RUL (cycles)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return fig
 
 
-def plot_learning_curves(history: dict[str, dict[str, list[float]]], title: str) -> Any:
-    """Training and validation loss per epoch (or per tree for boosting) of every member."""
-    import matplotlib
+def __getattr__(name: str) -> Any:
+    # `benchmark` and `train_and_register` moved to `workflow` (they log to MLflow); callers
+    # that still import them from here (tests/integration/conftest.py, bench/) get them there.
+    if name in ("benchmark", "train_and_register"):
+        from machine_health.domains.turbofan import workflow
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for name, curves in history.items():
-        for key, style in (("loss", "-"), ("val_loss", "--")):
-            if curves.get(key):
-                ax.plot(curves[key], style, label=f"{name} {key}")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch (trees for hgb)")
-    ax.set_ylabel("MSE of RUL / cap")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _log_run(
-    settings: Settings,
-    bundle: TurbofanBundle,
-    info: dict[str, Any],
-    metrics: dict[str, float],
-    data: Subset,
-    predicted: np.ndarray,
-) -> None:
-    """Params, metrics and plots into the active MLflow run."""
-    import matplotlib.pyplot as plt
-
-    from machine_health import registry
-
-    registry.log_params(
-        {"subset": data.name, "model": info["model"], "seed": info["seed"],
-         "window": bundle.window, "rul_cap": bundle.cap, "regimes": bundle.transform.n_regimes,
-         "sensors": ",".join(bundle.transform.sensors),
-         "dropped_sensors": ",".join(bundle.transform.dropped) or "-",
-         "val_fraction": VAL_FRACTION, "epochs": json.dumps(info["epochs"]),
-         "weights": json.dumps(info["weights"])}
-    )  # fmt: skip
-    registry.log_metrics(
-        {**metrics, "train_seconds": info["train_seconds"], "val_rmse": info["val_rmse"],
-         "val_rmse_last": info["val_rmse_last"], "val_phm_last": info["val_phm_last"]}
-    )  # fmt: skip
-    title = f"{data.name} {info['model']} seed {info['seed']}"
-    for fig, name in (
-        (plot_predictions(data.rul, predicted, title), "plots/pred_vs_true.png"),
-        (plot_learning_curves(info["history"], title), "plots/learning_curve.png"),
-    ):
-        registry.log_figure(fig, name)
-        plt.close(fig)
-
-
-# --- benchmark and registration ----------------------------------------------------------------
-def benchmark(
-    settings: Settings,
-    *,
-    subset: str = "FD001",
-    models: Sequence[str] = ("hgb", "mlp", "cnn", "lstm", "cnn_gru", "cnn_ensemble", "ensemble"),
-    seeds: int = 3,
-    config: FitConfig | None = None,
-    log_mlflow: bool = True,
-) -> dict[str, Any]:
-    """Train and score every model over `seeds` seeds; the issue's JSON shape (+ per-seed rows).
-
-    An ensemble reuses its members trained with the same seed (its train_seconds is their sum).
-    """
-    data = load_subset(settings.data_dir, subset)
-    cache: dict[tuple[str, int], tuple[Fitted, float]] = {}
-    rows = []
-    for model_name in models:
-        members_of(model_name)  # fail fast on an unknown name
-        runs = []
-        for seed in range(seeds):
-            bundle, info = train_bundle(
-                settings, data.train, model_name=model_name, seed=seed, config=config,
-                _cache=cache,
-            )  # fmt: skip
-            metrics = evaluate_bundle(bundle, data.test, data.rul)
-            runs.append({"seed": seed, **metrics, "train_seconds": info["train_seconds"],
-                         "val_rmse": info["val_rmse"], "val_rmse_last": info["val_rmse_last"],
-                         "val_phm_last": info["val_phm_last"], "weights": info["weights"],
-                         "epochs": info["epochs"]})  # fmt: skip
-            logger.info(
-                "%s %s seed %d: val_rmse_last %.2f; test rmse %.2f phm %.0f (%.0fs)",
-                subset, model_name, seed, info["val_rmse_last"], metrics["rmse"],
-                metrics["phm_score"], info["train_seconds"],
-            )  # fmt: skip
-            if log_mlflow:
-                from machine_health import registry
-
-                _, predicted = predict_test(bundle, data.test)
-                with registry.start_run(
-                    settings, run_name=f"bench-{subset}-{model_name}-s{seed}",
-                    tags={"domain": "turbofan", "kind": "benchmark"},
-                ):  # fmt: skip
-                    _log_run(settings, bundle, info, metrics, data, predicted)
-        rows.append(_summarise(model_name, runs))
-    best = min(rows, key=lambda r: r["rmse"])["name"]
-    return {"subset": subset, "models": rows, "best": best}
-
-
-def _summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def mean(key: str) -> float:
-        return float(np.mean([r[key] for r in runs]))
-
-    return {
-        "name": name,
-        "rmse": mean("rmse"),
-        "phm_score": mean("phm_score"),
-        "mae": mean("mae"),
-        "r2": mean("r2"),
-        "smape": mean("smape"),
-        "train_seconds": mean("train_seconds"),
-        "predict_ms_per_unit": mean("predict_ms_per_unit"),
-        "val_rmse": mean("val_rmse"),
-        "val_rmse_last": mean("val_rmse_last"),
-        "val_phm_last": mean("val_phm_last"),
-        "seeds": len(runs),
-        "rmse_std": float(np.std([r["rmse"] for r in runs])),
-        "phm_score_std": float(np.std([r["phm_score"] for r in runs])),
-        "runs": runs,
-    }
-
-
-def train_and_register(
-    settings: Settings,
-    *,
-    subset: str = "FD001",
-    model_name: str = DEFAULT_MODEL,
-    seed: int = 0,
-    config: FitConfig | None = None,
-) -> dict[str, Any]:
-    """Train one model, score it on the test file, register it; version 1 becomes champion."""
-    from machine_health import registry
-    from machine_health.monitoring.reference import log_reference, turbofan_reference
-
-    data = load_subset(settings.data_dir, subset)
-    bundle, info = train_bundle(
-        settings, data.train, model_name=model_name, seed=seed, config=config
-    )
-    metrics = evaluate_bundle(bundle, data.test, data.rul)
-    _, predicted = predict_test(bundle, data.test)
-    with registry.start_run(
-        settings, run_name=f"train-{subset}-{model_name}", tags={"domain": "turbofan"}
-    ) as run:
-        _log_run(settings, bundle, info, metrics, data, predicted)
-        # The training inputs' reference, so drift can be measured for this version too.
-        log_reference(turbofan_reference(data.train, source=f"train {subset}"))
-        ref = registry.log_bundle(settings, bundle)
-    champion = registry.ensure_champion(settings, "turbofan", ref.version)
-    return {
-        "subset": subset, "model": model_name, "seed": seed, "version": ref.version,
-        "champion": champion, "run_id": run.info.run_id, "train_seconds": info["train_seconds"],
-        **metrics,
-    }  # fmt: skip
+        return getattr(workflow, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

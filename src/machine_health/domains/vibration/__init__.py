@@ -1,67 +1,51 @@
 """Motor vibration / acoustic domain: waveform windows -> anomaly score + bearing fault class.
 
-Public API (what the API and the pipeline call):
+Modules: `domain` (the `Domain` and its request schemas), `data` (manifests, recordings, the
+per-recording time split, windows), `physics` (resampling, filters, bearing defect
+frequencies), `features`, `bundle` (the model artifact), `training` (train and evaluate a
+bundle), `plots`, `workflow` (benchmark, train-and-register, evaluate: the CLI's commands),
+`retrain` (the pipeline steps' part), `monitoring` (drift and live performance), `demo` (the
+demo's traffic), `commands` and `ui` (light: the CLI and the UI).
 
-- `DOMAIN` (`VibrationDomain`): schemas, primary metrics, `example_input(data_dir)`.
-- `load_manifest(dir)`, `resolve_manifest_dir(path)`, `make_windows(...)`, `time_split(...)`:
-  labelled recordings and the per-recording time split.
-- `extract_features(windows, rpm, config)`, `feature_names(config)`, `FeatureConfig`.
-- `train_bundle(settings, windows, *, seed)` -> `(VibrationBundle, info)`,
-  `evaluate_bundle(bundle, windows)` -> metrics in the benchmark JSON shape, `flat_metrics`.
-- `workflow`: `benchmark`, `train_and_register`, `evaluate_model` (the CLI commands).
+This file stays light (the CLI and the UI import the package for `commands` and `ui`): the
+names below are imported from their module on first use.
 """
 
 from __future__ import annotations
 
-from machine_health.domains.vibration.bundle import VibrationBundle
-from machine_health.domains.vibration.data import (
-    NORMAL,
-    Recording,
-    WindowSet,
-    frame,
-    load_manifest,
-    make_windows,
-    resolve_manifest_dir,
-    time_split,
-)
-from machine_health.domains.vibration.domain import (
-    DOMAIN,
-    VibrationDomain,
-    VibrationInput,
-    VibrationOutput,
-)
-from machine_health.domains.vibration.features import (
-    FeatureConfig,
-    extract_features,
-    feature_names,
-)
-from machine_health.domains.vibration.physics import SKF_6205, BearingGeometry
-from machine_health.domains.vibration.training import (
-    evaluate_bundle,
-    flat_metrics,
-    train_bundle,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "DOMAIN",
-    "NORMAL",
-    "SKF_6205",
-    "BearingGeometry",
-    "FeatureConfig",
-    "Recording",
-    "VibrationBundle",
-    "VibrationDomain",
-    "VibrationInput",
-    "VibrationOutput",
-    "WindowSet",
-    "evaluate_bundle",
-    "extract_features",
-    "feature_names",
-    "flat_metrics",
-    "frame",
-    "load_manifest",
-    "make_windows",
-    "resolve_manifest_dir",
-    "time_split",
-    "train_bundle",
-]
+_EXPORTS = {
+    "DOMAIN": "domain",
+    "VibrationDomain": "domain",
+    "VibrationInput": "domain",
+    "VibrationOutput": "domain",
+    "NORMAL": "data",
+    "Recording": "data",
+    "WindowSet": "data",
+    "frame": "data",
+    "load_manifest": "data",
+    "make_windows": "data",
+    "resolve_manifest_dir": "data",
+    "time_split": "data",
+    "FeatureConfig": "features",
+    "extract_features": "features",
+    "feature_names": "features",
+    "SKF_6205": "physics",
+    "BearingGeometry": "physics",
+    "VibrationBundle": "bundle",
+    "VibrationFit": "training",
+    "evaluate_bundle": "training",
+    "flat_metrics": "training",
+    "train_bundle": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,22 +1,44 @@
-"""The vibration / acoustic domain: request and answer schemas, and its `Domain` object."""
+"""The vibration / acoustic domain: request and answer schemas, and its `Domain` object.
+
+The pipeline, monitoring and demo methods delegate to `retrain`, `monitoring` and `demo`
+(imported when called: they need scikit-learn, pyarrow or MLflow).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from machine_health.config import Settings
-from machine_health.domains.base import Domain
+from machine_health.domains.base import (
+    Domain,
+    EvaluationSet,
+    LabelMode,
+    ModelBundle,
+    Problem,
+    TrainingSet,
+    TrainResult,
+)
 from machine_health.domains.vibration.data import (
     load_manifest,
     make_windows,
     resolve_manifest_dir,
 )
 from machine_health.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from rich.progress import Progress
+
+    from machine_health.monitoring.reference import Reference
+    from machine_health.pipeline.workspace import Workspace
+    from machine_health.simulate import ReplayOptions, Tally
 
 #: physical bounds of a request (not deployment knobs): accelerometers and microphones of
 #: motor test benches sample between 1 and 200 kHz; motors turn between 60 and 30,000 rpm.
@@ -113,6 +135,11 @@ class VibrationDomain(Domain):
         "recall_at_fpr": "max",
         "macro_f1": "max",
     }
+    label_mode: ClassVar[LabelMode] = "feedback"
+    min_labelled: ClassVar[int] = 20  # labelled windows
+    live_columns: ClassVar[tuple[str, ...]] = (
+        "n_predictions", "precision", "recall", "false_alarm_rate", "macro_f1",
+    )  # fmt: skip
 
     def example_input(self, data_dir: Path, label: str = "inner_race") -> dict[str, Any]:
         """The first 2048-sample window of the test portion of a real `label` recording."""
@@ -135,6 +162,93 @@ class VibrationDomain(Domain):
             "rpm": rec.rpm,
             "channel": rec.channel,
         }
+
+
+    # --- retraining pipeline (domains/vibration/retrain.py) --------------------------------
+    def snapshot_schema(self) -> pa.Schema:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.snapshot_schema()
+
+    def snapshot_row(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.snapshot_row(doc)
+
+    def validation_problems(self, table: pa.Table, settings: Settings) -> list[Problem]:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.validation_problems(table, settings)
+
+    def validation_facts(self, table: pa.Table) -> dict[str, Any]:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.validation_facts(table)
+
+    def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.training_set(settings, table)
+
+    def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.evaluation_set(settings, table)
+
+    def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.rescale(settings, training, ws)
+
+    def transform_gap(self, bundle: ModelBundle, ws: Workspace) -> float:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.transform_gap(bundle, ws)
+
+    def train(self, settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.train(settings, training, ws)
+
+    def score(self, bundle: ModelBundle, evaluation: EvaluationSet) -> dict[str, float]:
+        from machine_health.domains.vibration.training import evaluate_bundle, flat_metrics
+
+        return flat_metrics(evaluate_bundle(bundle, evaluation.data))  # type: ignore[arg-type]
+
+    # --- monitoring (domains/vibration/monitoring.py) ---------------------------------------
+    def drift_features(
+        self, records: Sequence[Mapping[str, Any]], reference: Reference
+    ) -> tuple[pd.DataFrame, list[str] | None]:
+        from machine_health.domains.vibration import monitoring
+
+        config = monitoring.feature_config(reference.meta)
+        return monitoring.features_from_records(records, config), None
+
+    def projection_features(
+        self, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
+    ) -> pd.DataFrame:
+        from machine_health.domains.vibration.monitoring import projection_features
+
+        return projection_features(records, bundle)
+
+    def live_performance(
+        self, records: Sequence[Mapping[str, Any]], settings: Settings
+    ) -> dict[str, dict[str, Any]]:
+        from machine_health.domains.vibration.monitoring import live_performance
+
+        return live_performance(records, min_predictions=self.min_labelled)
+
+    def degraded(self, metrics: Mapping[str, Any], settings: Settings) -> bool:
+        return float(metrics["recall"]) < settings.live_recall_min
+
+    # --- the demo's traffic (domains/vibration/demo.py) -------------------------------------
+    async def replay(
+        self, client: Any, data_root: Path, options: ReplayOptions, tally: Tally,
+        progress: Progress,
+    ) -> None:  # fmt: skip
+        from machine_health.domains.vibration.demo import replay
+
+        await replay(client, data_root / "cwru", options, tally, progress)
 
 
 DOMAIN = VibrationDomain()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,23 @@ CALIBRATION_FRACTION = 0.3
 #: few, strong boosting rounds: each round is one tree per class to walk at prediction time,
 #: so 30 rounds keep one-window classification under 1 ms (the accuracy is the same as 100).
 CLASSIFIER_ROUNDS = 30
+
+
+@dataclass(frozen=True)
+class VibrationFit:
+    """A trained bundle and what its training measured (all of it, with the caller's `extra`,
+    is also in `bundle.info`, saved with the bundle)."""
+
+    bundle: VibrationBundle
+    train_seconds: float
+    n_train_windows: int
+    #: normal windows the detector was fitted on, and those that set its threshold
+    n_detector_fit: int
+    n_calibration: int
+    #: non-overlapping windows the (overlapping) calibration windows are worth
+    n_calibration_independent: int
+    #: training windows per class
+    train_counts: dict[str, int]
 
 
 def split_fit_calibration(windows: WindowSet) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +87,7 @@ def train_bundle(
     seed: int,
     extra: dict[str, Any] | None = None,
     features: np.ndarray | None = None,
-) -> tuple[VibrationBundle, dict[str, Any]]:
+) -> VibrationFit:
     """Fit the detector (normal windows only) and the fault classifier on training windows.
 
     `features`: the windows' `extract_features` rows when already computed (the pipeline's
@@ -150,7 +168,15 @@ def train_bundle(
         threshold,
         calibration.sum(),
     )
-    return bundle, info
+    return VibrationFit(
+        bundle=bundle,
+        train_seconds=info["train_seconds"],
+        n_train_windows=info["n_train_windows"],
+        n_detector_fit=info["n_detector_fit"],
+        n_calibration=info["n_calibration"],
+        n_calibration_independent=info["n_calibration_independent"],
+        train_counts=info["train_counts"],
+    )
 
 
 def _hop(windows: WindowSet) -> int:

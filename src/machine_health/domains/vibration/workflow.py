@@ -24,6 +24,7 @@ from machine_health.domains.vibration.data import (
     make_windows,
     resolve_manifest_dir,
 )
+from machine_health.domains.vibration.monitoring import training_reference
 from machine_health.domains.vibration.plots import (
     confusion_figure,
     envelope_figure,
@@ -31,7 +32,7 @@ from machine_health.domains.vibration.plots import (
 )
 from machine_health.domains.vibration.training import evaluate_bundle, flat_metrics, train_bundle
 from machine_health.errors import ModelError
-from machine_health.monitoring.reference import log_reference, vibration_training_reference
+from machine_health.monitoring.reference import log_reference
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +103,17 @@ def _train_and_score(
         make_windows(recordings, portion=p, window=WINDOW, hop=hop, sample_rate=SAMPLE_RATE)
         for p in ("train", "test")
     )
-    bundle, info = train_bundle(
-        settings, train, seed=seed, extra={"hop": hop, "data_dir": str(data_dir)}
-    )
+    fit = train_bundle(settings, train, seed=seed, extra={"hop": hop, "data_dir": str(data_dir)})
+    bundle = fit.bundle
     metrics = evaluate_bundle(bundle, test)
     latency = predict_latency_ms(bundle, test)
     result = {
         **metrics,
-        "train_seconds": float(info["train_seconds"]),
+        "train_seconds": float(fit.train_seconds),
         "predict_ms_per_window": latency["p50_ms"],
     }
     details = {
-        **info,
+        **bundle.info,
         "n_test_windows": len(test),
         "n_test_normal": int((~test.is_fault).sum()),
         # Non-overlapping-equivalent normal test windows: the real resolution of observed_fpr.
@@ -183,7 +183,7 @@ def train_and_register(
         bundle, result, details, test = _train_and_score(settings, data_dir, seed=seed, hop=hop)
         _log_run(bundle, result, details, test)
         # The drift reference travels with the version (monitoring/reference.py).
-        log_reference(vibration_training_reference(data_dir, bundle.config))
+        log_reference(training_reference(data_dir, bundle.config))
         ref = registry.log_bundle(settings, bundle)
     champion = registry.ensure_champion(settings, DOMAIN, ref.version)
     return {"model": ref.name, "version": ref.version, "champion": champion, **result}
