@@ -30,11 +30,10 @@ SKLEARN_MODELS = ("hgb",)
 TABULAR_MODELS = ("hgb", "mlp")
 #: name -> members averaged by the bundle (a plain model is its own single member).
 #: A repeated member is trained with another seed (seed + 1000 * repeat). `ensemble` (the
-#: served default) won the 5-fold-by-unit validation study `bench._turbofan_ensemble_study`
-#: with `--mlps 3`: hgb and three MLPs score test-like RMSE 11.13 against 11.81 for
-#: `cnn_ensemble` (the default before), better on every fold; adding the CNNs to them gains
-#: nothing (11.12) at six times the training time, the LSTM or the CNN-GRU scores worse (11.14,
-#: 11.17; `--extra lstm`, `--extra cnn_gru`).
+#: served default) was chosen over `cnn_ensemble` (the default before), over adding the CNNs
+#: and over an LSTM or a CNN-GRU member by a 5-fold-by-unit validation study: figures in
+#: docs/BENCHMARKS.md, "Validation study: an MLP of the rolling features, and the ensemble's
+#: members".
 ENSEMBLES: dict[str, tuple[str, ...]] = {
     "ensemble": ("hgb", "mlp", "mlp", "mlp"),
     "cnn_ensemble": ("cnn", "cnn", "cnn", "hgb"),
@@ -63,18 +62,15 @@ class FitConfig:
     max_windows: int | None = None
     #: the tabular models' extra feature scales (hgb's, and the mlp's since it joined): mean and
     #: slope of the last k cycles besides the whole window (`features.rolling_features`); () =
-    #: the whole-window summary only. (10, 30, 60) won hgb's 5-fold-by-unit validation study
-    #: (`bench._turbofan_hgb_study`: test-like RMSE 12.74 against 13.49 for the window only,
-    #: better on every fold); scales >= the window are skipped.
+    #: the whole-window summary only; scales >= the window are skipped. (10, 30, 60): see
+    #: docs/BENCHMARKS.md, "Validation study: multi-scale features for `hgb`".
     hgb_scales: tuple[int, ...] = (10, 30, 60)
-    #: units of the MLP's first hidden layer (the second has half): widths 32 to 512 were
-    #: compared in the ensemble study's folds; 256 and 512 tie (test-like RMSE of hgb and three
-    #: MLPs 11.13 for both, against 11.57 for 32)
+    #: units of the MLP's first hidden layer (the second has half); widths 32 to 512 compared in
+    #: docs/BENCHMARKS.md, "Validation study: an MLP of the rolling features, and the ensemble's
+    #: members"
     mlp_width: int = 256
-    #: hgb's tree settings, chosen by the studies `trees` and `trees-2` of the same module on
-    #: the same folds: smaller, coarser trees, each split choosing from half the features
-    #: (test-like RMSE 12.19 against 12.74 for 31 leaves / 40 per leaf / all features, better
-    #: on every fold).
+    #: hgb's tree settings: smaller, coarser trees, each split choosing from half the features;
+    #: see docs/BENCHMARKS.md, "Validation study: the tree settings of `hgb`".
     hgb_learning_rate: float = 0.08
     hgb_max_leaf_nodes: int = 15
     hgb_min_samples_leaf: int = 200
