@@ -18,16 +18,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pymongo import ASCENDING
-from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from machine_health.archive.client import PREDICTIONS, sync_client
+from machine_health.archive.client import open_db
+from machine_health.archive.labels import count_labelled, labelled_filter, stream_labelled
 from machine_health.config import Settings
 from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
-from machine_health.errors import DataError, StoreError
+from machine_health.errors import DataError
 from machine_health.pipeline.workspace import Workspace, sha256_of, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -50,11 +49,6 @@ COMMON_FIELDS = [
 def snapshot_schema(domain: str) -> pa.Schema:
     """The snapshot's columns for `domain`: the common ones, then the domain's (ending `label`)."""
     return pa.schema([*COMMON_FIELDS, *get_domain(domain).snapshot_schema()])
-
-
-def labelled_query(domain: str, interval_end: datetime) -> dict[str, Any]:
-    """THE query of labelled rows of a domain known at `interval_end` (see archive/records.py)."""
-    return {"domain": domain, "label": {"$ne": None}, "labelled_at": {"$lte": interval_end}}
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -123,20 +117,14 @@ def run(
     schema = snapshot_schema(domain)
     # Classes (text labels) are tallied in the result; numeric labels (a RUL) are not.
     count_labels = pa.types.is_string(schema.field("label").type)
-    query = labelled_query(domain, ws.interval_end)
+    query = labelled_filter(domain, ws.interval_end)
     started = time.perf_counter()
-    client = sync_client(settings)
     tmp = ws.file(f".{SNAPSHOT}.tmp")
     rows = in_interval = 0
     labels: dict[str, int] = {}
-    try:
-        coll = client[settings.mongodb_db][PREDICTIONS]
-        total = count_matching(coll, query)
-        cursor = (
-            coll.find(query, {"_id": 0, "output": 0})
-            .sort([("created_at", ASCENDING), ("prediction_id", ASCENDING)])
-            .batch_size(BATCH_ROWS)
-        )
+    with open_db(settings) as db:
+        total = count_labelled(db, domain, ws.interval_end)
+        cursor = stream_labelled(db, domain, ws.interval_end, batch_size=BATCH_ROWS)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _progress() as bar:
             task = bar.add_task("extract", total=total)
             for batch in _batches(get_domain(domain), cursor):
@@ -150,10 +138,6 @@ def run(
                     for r in batch:
                         labels[r["label"]] = labels.get(r["label"], 0) + 1
                 bar.update(task, advance=len(batch))
-    except PyMongoError as exc:
-        raise StoreError(f"extract {domain}: cannot read the archive: {exc}") from exc
-    finally:
-        client.close()
     snapshot = ws.file(SNAPSHOT)
     tmp.replace(snapshot)
     seconds = time.perf_counter() - started
@@ -182,15 +166,6 @@ def run(
             **({"labels": labels} if labels else {}),
         },
     )
-
-
-def count_matching(coll: Any, query: dict[str, Any]) -> int:
-    """Documents matching `query`, counted off a cursor of ids.
-
-    Neither shortcut works here on the embedded store (nx-27017 0.8.1): `count_documents` is
-    very slow, and an aggregate `$match` with a datetime range counts 0 where `find` matches.
-    """
-    return sum(1 for _ in coll.find(query, {"_id": 1}).batch_size(10_000))
 
 
 def _jsonable(query: dict[str, Any]) -> dict[str, Any]:
