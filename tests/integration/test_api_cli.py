@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 from pymongo.database import Database
 
-from machine_health.config import Settings
 from machine_health.security import verify_password
+from machine_health.config import Settings
+from tests.support.cli import run_cli
 from tests.support.paths import REPO
 from tests.support.servers import free_port
 
@@ -20,10 +21,9 @@ CLI = [sys.executable, "-m", "machine_health"]
 
 
 def _run(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], env={**os.environ, **settings.as_env(), **env}, cwd=REPO,
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    """`machine-health *args` in-process (Typer's CliRunner): the command, not a process."""
+    done = run_cli(args, env={**settings.as_env(), **env})
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
 
 
 def test_users_create_reads_the_password_from_the_named_variable(
@@ -55,11 +55,9 @@ def test_users_create_reads_the_password_from_the_named_variable(
 
 
 def _run_with_stdin(settings: Settings, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
-    # A new session has no controlling terminal: the hidden prompt reads stdin, as under a pipe.
-    return subprocess.run(
-        [*CLI, *args], env={**os.environ, **settings.as_env()}, cwd=REPO, input=stdin,
-        capture_output=True, text=True, timeout=120, check=False, start_new_session=True,
-    )  # fmt: skip
+    # The hidden prompt reads `stdin`, as under a pipe (CliRunner gives no terminal either).
+    done = run_cli(args, env=settings.as_env(), input=stdin)
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
 
 
 def test_users_create_prompts_for_the_password_twice(settings: Settings, db: Database) -> None:
