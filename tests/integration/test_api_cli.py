@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from pymongo.database import Database
 
-from machine_health.security import verify_password
 from machine_health.config import Settings
+from machine_health.security import verify_password
 from tests.support.cli import run_cli
 from tests.support.paths import REPO
 from tests.support.servers import free_port
