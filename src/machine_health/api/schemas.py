@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 
+from machine_health.domains import DOMAINS
 from machine_health.domains.turbofan import JsonInteger, max_cycle
 
 INT64_MAX = 2**63 - 1  # the largest integer BSON (and so the archive) can hold
@@ -174,4 +175,4 @@ class ReloadRequest(BaseModel):
         None, pattern=r"^[A-Za-z0-9_-]+$", description="A registry alias (default champion)."
     )
 
-    model_config = {"json_schema_extra": {"examples": [{"domain": "vibration"}, {}]}}
+    model_config = {"json_schema_extra": {"examples": [{"domain": next(iter(DOMAINS))}, {}]}}

@@ -62,8 +62,8 @@ async def backfill_failure(
     failure_cycle: int,
     *,
     labelled_by: str,
+    domain: str,
     source: str = "failure",
-    domain: str = "turbofan",
     max_label: int | None = None,
 ) -> dict[str, Any]:
     """Label every archived cycle of a unit with its true RUL = failure_cycle - cycle, with who

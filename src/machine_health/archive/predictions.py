@@ -108,7 +108,7 @@ async def find_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, An
 
 
 async def unit_history(
-    db: AsyncDatabase, unit_id: str, limit: int, *, domain: str = "turbofan"
+    db: AsyncDatabase, unit_id: str, limit: int, *, domain: str
 ) -> list[dict[str, Any]]:
     """The last `limit` archived cycles of a unit, oldest first."""
     try:

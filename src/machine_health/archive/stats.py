@@ -83,7 +83,7 @@ async def count_by(db: AsyncDatabase, domain: str, key: str) -> dict[str, int]:
 
 
 async def rul_histogram(
-    db: AsyncDatabase, edges: list[float], *, domain: str = "turbofan"
+    db: AsyncDatabase, edges: list[float], *, domain: str
 ) -> list[dict[str, Any]]:
     """Predicted RUL counts per `[edges[i], edges[i+1])`; values beyond the edges as "other"."""
     pipeline = [

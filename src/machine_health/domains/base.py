@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -33,8 +33,6 @@ if TYPE_CHECKING:  # heavy or circular at import time; the methods receive them 
     from rich.progress import Progress
 
     from machine_health.config import Settings
-    from machine_health.monitoring.reference import Reference
-    from machine_health.pipeline.workspace import Workspace
     from machine_health.simulate import ReplayOptions, Tally
 
 BUNDLE_MANIFEST = "bundle.json"
@@ -120,6 +118,22 @@ def load_bundle(path: Path) -> ModelBundle:
 #: - "failure_backfill": a unit's failure cycle (POST /assets/{unit_id}/failure) back-fills the
 #:   label (cycles left) of every archived cycle of that unit.
 LabelMode = Literal["feedback", "failure_backfill"]
+
+
+class Workspace(Protocol):
+    """What a domain uses of a retraining run's workspace (`pipeline.workspace.Workspace`)."""
+
+    def file(self, name: str) -> Path:
+        """The path of `name` in the run's directory."""
+        ...
+
+
+class Reference(Protocol):
+    """What a domain uses of a drift reference (`monitoring.reference.Reference`)."""
+
+    #: what the training that logged it recorded (e.g. its feature configuration)
+    meta: dict[str, Any]
+
 
 #: (rule, boolean mask of the snapshot rows that break it): one finding of the validate step.
 Problem = tuple[str, "np.ndarray"]

@@ -4,6 +4,7 @@ and an admin's repair of a unit (DELETE /assets/{unit_id}/cycles)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -22,6 +23,7 @@ from machine_health.api.schemas import (
 )
 from machine_health.api.scoring import is_sequence_domain, public_document
 from machine_health.archive import repository, unit_state
+from machine_health.domains.base import Domain
 from machine_health.errors import Forbidden, InputError, NotFound
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,24 @@ logger = logging.getLogger(__name__)
 router = api_router(tags=["archive"])
 
 _SAFE = r"^[A-Za-z0-9_.:@-]+$"
+#: a unit's domain; may be left out while one domain alone has units (the registry says which)
+_DomainQuery = Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")]
+
+
+def _backfilled(domain: Domain) -> bool:
+    return domain.label_mode == "failure_backfill"
+
+
+def _only_domain(state: Any, name: str | None, what: str, fits: Callable[[Domain], bool]) -> str:
+    """`name` when its domain `fits`; when None, the one served domain that does."""
+    candidates = [n for n, d in state.scorer.domains.items() if fits(d)]
+    if name is None and len(candidates) == 1:
+        return candidates[0]
+    if name is None:
+        raise InputError(f"domain: say which of {', '.join(candidates) or 'none'} ({what})")
+    if name not in candidates:
+        raise NotFound(f"{name!r} is not a domain {what}")
+    return name
 
 
 @router.get("/predictions", response_model=PredictionPage)
@@ -95,8 +115,10 @@ async def create_failure(
     unit_id: Annotated[str, Path(max_length=64, pattern=_SAFE)],
     body: FailureRequest,
     db: DbDep,
+    state: StateDep,
     settings: SettingsDep,
     caller: Labeller,
+    domain: _DomainQuery = None,
 ) -> dict[str, Any]:
     """Record a unit's failure cycle: back-fills the true RUL of its archived cycles.
 
@@ -109,9 +131,10 @@ async def create_failure(
             f"failure_cycle {body.failure_cycle} is beyond the plausible maximum "
             f"{settings.turbofan_max_cycle} (MH_TURBOFAN_MAX_CYCLE)"
         )
+    name = _only_domain(state, domain, "labelled by a failure", _backfilled)
     return await repository.backfill_failure(
         db, unit_id, body.failure_cycle, labelled_by=caller.username, source="failure",
-        max_label=settings.turbofan_max_rul_label,
+        domain=name, max_label=settings.turbofan_max_rul_label,
     )  # fmt: skip
 
 
@@ -122,7 +145,7 @@ async def delete_unit_cycles(
     db: DbDep,
     state: StateDep,
     caller: CurrentUser,
-    domain: Annotated[str, Query(max_length=32, pattern=r"^[a-z_]+$")] = "turbofan",
+    domain: _DomainQuery = None,
 ) -> dict[str, Any]:
     """Admin only: delete a unit's archived cycles >= from_cycle and reset its serving state.
 
@@ -133,8 +156,7 @@ async def delete_unit_cycles(
     if caller.role != "admin":
         raise Forbidden(f"role {caller.role!r} may not purge a unit's cycles (admin only)")
     scorer = state.scorer
-    if domain not in scorer.domains or not is_sequence_domain(scorer.domains[domain]):
-        raise NotFound(f"{domain!r} is not a domain scored cycle by cycle")
+    domain = _only_domain(state, domain, "scored cycle by cycle", is_sequence_domain)
     async with scorer.histories.lock(unit_id):
         purged = await repository.purge_unit_cycles(db, domain, unit_id, from_cycle)
         reset = await unit_state.delete(db, domain, unit_id)

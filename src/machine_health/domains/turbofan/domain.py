@@ -23,8 +23,10 @@ from machine_health.domains.base import (
     LabelMode,
     ModelBundle,
     Problem,
+    Reference,
     TrainingSet,
     TrainResult,
+    Workspace,
 )
 from machine_health.domains.turbofan.data import (
     SENSORS,
@@ -40,8 +42,6 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from machine_health.domains.turbofan.bundle import HistoryRow
-    from machine_health.monitoring.reference import Reference
-    from machine_health.pipeline.workspace import Workspace
     from machine_health.simulate import ReplayOptions, Tally
 
 N_SETTINGS, N_SENSORS = len(SETTINGS), len(SENSORS)

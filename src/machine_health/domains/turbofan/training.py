@@ -323,8 +323,6 @@ def evaluate_bundle(
     return metrics
 
 
-
-
 def __getattr__(name: str) -> Any:
     # `benchmark` and `train_and_register` moved to `workflow` (they log to MLflow); callers
     # that still import them from here (tests/integration/conftest.py, bench/) get them there.

@@ -21,8 +21,10 @@ from machine_health.domains.base import (
     LabelMode,
     ModelBundle,
     Problem,
+    Reference,
     TrainingSet,
     TrainResult,
+    Workspace,
 )
 from machine_health.domains.vibration.data import (
     load_manifest,
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from rich.progress import Progress
 
-    from machine_health.monitoring.reference import Reference
-    from machine_health.pipeline.workspace import Workspace
     from machine_health.simulate import ReplayOptions, Tally
 
 #: physical bounds of a request (not deployment knobs): accelerometers and microphones of
@@ -162,7 +162,6 @@ class VibrationDomain(Domain):
             "rpm": rec.rpm,
             "channel": rec.channel,
         }
-
 
     # --- retraining pipeline (domains/vibration/retrain.py) --------------------------------
     def snapshot_schema(self) -> pa.Schema:

@@ -7,6 +7,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from machine_health.domains import DOMAINS, domain_module
+from machine_health.domains.view import DomainView
 from machine_health.ui import charts, common
 
 _HISTORY = 50
@@ -80,6 +82,7 @@ def _performance_rows(reports: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def show_performance(domain: str) -> None:
+    view: DomainView = domain_module(domain, "ui").VIEW  # type: ignore[union-attr]
     listing = common.fetch(
         "/reports/performance", "Reading performance reports...", domain=domain, limit=_HISTORY
     )
@@ -88,8 +91,8 @@ def show_performance(domain: str) -> None:
     reports = listing["items"]
     if not reports:
         st.info(
-            f"No live-performance report for {domain} yet: it needs labels (vibration feedback, "
-            "turbofan failures) and a monitoring run (the retrain DAG, or "
+            f"No live-performance report for {domain} yet: it needs labels ({view.labels_hint}) "
+            "and a monitoring run (the retrain DAG, or "
             f"`machine-health performance --domain {domain}`)."
         )
         return
@@ -105,7 +108,7 @@ def show_performance(domain: str) -> None:
         st.info("No labelled prediction in the latest report's window.")
         return
     st.dataframe(current, hide_index=True)
-    metric = "rmse" if domain == "turbofan" else "recall"
+    metric = view.performance_metric
     history = _performance_rows(reports)
     if len(reports) > 1 and metric in history:
         st.markdown(f"**{metric} over time, per model version**")
@@ -115,7 +118,7 @@ def show_performance(domain: str) -> None:
 def render() -> None:
     st.title("Drift and performance")
     common.refresh_button("drift_refresh")
-    domain = st.selectbox("Domain", ["vibration", "turbofan"], key="drift_domain")
+    domain = st.selectbox("Domain", list(DOMAINS), key="drift_domain")
     drift_tab, performance_tab = st.tabs(["Input drift", "Live performance"])
     with drift_tab:
         show_drift(domain)

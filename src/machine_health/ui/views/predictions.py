@@ -1,36 +1,37 @@
 """Predictions: the archive filtered by domain, asset, time and model version; one in detail.
 
-A vibration prediction shows its window's waveform, spectrum and envelope spectrum with the
-bearing defect frequencies marked; a turbofan unit shows its sensor trajectories and the
-predicted RUL over cycles against the true RUL once its failure is known.
+One prediction in detail is drawn by its domain's view (`<domain package>.ui.VIEW`): e.g. a
+vibration window's spectra, or a turbofan unit's sensor trajectories and RUL over cycles.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from machine_health.samples import decode_samples
-from machine_health.ui import charts, common, signals
-from machine_health.ui.client import ApiError
+from machine_health.domains import DOMAINS, domain_module
+from machine_health.domains.view import DomainView
+from machine_health.ui import common
 
 PAGE_SIZE = 50
-DEGRADATION_SENSORS = ["sensor_2", "sensor_3", "sensor_4", "sensor_7", "sensor_11", "sensor_12"]
-ALL_SENSORS = [f"sensor_{i}" for i in range(1, 22)]
+
+
+def view(domain: str) -> DomainView | None:
+    """The domain's page parts, None for a domain this UI does not know."""
+    module = domain_module(domain, "ui") if domain in DOMAINS else None
+    return getattr(module, "VIEW", None)
 
 
 def summary(item: dict[str, Any]) -> str:
     """One line saying what the model answered."""
     out = item.get("output") or {}
-    if "fault_class" in out:
-        flag = ", anomaly" if out.get("is_anomaly") else ""
-        return f"{out['fault_class']} (score {out.get('anomaly_score', float('nan')):.2f}{flag})"
-    if "rul" in out:
-        return f"RUL {out['rul']:.1f}"
-    return str(out)
+    shown = view(item["domain"])
+    try:
+        return shown.summary(out) if shown else str(out)
+    except (KeyError, TypeError, ValueError):  # an output of another shape: show it raw
+        return str(out)
 
 
 def table(items: list[dict[str, Any]]) -> pd.DataFrame:
@@ -51,88 +52,10 @@ def table(items: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def show_vibration(prediction_id: str) -> None:
-    try:
-        with st.spinner("Reading the archived window..."):
-            doc = common.api().get(f"/predictions/{prediction_id}")
-    except ApiError as exc:
-        common.show_error(exc)
-        return
-    body, out = doc["input"], doc["output"]
-    samples = decode_samples(body["samples"])
-    rate, rpm = float(body["sample_rate"]), body.get("rpm")
-    analysis = signals.analyse(samples, rate, rpm)
-    cols = st.columns(4)
-    cols[0].metric("Fault class", out.get("fault_class"))
-    cols[1].metric(
-        "Anomaly score",
-        f"{out.get('anomaly_score', 0):.3f}",
-        help=f"threshold {out.get('threshold', 0):.3f}",
-    )
-    cols[2].metric("Label", doc.get("label") or "not labelled")
-    cols[3].metric("Window", f"{len(samples)} @ {rate:g} Hz")
-    defects = ", ".join(f"{k.upper()} {v:.1f} Hz" for k, v in analysis.defects.items())
-    st.caption(f"Shaft speed {rpm or 'nominal'} rpm; defect frequencies: {defects}")
-    st.altair_chart(charts.waveform(analysis), width="stretch")
-    st.altair_chart(charts.spectrum(analysis), width="stretch")
-    st.altair_chart(charts.envelope_spectrum(analysis), width="stretch")
-    probabilities = out.get("probabilities") or {}
-    if probabilities:
-        st.altair_chart(
-            charts.counts_bar(probabilities, "class")
-            .encode(y="predictions:Q")
-            .properties(title="Class probabilities"),
-            width="stretch",
-        )
-
-
-def show_unit(unit_id: str) -> None:
-    try:
-        with st.spinner(f"Reading every archived cycle of {unit_id}..."):
-            cycles = common.api().list_all("/predictions", domain="turbofan", asset_id=unit_id)
-    except ApiError as exc:
-        common.show_error(exc)
-        return
-    cycles.sort(key=lambda d: d.get("cycle") or 0)
-    frame = pd.DataFrame(
-        {
-            "cycle": [d["cycle"] for d in cycles],
-            "predicted RUL": [d["output"].get("rul") for d in cycles],
-            "true RUL": [d.get("label") for d in cycles],
-        }
-    )
-    labelled = frame.dropna(subset=["true RUL"])
-    cols = st.columns(4)
-    cols[0].metric("Cycles archived", len(frame))
-    cols[1].metric("Last predicted RUL", f"{frame['predicted RUL'].iloc[-1]:.1f}")
-    if labelled.empty:
-        cols[2].metric("True RUL", "unknown")
-        st.info(
-            f"The true RUL appears once the failure of {unit_id} is recorded "
-            f"(POST /assets/{unit_id}/failure with its failure cycle)."
-        )
-    else:
-        error = labelled["predicted RUL"] - labelled["true RUL"]
-        cols[2].metric("True RUL (last cycle)", f"{labelled['true RUL'].iloc[-1]:.0f}")
-        cols[3].metric("RMSE over labelled cycles", f"{float(np.sqrt((error**2).mean())):.2f}")
-    st.altair_chart(charts.rul_over_cycles(frame), width="stretch")
-    chosen = st.multiselect("Sensors", ALL_SENSORS, DEGRADATION_SENSORS, key="unit_sensors")
-    if chosen:
-        sensors = pd.DataFrame(
-            [dict(zip(ALL_SENSORS, d["input"]["sensors"], strict=True)) for d in cycles]
-        )
-        long = (
-            sensors[chosen]
-            .assign(cycle=frame["cycle"])
-            .melt("cycle", var_name="sensor", value_name="value")
-        )
-        st.altair_chart(charts.trajectories(long))
-
-
 def render() -> None:
     st.title("Predictions")
     models = common.fetch("/models", "Reading the registry...") or {"domains": {}}
-    domains = list(models["domains"]) or ["vibration", "turbofan"]
+    domains = list(models["domains"]) or list(DOMAINS)
     cols = st.columns(4)
     domain = cols[0].selectbox("Domain", ["all", *domains], key="pred_domain")
     asset = cols[1].text_input("Asset / unit id", key="pred_asset").strip()
@@ -177,10 +100,9 @@ def render() -> None:
     }
     chosen = st.selectbox("Prediction", list(labels), format_func=labels.get, key="pred_chosen")
     item = next(i for i in items if i["prediction_id"] == chosen)
-    if item["domain"] == "vibration":
-        show_vibration(chosen)
-    elif item["domain"] == "turbofan":
-        show_unit(item["asset_id"])
+    shown = view(item["domain"])
+    if shown is not None:
+        shown.show_prediction(item)
 
 
 render()

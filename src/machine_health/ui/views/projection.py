@@ -9,20 +9,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from machine_health.domains import DOMAINS, domain_module
 from machine_health.ui import charts, common
 
-#: colour options per domain: column of the points -> whether it is a category
-COLOURS = {
-    "vibration": {"fault_class": True, "label": True, "is_anomaly": True, "model_version": True},
-    "turbofan": {"rul": False, "label": False, "model_version": True, "asset_id": True},
-}
+
+def colours(domain: str) -> dict[str, bool]:
+    """Colour options of the domain's points: column -> whether it is a category."""
+    return domain_module(domain, "ui").VIEW.projection_colours  # type: ignore[union-attr]
 
 
 def render() -> None:
     st.title("Projection")
     cols = st.columns(4)
-    domain = cols[0].selectbox("Domain", list(COLOURS), key="proj_domain")
-    options = COLOURS[domain]
+    domain = cols[0].selectbox("Domain", list(DOMAINS), key="proj_domain")
+    options = colours(domain)
     colour = cols[1].selectbox("Colour by", list(options), key=f"proj_colour_{domain}")
     limit = cols[2].select_slider("Newest predictions", [100, 300, 500, 1000], 300, key="proj_n")
     with cols[3]:
