@@ -18,33 +18,13 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from machine_health import embedded_store
 from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.domains import get_domain
 from tests.support.models import TrainedModels, api_settings
 from tests.support.paths import DATA_DIR
-from tests.support.servers import Server, free_port, start_uvicorn, wait_for
+from tests.support.servers import Server, start_uvicorn, wait_for
+from tests.support.store import Store, spool_empty
 from tests.support.users import create_users, login
-
-
-class Store:
-    """An embedded store on a fixed port and data dir that can be stopped and started again."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.data_dir = tmp_path / "store-data"
-        self.log = tmp_path / "store.log"
-        self.uri = f"mongodb://127.0.0.1:{self.port}/"
-        self.process: Any = None
-
-    def start(self) -> None:
-        self.process = embedded_store.launch("127.0.0.1", self.port, self.data_dir, self.log)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(15)
-        self.process = None
 
 
 @pytest.fixture
@@ -107,14 +87,6 @@ class Traffic:
             await asyncio.gather(*(self._client(c, w) for w in range(8)))
 
 
-def _spool_empty(url: str) -> bool:
-    try:
-        body = httpx.get(f"{url}/ready", timeout=5).json()
-    except httpx.HTTPError:
-        return False
-    return body["store"] == "ok" and body["spool_depth"] == 0
-
-
 def _assert_archived_exactly_once(uri: str, db_name: str, answers: list[dict[str, Any]]) -> None:
     client: MongoClient = MongoClient(uri, tz_aware=True)
     try:
@@ -149,12 +121,12 @@ def test_store_down_mid_traffic_spools_then_replays_everything(
         own_store.stop()
         wait_for(lambda: traffic.count("spooled") >= 30, 60, "spooled answers")
         own_store.start()
-        wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
+        wait_for(lambda: spool_empty(server.url), 60, "the spool replay")
         archived_after = traffic.count("archived")
         wait_for(lambda: traffic.count("archived") >= archived_after + 20, 60, "traffic after")
         traffic.stop()
         assert traffic.failures == []  # the outage cost no request
-        wait_for(lambda: _spool_empty(server.url), 30, "the spool replay")
+        wait_for(lambda: spool_empty(server.url), 30, "the spool replay")
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, traffic.answers)
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "machine_health_spool_depth 0.0" in metrics
@@ -188,7 +160,7 @@ def test_killed_api_replays_its_spool_at_restart(
     own_store.start()
     restarted = start_uvicorn(settings, tmp_path / "logs", port=port)
     try:
-        wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
+        wait_for(lambda: spool_empty(restarted.url), 60, "the replay after restart")
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, traffic.answers)
         assert spooled >= 30
         assert not [f for f in spool_files if f.exists()]  # the dead process's file is gone
@@ -223,7 +195,7 @@ def test_full_spool_is_a_clear_503_and_keeps_what_it_acknowledged(
         assert answers and refused, f"the spool never filled up: {refused}"
         assert refused[0]["error"] == "spool_full" and "spool" in refused[0]["reason"]
         own_store.start()
-        wait_for(lambda: _spool_empty(server.url), 60, "the spool replay")
+        wait_for(lambda: spool_empty(server.url), 60, "the spool replay")
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
     finally:
         server.stop()
@@ -283,7 +255,7 @@ def test_idempotent_retry_after_a_restart_with_the_store_down_gets_its_spooled_a
         assert fresh.json()["prediction_id"] != first["vibration"].json()["prediction_id"]
 
         own_store.start()
-        wait_for(lambda: _spool_empty(restarted.url), 60, "the replay after restart")
+        wait_for(lambda: spool_empty(restarted.url), 60, "the replay after restart")
         answers = [earlier, *(r.json() for r in first.values()), fresh.json()]
         _assert_archived_exactly_once(own_store.uri, settings.mongodb_db, answers)
         client: MongoClient = MongoClient(own_store.uri, tz_aware=True)
@@ -313,7 +285,7 @@ def test_a_spooled_record_the_store_cannot_take_is_dead_lettered_not_a_crash_loo
     dead.own._handle.close()  # SIGKILL: the file stays, its lock is gone
     server = start_uvicorn(settings, tmp_path / "logs")  # today: startup dies on the replay
     try:
-        wait_for(lambda: _spool_empty(server.url), 60, "the replay")
+        wait_for(lambda: spool_empty(server.url), 60, "the replay")
         client: MongoClient = MongoClient(own_store.uri, tz_aware=True)
         try:
             coll = client[settings.mongodb_db]["predictions"]

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from machine_health.domains import get_domain
-from tests.integration.test_api_durability import Store
 from tests.support.models import TrainedModels, api_settings
 from tests.support.paths import DATA_DIR
 from tests.support.servers import start_uvicorn, wait_for
+from tests.support.store import Store
 from tests.support.users import create_users, login
 
 

@@ -20,10 +20,10 @@ import pytest
 from pymongo import MongoClient
 
 from machine_health.config import Settings
-from tests.integration.test_api_durability import Store, _spool_empty
 from tests.support.models import TrainedModels, api_settings
 from tests.support.servers import Server, wait_for
 from tests.support.settings import own_database
+from tests.support.store import Store, spool_empty
 from tests.support.users import create_users, login
 
 CYCLES = 200
@@ -173,7 +173,7 @@ def test_store_down_falls_back_to_memory_then_hands_over(
                 got.append(response.json())
             assert {g["archived"] for g in got[10:]} == {"spooled"}
             store.start()
-            wait_for(lambda: _spool_empty(a.url), 60, "the spool replay")
+            wait_for(lambda: spool_empty(a.url), 60, "the spool replay")
             time.sleep(0.2)
             for i, row in enumerate(rows[20:]):  # both continue it, with the cycles a spooled
                 response = _post(client, (b, a)[i % 2].url, unit, row)

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from machine_health import registry
 from machine_health.config import Settings
-from machine_health.domains import get_domain
 from tests.support.models import register_version
-from tests.support.paths import DATA_DIR
 from tests.support.reliability.harness import service_headers
 from tests.support.reliability.scenarios import (
     ReliabilityRegistry,
@@ -27,6 +24,7 @@ from tests.support.reliability.scenarios import (
     foreign_class,
     registry_settings,
     serve_with_users,
+    still_serving_v1,
     truncate_largest_file,
 )
 from tests.support.servers import Server
@@ -86,16 +84,6 @@ REASONS = {
 }
 
 
-def _still_serving_v1(url: str, headers: dict[str, str], domain: str) -> None:
-    served = httpx.get(f"{url}/version", timeout=10).json()["models"][domain]
-    assert served["version"] == "1"
-    body: dict[str, Any] = get_domain(domain).example_input(DATA_DIR)
-    if domain == "turbofan":
-        body = {**body, "unit_id": f"corrupt-{secrets.token_hex(4)}", "cycle": 1}
-    answer = httpx.post(f"{url}/predict/{domain}", json=body, headers=headers, timeout=60)
-    assert answer.status_code == 200 and answer.json()["model"]["version"] == "1", answer.text
-
-
 @pytest.mark.parametrize("case", list(REASONS))
 def test_reload_refuses_a_corrupt_version_and_the_old_model_keeps_serving(
     api: tuple[Server, Settings], corrupt_versions: dict[str, tuple[str, str]], case: str
@@ -111,7 +99,7 @@ def test_reload_refuses_a_corrupt_version_and_the_old_model_keeps_serving(
     assert REASONS[case] in body["reason"], body["reason"]
     result = body["results"][0]
     assert result["refused"] and result["serving"]["version"] == "1"
-    _still_serving_v1(server.url, login(server.url, "operator"), domain)
+    still_serving_v1(server.url, login(server.url, "operator"), domain)
 
 
 def test_a_corrupt_champion_is_refused_by_a_plain_reload(
@@ -133,7 +121,7 @@ def test_a_corrupt_champion_is_refused_by_a_plain_reload(
     results = {r["domain"]: r for r in response.json()["results"]}
     assert results["vibration"]["refused"] and results["vibration"]["serving"]["version"] == "1"
     assert not results["turbofan"].get("refused")  # the healthy domain reloaded fine
-    _still_serving_v1(server.url, login(server.url, "operator"), "vibration")
+    still_serving_v1(server.url, login(server.url, "operator"), "vibration")
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'machine_health_reloads_total{domain="vibration",result="refused"}' in metrics
     assert "Traceback" not in server.log.read_text()

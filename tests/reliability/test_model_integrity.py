@@ -21,7 +21,6 @@ from sklearn.preprocessing import FunctionTransformer
 
 from machine_health import registry
 from machine_health.config import Settings
-from tests.reliability.test_corrupt_models import _still_serving_v1
 from tests.support.models import register_version
 from tests.support.reliability.harness import service_headers
 from tests.support.reliability.scenarios import (
@@ -29,6 +28,7 @@ from tests.support.reliability.scenarios import (
     _Tampered,
     registry_settings,
     serve_with_users,
+    still_serving_v1,
 )
 from tests.support.servers import Server
 from tests.support.users import login
@@ -92,7 +92,7 @@ def test_a_version_whose_files_changed_after_registration_is_refused(
     meta["threshold"] = float(meta["threshold"]) * 1000
     config.write_text(json.dumps(meta, indent=2))
     _refused(_reload(server, settings, "vibration", version), "artifact digest mismatch")
-    _still_serving_v1(server.url, login(server.url, "operator"), "vibration")
+    still_serving_v1(server.url, login(server.url, "operator"), "vibration")
 
 
 def _with_foreign_type(bundle_dir: Path) -> None:
@@ -114,4 +114,4 @@ def test_a_model_file_with_a_type_outside_the_allow_list_is_refused(
         reg, _Tampered(bundle, _with_foreign_type), f"foreign-{secrets.token_hex(3)}", "vibration"
     )
     _refused(_reload(server, settings, "vibration", version), "outside the allow-list")
-    _still_serving_v1(server.url, login(server.url, "operator"), "vibration")
+    still_serving_v1(server.url, login(server.url, "operator"), "vibration")

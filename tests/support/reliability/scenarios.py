@@ -21,6 +21,7 @@ import pytest
 
 from machine_health import registry
 from machine_health.config import Settings
+from machine_health.domains import get_domain
 from machine_health.domains.base import BUNDLE_MANIFEST, ModelBundle
 from tests.support.models import TrainedModels, register_version
 from tests.support.paths import DATA_DIR
@@ -338,3 +339,14 @@ def serve_with_users(
         yield server, settings
     finally:
         server.stop()
+
+
+def still_serving_v1(url: str, headers: dict[str, str], domain: str) -> None:
+    """Version 1 of `domain` is what `url` serves and scores with."""
+    served = httpx.get(f"{url}/version", timeout=10).json()["models"][domain]
+    assert served["version"] == "1"
+    body: dict[str, Any] = get_domain(domain).example_input(DATA_DIR)
+    if domain == "turbofan":
+        body = {**body, "unit_id": f"corrupt-{secrets.token_hex(4)}", "cycle": 1}
+    answer = httpx.post(f"{url}/predict/{domain}", json=body, headers=headers, timeout=60)
+    assert answer.status_code == 200 and answer.json()["model"]["version"] == "1", answer.text
