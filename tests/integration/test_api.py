@@ -567,7 +567,7 @@ def test_simulator_replays_real_data_and_its_labels(
     result = asyncio.run(
         simulate(
             server.url, "operator", PASSWORDS["operator"], settings.data_dir,
-            domains=["turbofan", "vibration"], turbofan_units_count=2, vibration_limit=14,
+            domains=["turbofan", "vibration"], units=2, limit=14,
         )
     )  # fmt: skip
     tag = result["tag"]

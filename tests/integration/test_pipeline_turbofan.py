@@ -54,7 +54,7 @@ def test_archived_engines_retrain_and_reload_the_turbofan_model(
 
     replay = asyncio.run(
         simulate(replica.url, "operator", PASSWORDS["operator"], settings.data_dir,
-                 domains=["turbofan"], turbofan_units_count=UNITS)
+                 domains=["turbofan"], units=UNITS)
     )["turbofan"]  # fmt: skip
     test = load_subset(settings.data_dir, "FD001").test
     cycles = int((test["unit"] <= UNITS).sum())
