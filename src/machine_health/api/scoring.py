@@ -96,8 +96,12 @@ def asset_of(item: BaseModel) -> str:
     return str(getattr(item, "asset_id", None) or getattr(item, "unit_id", None) or "unknown")
 
 
-def archived_input(item: BaseModel) -> dict[str, Any]:
-    """The request item as stored: a waveform as float32 bytes with its length, the rest as is."""
+def archived_input(item: BaseModel, domain: Domain | None = None) -> dict[str, Any]:
+    """The request item as stored: the domain's compact form when it has one
+    (`Domain.archived_input`), else a waveform as float32 bytes with its length, the rest as is."""
+    compact = domain.archived_input(item) if domain is not None else None
+    if compact is not None:
+        return compact
     data = item.model_dump()
     if "samples" in data:
         data["n_samples"] = len(data["samples"])
@@ -327,7 +331,7 @@ class Scorer:
         replica took is then a 409, exactly as one replica refuses it). A claim whose archive
         write fails is released. Store unreachable: scored from this replica's memory.
         """
-        entry, row = archived_input(item), item.as_row()  # type: ignore[attr-defined]
+        entry, row = archived_input(item, domain), item.as_row()  # type: ignore[attr-defined]
         for _ in range(_CLAIM_TRIES):
             context = await self._context(domain, unit_id, needed, persist=True)
             state, rows = context.state, context.rows
@@ -524,7 +528,9 @@ class Scorer:
         if not archive:
             telemetry.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
             return response_from(record, "not_archived")
-        record["input"] = entry if entry is not None else archived_input(item)
+        record["input"] = (
+            entry if entry is not None else archived_input(item, self.domains[domain_name])
+        )
         running = self._inflight.get(record["prediction_id"]) if idempotency_key else None
         if running is not None:  # what the key is bound to (see `predict`)
             record["request_hash"] = running[0]

@@ -195,6 +195,13 @@ class Domain(ABC):
     def example_input(self, data_dir: Path) -> dict[str, Any]:
         """A real input built from the data set (OpenAPI examples, smoke calls, the demo)."""
 
+    def archived_input(self, item: BaseModel) -> dict[str, Any] | None:
+        """What the archive keeps of one validated request item, or None to keep the item as
+        it is (a waveform's samples stored as float32 bytes). A domain whose inputs are large
+        (e.g. audio) keeps a compact form here, which its `snapshot_row`, `drift_features`
+        and UI view read back."""
+        return None
+
     # --- retraining pipeline: extract, validate, rescale, train, evaluate -------------------
     @abstractmethod
     def snapshot_schema(self) -> pa.Schema:
