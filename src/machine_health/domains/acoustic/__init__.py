@@ -9,96 +9,70 @@ Public API (what the API, the pipeline and the benchmark call):
   -> `(AcousticBundle, AcousticTrainingResult)`, `evaluate_bundle(bundle, prepared, part)`,
   `evaluate_scores`, `conformal_threshold`.
 - audio: `wav_base64(samples, rate)` (what a client posts), `decode_wav`.
-- domain: `DOMAIN` (`AcousticDomain`: the retraining methods wrap these functions; the
-  monitoring / snapshot / replay methods of the redesigned interface raise NotImplementedError
-  until the domain is registered), `AcousticInput`, `AcousticOutput`, and the helpers a
+- domain: `DOMAIN` (`AcousticDomain`, whose pipeline, monitoring and demo methods delegate to
+  `retrain`, `monitoring` and `demo`), `AcousticInput`, `AcousticOutput`, and the helpers a
   `Domain` wrapper calls: `training_set(data_dir)`, `evaluation_set(data_dir)`,
   `all_clips(data_dir)`, `PRIMARY_METRICS`, `clip_drift_features(spectra)`,
   `archived_form(item)` / `spectrogram_from_archive(record)`, `item_spectrogram(item)` (the
   UI's picture).
+- `retrain` (the pipeline steps' part), `monitoring` (drift, projection, live performance),
+  `demo` (the demo's traffic), `workflow` (train-and-register, evaluate), `commands` and `ui`
+  (light: the CLI and the UI).
+
+This file stays light (the UI imports the package for `ui`, and the UI image has no
+scikit-learn): the names below are imported from their module on first use.
 """
 
 from __future__ import annotations
 
-from machine_health.domains.acoustic.audio import decode_wav, encode_wav, wav_base64
-from machine_health.domains.acoustic.bundle import AcousticBundle
-from machine_health.domains.acoustic.data import (
-    ANOMALY,
-    NORMAL,
-    Clip,
-    ClipSet,
-    load_clips,
-    read_manifest,
-    resolve_dataset_dir,
-    split_part,
-)
-from machine_health.domains.acoustic.domain import (
-    DOMAIN,
-    PRIMARY_METRICS,
-    AcousticDomain,
-    AcousticInput,
-    AcousticOutput,
-    all_clips,
-    archived_form,
-    clip_drift_features,
-    evaluation_set,
-    item_spectrogram,
-    spectrogram_from_archive,
-    training_set,
-)
-from machine_health.domains.acoustic.features import (
-    FeatureConfig,
-    clip_stats,
-    log_mel,
-    reduce_bands,
-    stat_names,
-)
-from machine_health.domains.acoustic.model import Detector, fit_detector
-from machine_health.domains.acoustic.training import (
-    AcousticTrainingResult,
-    Prepared,
-    evaluate_bundle,
-    evaluate_scores,
-    prepare,
-    train_bundle,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "ANOMALY",
-    "DOMAIN",
-    "NORMAL",
-    "PRIMARY_METRICS",
-    "AcousticBundle",
-    "AcousticDomain",
-    "AcousticInput",
-    "AcousticOutput",
-    "AcousticTrainingResult",
-    "Clip",
-    "ClipSet",
-    "Detector",
-    "FeatureConfig",
-    "Prepared",
-    "all_clips",
-    "archived_form",
-    "clip_drift_features",
-    "clip_stats",
-    "decode_wav",
-    "encode_wav",
-    "evaluate_bundle",
-    "evaluate_scores",
-    "evaluation_set",
-    "fit_detector",
-    "item_spectrogram",
-    "load_clips",
-    "log_mel",
-    "prepare",
-    "read_manifest",
-    "reduce_bands",
-    "resolve_dataset_dir",
-    "spectrogram_from_archive",
-    "split_part",
-    "stat_names",
-    "train_bundle",
-    "training_set",
-    "wav_base64",
-]
+_EXPORTS = {
+    "decode_wav": "audio",
+    "encode_wav": "audio",
+    "wav_base64": "audio",
+    "AcousticBundle": "bundle",
+    "ANOMALY": "data",
+    "NORMAL": "data",
+    "Clip": "data",
+    "ClipSet": "data",
+    "load_clips": "data",
+    "read_manifest": "data",
+    "resolve_dataset_dir": "data",
+    "split_part": "data",
+    "DOMAIN": "domain",
+    "PRIMARY_METRICS": "domain",
+    "AcousticDomain": "domain",
+    "AcousticInput": "domain",
+    "AcousticOutput": "domain",
+    "all_clips": "domain",
+    "archived_form": "domain",
+    "clip_drift_features": "domain",
+    "evaluation_set": "domain",
+    "item_spectrogram": "domain",
+    "spectrogram_from_archive": "domain",
+    "training_set": "domain",
+    "FeatureConfig": "features",
+    "clip_stats": "features",
+    "log_mel": "features",
+    "reduce_bands": "features",
+    "stat_names": "features",
+    "Detector": "model",
+    "fit_detector": "model",
+    "AcousticTrainingResult": "training",
+    "Prepared": "training",
+    "evaluate_bundle": "training",
+    "evaluate_scores": "training",
+    "prepare": "training",
+    "train_bundle": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -24,6 +24,7 @@ from machine_health.domains.acoustic.audio import (
     to_model_rate,
     wav_base64,
 )
+from machine_health.domains.acoustic.data import ANOMALY, NORMAL
 from machine_health.domains.acoustic.features import (
     FeatureConfig,
     clip_stats,
@@ -71,6 +72,11 @@ class AcousticBundle(ModelBundle):
     #: a few real normal clips (int16 at the model rate) kept from training
     smoke_clips: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels an inspection may give a clip (POST /feedback checks them)."""
+        return (NORMAL, ANOMALY)
 
     # --- scoring ------------------------------------------------------------------------------
     def spectrograms(self, inputs: Sequence[Any]) -> tuple[list[np.ndarray], list[float]]:

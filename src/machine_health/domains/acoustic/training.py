@@ -108,6 +108,19 @@ def clip_features(prepared: Prepared, config: FeatureConfig) -> np.ndarray:
     return clip_stats(prepared.spectra, config)
 
 
+def fit_rows(
+    prepared: Prepared, config: FeatureConfig, extra_normal: np.ndarray | None = None
+) -> np.ndarray:
+    """The clip statistics the detector is fitted on: the NORMAL `train` clips, then
+    `extra_normal` (statistics of more normal clips, e.g. archived clips an operator labelled
+    normal). One function for `train_bundle` and the retraining's rescale step, so both fit
+    the very same standardisation."""
+    train = clip_features(prepared, config)[prepared.part("train", NORMAL)]
+    if extra_normal is None or len(extra_normal) == 0:
+        return train
+    return np.concatenate([train, np.asarray(extra_normal, dtype=np.float64)])
+
+
 def train_bundle(
     prepared: Prepared,
     *,
@@ -116,11 +129,13 @@ def train_bundle(
     kind: DetectorKind = "mahalanobis",
     k: int = 3,
     target_fpr: float = TARGET_FPR,
+    extra_normal: np.ndarray | None = None,
 ) -> tuple[AcousticBundle, AcousticTrainingResult]:
     """Fit on the normal `train` clips, set the threshold on the normal `validation` clips.
 
     The detector is deterministic; `seed` picks the smoke clips kept in the bundle (and is
-    recorded so a run can be repeated).
+    recorded so a run can be repeated). `extra_normal`: clip statistics (with `config`) of
+    more normal clips fitted with the `train` clips (`fit_rows`); never used for the threshold.
     """
     started = time.perf_counter()
     config = config or FeatureConfig()
@@ -132,7 +147,8 @@ def train_bundle(
             f"need >= 10 normal train and >= 5 normal validation clips, "
             f"got {int(train.sum())} and {int(calibration.sum())}"
         )
-    detector = fit_detector(features[train], kind, k)
+    fitted = fit_rows(prepared, config, extra_normal)
+    detector = fit_detector(fitted, kind, k)
     calibration_scores = detector.score(features[calibration])
     threshold = conformal_threshold(calibration_scores, target_fpr)
     rng = np.random.default_rng(seed)
@@ -148,7 +164,7 @@ def train_bundle(
         seed=seed,
         kind=kind,
         config=config.as_dict(),
-        n_train=int(train.sum()),
+        n_train=len(fitted),
         n_calibration=int(calibration.sum()),
         threshold=threshold,
         target_fpr=target_fpr,
@@ -156,7 +172,8 @@ def train_bundle(
         validation=metrics,
         seconds=time.perf_counter() - started,
     )
-    info = {"seed": seed, "n_train": result.n_train, "n_calibration": result.n_calibration}
+    info = {"seed": seed, "n_train": result.n_train, "n_calibration": result.n_calibration,
+            "n_extra_normal": len(fitted) - int(train.sum())}  # fmt: skip
     bundle = AcousticBundle(
         config=config,
         detector=detector,
