@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from machine_health.domains import DOMAINS
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
 PROBE = Path(__file__).with_name("airflow_probe.py")
@@ -84,7 +86,8 @@ def test_dagbag_has_tagged_retrying_dags(tmp_path: Path, mode: str) -> None:
     result = probe(tmp_path, "dagbag", mode=mode)
     assert result["import_errors"] == {}
     dags = result["dags"]
-    assert set(dags) == {"retrain_vibration", "retrain_turbofan", "retrain_on_demand"}
+    # one scheduled DAG file per registered domain, and the on-demand one
+    assert set(dags) == {f"retrain_{d}" for d in DOMAINS} | {"retrain_on_demand"}
     expected_operator = "KubernetesPodOperator" if mode == "kubernetes" else "BashOperator"
     for dag_id, dag in dags.items():
         assert dag["tags"] and "machine-health" in dag["tags"], dag_id
@@ -112,7 +115,7 @@ def test_rendered_pod_of_every_step(tmp_path: Path) -> None:
     result = probe(tmp_path, "pods", str(out_dir), mode="kubernetes")
     assert result["import_errors"] == {}
     pods = result["pods"]
-    for dag_id, domain in (("retrain_vibration", "vibration"), ("retrain_turbofan", "turbofan")):
+    for dag_id, domain in ((f"retrain_{d}", d) for d in DOMAINS):
         for step in ["check", *STEPS]:
             pod = pods[f"{dag_id}.{step}"]
             spec = pod["spec"]

@@ -14,6 +14,7 @@ from machine_health.domains.base import Domain
 DOMAINS: dict[str, str] = {
     "vibration": "machine_health.domains.vibration:DOMAIN",
     "turbofan": "machine_health.domains.turbofan:DOMAIN",
+    "acoustic": "machine_health.domains.acoustic:DOMAIN",
 }
 
 
