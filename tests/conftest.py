@@ -21,7 +21,7 @@ from pymongo.database import Database
 
 from machine_health import embedded_store
 from machine_health.config import Settings
-from tests.support import airflow_home, models
+from tests.support import airflow_home, models, zygote
 from tests.support.paths import DATA_DIR
 from tests.support.servers import Server, free_port, start_uvicorn
 from tests.support.settings import make_settings, own_database
@@ -46,6 +46,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def store_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real store over TCP for the whole session."""
+    zygote.warm()  # the servers' zygote imports the app while the first tests run
     external = os.environ.get("MH_TEST_MONGODB_URI")
     if external:
         yield external

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from machine_health.config import Settings
+from tests.support import zygote
 from tests.support.paths import REPO
 
 
@@ -36,7 +37,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 @dataclass
 class Server:
     url: str
-    process: subprocess.Popen[bytes]
+    #: a plain subprocess, or a server forked by tests/support/zygote.py (the same interface)
+    process: subprocess.Popen[bytes] | zygote.ForkedProcess
     log: Path
 
     def stop(self) -> None:
@@ -63,18 +65,26 @@ def start_uvicorn(
     ready_path: str = "/health",
     timeout_s: float = 60.0,
 ) -> Server:
-    """Start a real uvicorn process serving `app` (a factory) and wait until it answers."""
+    """Start a real uvicorn process serving `app` (a factory) and wait until it answers.
+
+    The process is forked from tests/support/zygote.py's zygote (uvicorn's own command line,
+    run in a child of a process that has imported the app once) unless MH_TEST_FORK_SERVERS=0.
+    """
     port = port or free_port()
     env = {**os.environ, **settings.as_env(), **(extra_env or {})}
     env["MH_API_PORT"] = str(port)
     log = log_dir / f"uvicorn-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
+    argv = ["--factory", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    proc: subprocess.Popen[bytes] | zygote.ForkedProcess
+    if zygote.enabled():  # the same command line, forked from a process that imported it
+        proc = zygote.fork_server(argv, env, REPO, log)
+    else:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out,
+                stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
     server = Server(url=f"http://127.0.0.1:{port}", process=proc, log=log)
     return wait_ready(server, ready_path, timeout_s)
 
