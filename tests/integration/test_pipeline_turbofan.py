@@ -19,14 +19,14 @@ import pytest
 
 from machine_health import registry
 from machine_health.domains.turbofan.data import load_subset
-from machine_health.domains.turbofan.models import FitConfig
-from machine_health.domains.turbofan.training import train_and_register
+from machine_health.domains.turbofan.monitoring import drift_reference
 from machine_health.pipeline import run_all
 from machine_health.simulate import simulate
+from tests.support.models import TrainedModels, register_champion
 from tests.support.settings import make_settings
 from tests.support.users import PASSWORDS, create_users
 
-pytestmark = pytest.mark.slow  # trains two small CNNs on the real data
+pytestmark = pytest.mark.slow  # retrains a small CNN on the real data
 UNITS = 10
 
 
@@ -36,16 +36,17 @@ def served(url: str) -> str | None:
 
 
 def test_archived_engines_retrain_and_reload_the_turbofan_model(
-    tmp_path: Path, store_uri: str, uvicorn_server: Any
+    tmp_path: Path, store_uri: str, uvicorn_server: Any, trained_models: TrainedModels
 ) -> None:
     settings = make_settings(
         tmp_path, store_uri, retrain_min_new_labels=100, retrain_turbofan_model="cnn",
         retrain_epochs=3, gate_tolerance=100.0,  # any challenger passes: the promotion is tested
     )  # fmt: skip
-    v1 = str(
-        train_and_register(settings, model_name="cnn", config=FitConfig(epochs=3, patience=2))[
-            "version"
-        ]
+    # v1: the session's CNN (trained by the domain's own train_and_register) and the FD001
+    # training reference that training logs beside it, copied into this test's registry.
+    fd001 = load_subset(settings.data_dir, "FD001")
+    v1 = register_champion(
+        settings, trained_models, "turbofan", drift_reference(fd001.train, source="train FD001")
     )
     create_users(settings)
     replica = uvicorn_server(settings)

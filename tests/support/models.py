@@ -44,7 +44,7 @@ class TrainedModels:
 def train_small_models(var_dir: Path) -> TrainedModels:
     """Register version 1 (@champion) of both domains, trained with fast settings."""
     from machine_health.domains.turbofan.models import FitConfig
-    from machine_health.domains.turbofan.training import train_and_register as train_turbofan
+    from machine_health.domains.turbofan.workflow import train_and_register as train_turbofan
     from machine_health.domains.vibration.workflow import train_and_register as train_vibration
 
     settings = Settings(
@@ -121,3 +121,17 @@ def load_trained(settings: Settings, models: TrainedModels, domain: str) -> Any:
     source = settings.model_copy(update={"mlflow_tracking_uri": models.tracking_uri})
     bundle, _ = registry.load(source, domain, version=models.version(domain))
     return bundle
+
+
+def register_champion(
+    settings: Settings, models: TrainedModels, domain: str, reference: Reference | None = None
+) -> str:
+    """Version 1 @champion of `settings`' own registry: the session's trained `domain` bundle,
+    copied (no training) with the drift `reference` training logs beside it; its number."""
+    from machine_health import registry
+
+    bundle = load_trained(settings, models, domain)
+    return register_version(
+        settings, bundle, f"initial-{domain}", domain, aliases=(registry.CHAMPION,),
+        reference=reference,
+    )  # fmt: skip
