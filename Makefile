@@ -69,7 +69,7 @@ wrk:  ## the HTTP load generator of the API benchmark (Debian's wrk package)
 helm-check: install  ## helm lint + template + schema validation of the chart (real helm binary)
 	bash scripts/helm_check.sh
 
-test-fast: install helm-check promtool  ## tests without the slow model-training ones
+test-fast: install helm-check promtool bwrap  ## tests without the slow model-training ones
 	$(BIN)/python -m pytest -m "not slow" --ignore=tests/cluster
 
 lint: install  ## ruff check + format check, hadolint on every Dockerfile
