@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param
+from step_names import STEPS as PIPELINE_STEPS
 
-STEPS = ("extract", "validate", "rescale", "train", "evaluate", "register", "reload")
+#: `check` decides whether the run goes on (`enough_new_data`); the other steps follow in order.
+CHECK, *STEPS = PIPELINE_STEPS
 #: the domains with a scheduled DAG file here (`retrain_<domain>.py`), the on-demand DAG's choices.
 #: Found by file name: the Airflow environment never imports the ML package (or its registry).
 DOMAINS = tuple(
@@ -247,7 +249,7 @@ def retrain_decision(ti: Any) -> bool:
     The monitoring issue's drift and performance triggers are already part of `check`'s answer
     (`machine_health.pipeline.check`): a new trigger plugs in there, not here.
     """
-    value = ti.xcom_pull(task_ids="check")
+    value = ti.xcom_pull(task_ids=CHECK)
     if isinstance(value, str):
         value = json.loads(value.strip().splitlines()[-1])
     return bool(value and value.get("retrain"))
@@ -294,7 +296,7 @@ def build_retrain_dag(
         params=params,
         render_template_as_native_obj=False,
     ) as dag:
-        check = make_task("check", domain_expr, force=True)
+        check = make_task(CHECK, domain_expr, force=True)
         decide = ShortCircuitOperator(task_id="enough_new_data", python_callable=retrain_decision)
         previous = decide
         check >> decide

@@ -27,6 +27,7 @@ from machine_health.cli_support import (
 from machine_health.config import get_settings
 from machine_health.domains import DOMAINS, domain_module
 from machine_health.errors import MachineHealthError
+from machine_health.pipeline import STEPS, Step
 
 app = typer.Typer(
     help="machine-health: predictive maintenance, prediction to retraining.", no_args_is_help=True
@@ -455,25 +456,27 @@ ForceOption = Annotated[
 ]
 
 
-def _pipeline_step(step: str) -> None:
+def _pipeline_step(step: Step) -> None:
+    """`machine-health pipeline <step>`: one declared step of one run, its result as JSON."""
+
     def step_command(
         domain: DomainOption, run_id: RunIdOption, interval_start: StartOption,
         interval_end: EndOption, force: ForceOption = False,
     ) -> None:  # fmt: skip
-        from machine_health.pipeline import emit_xcom, step_function
+        from machine_health.pipeline import emit_xcom
 
-        result = step_function(step)(
+        result = step.function()(
             settings=get_settings(), domain=domain, run_id=run_id,
             interval_start=interval_start, interval_end=interval_end, force=force,
         )  # fmt: skip
         emit_xcom(result)
         write_json(result, None)
 
-    step_command.__doc__ = f"Pipeline step `{step}` of one run (see machine_health.pipeline)."
-    pipeline_app.command(step)(command(step_command))
+    step_command.__doc__ = step.summary
+    pipeline_app.command(step.name)(command(step_command))
 
 
-for _step in ("check", "extract", "validate", "rescale", "train", "evaluate", "register", "reload"):
+for _step in STEPS.values():
     _pipeline_step(_step)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from machine_health.config import Settings
 from machine_health.errors import PipelineError
-from machine_health.pipeline import emit_xcom, step_function
+from machine_health.pipeline import STEPS, emit_xcom, step_function
 from machine_health.pipeline.evaluate import gate
 from machine_health.pipeline.workspace import Workspace, parse_time, safe_run_id
 
@@ -64,6 +65,46 @@ def test_later_steps_refuse_to_run_before_their_inputs(tmp_path: Path) -> None:
             step_function(step)(**keys)
     with pytest.raises(KeyError):
         step_function("deploy")
+
+
+def test_every_declared_step_is_bound_to_its_body() -> None:
+    """Each step module's `run` is the runner of its own declaration, and every step it reads
+    comes before it."""
+    names = list(STEPS)
+    for name, declared in STEPS.items():
+        assert step_function(name).step is declared
+        assert all(names.index(r) < names.index(name) for r in declared.requires), name
+
+
+def test_the_dags_list_the_declared_steps() -> None:
+    """The DAG files copy the step names (they import no product code): the copy must match."""
+    path = Path(__file__).resolve().parents[2] / "airflow" / "dags" / "step_names.py"
+    tree = ast.parse(path.read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+    (assigned,) = [n for n in tree.body if isinstance(n, ast.Assign)]
+    assert ast.unparse(assigned.targets[0]) == "STEPS"
+    assert ast.literal_eval(assigned.value) == tuple(STEPS)
+
+
+def test_the_cli_has_one_command_per_declared_step() -> None:
+    from machine_health.cli import pipeline_app
+
+    commands = {c.name for c in pipeline_app.registered_commands}
+    assert commands == {*STEPS, "run-all"}
+
+
+def test_a_step_refuses_to_run_without_its_secrets(tmp_path: Path) -> None:
+    """Declared secrets are checked before the body runs (reload: the service token)."""
+    from machine_health.errors import ConfigurationError
+
+    settings = Settings(_env_file=None, var_dir=tmp_path, env="prod")
+    keys = {"settings": settings, "domain": "turbofan", "run_id": "r1",
+            "interval_start": "2026-01-01", "interval_end": "2026-01-02"}  # fmt: skip
+    Workspace.open(settings, "turbofan", "r1", "2026-01-01", "2026-01-02").record(
+        "register", {"promoted": False}
+    )
+    with pytest.raises(ConfigurationError, match="MH_SERVICE_TOKEN"):
+        step_function("reload")(**keys)
 
 
 def test_emit_xcom_writes_return_json_only_inside_a_pod(tmp_path: Path) -> None:

@@ -2,25 +2,28 @@
 interval_start, interval_end, ...) -> small dict`, reading and writing the run's workspace.
 
 check -> extract -> validate -> rescale -> train -> evaluate -> register -> reload
+
+The steps are declared once, in order, in `steps.STEPS` (what each reads and needs); their
+shared preamble is `steps.step`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from machine_health.config import Settings
+from machine_health.pipeline.steps import STEPS, Step
 
-STEPS = ("check", "extract", "validate", "rescale", "train", "evaluate", "register", "reload")
+__all__ = ["STEPS", "XCOM_DIR", "Step", "emit_xcom", "run_all", "step_function"]
 
 
 def step_function(name: str) -> Callable[..., dict[str, Any]]:
     """The `run` function of a step (KeyError for an unknown step)."""
     if name not in STEPS:
         raise KeyError(f"unknown step {name!r} (steps: {', '.join(STEPS)})")
-    return importlib.import_module(f"machine_health.pipeline.{name}").run
+    return STEPS[name].function()
 
 
 def run_all(
@@ -39,7 +42,7 @@ def run_all(
     results["check"] = step_function("check")(**keys, force=force)
     if not results["check"]["retrain"]:
         return results
-    for name in STEPS[1:]:
+    for name in list(STEPS)[1:]:
         results[name] = step_function(name)(**keys)
     return results
 

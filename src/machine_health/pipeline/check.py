@@ -21,11 +21,10 @@ from machine_health.archive.labels import count_labelled
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
 from machine_health.pipeline import lineage
-from machine_health.pipeline.workspace import Workspace
+from machine_health.pipeline.steps import StepRun, step
 
 logger = logging.getLogger(__name__)
 
-STEP = "check"
 DRIFT_KEYS = ("status", "model_version", "n_rows", "drift_share", "flagged")
 PERFORMANCE_KEYS = ("n_labelled", "degraded_versions")
 #: the newest labelled predictions a run's live-performance report scores: plenty for precision,
@@ -78,40 +77,27 @@ def monitoring_trigger(settings: Settings, domain: str, now: datetime, run_id: s
         return {"retrain": False, "reason": None}
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-    min_new_labels: int | None = None,
-) -> dict[str, Any]:
+@step("check")
+def run(job: StepRun, *, min_new_labels: int | None = None) -> dict[str, Any]:
     """Decide whether the run retrains; the decision is recorded and repeated on a retry."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if (done := ws.result(STEP)) is not None and not force:
-        return done
+    settings, domain, ws = job.settings, job.domain, job.ws
     threshold = settings.retrain_min_new_labels if min_new_labels is None else min_new_labels
     since = lineage.consumed_until(settings, domain)
     new_labels = count_new_labels(settings, domain, ws.interval_end, since)
     measured = measure(settings, domain, ws.interval_start, ws.interval_end)
-    trigger = monitoring_trigger(settings, domain, ws.interval_end, run_id)
+    trigger = monitoring_trigger(settings, domain, ws.interval_end, job.run_id)
     reasons = []
-    if force:
+    if job.force:
         reasons.append("forced")
     if new_labels >= threshold:
         reasons.append(f"{new_labels} new labels >= {threshold}")
     if trigger.get("retrain"):
         reasons.append(f"monitoring: {trigger.get('reason')}")
-    return ws.record(
-        STEP,
-        {
-            "retrain": bool(reasons),
-            "reasons": reasons or [f"{new_labels} new labels < {threshold}, no monitoring trigger"],
-            "new_labels": new_labels,
-            "min_new_labels": threshold,
-            "consumed_until": since.isoformat() if since else None,
-            "monitoring": measured,
-        },
-    )
+    return {
+        "retrain": bool(reasons),
+        "reasons": reasons or [f"{new_labels} new labels < {threshold}, no monitoring trigger"],
+        "new_labels": new_labels,
+        "min_new_labels": threshold,
+        "consumed_until": since.isoformat() if since else None,
+        "monitoring": measured,
+    }

@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from machine_health import registry
-from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.base import ModelBundle, load_bundle
 from machine_health.errors import ModelNotFound, ModelRejected
 from machine_health.pipeline import datasets
 from machine_health.pipeline.extract import read_snapshot
-from machine_health.pipeline.workspace import Workspace, write_json_atomic
+from machine_health.pipeline.steps import StepRun, step
+from machine_health.pipeline.workspace import write_json_atomic
 
 logger = logging.getLogger(__name__)
-
-STEP = "evaluate"
 
 
 def _finite(value: Any) -> bool:
@@ -116,22 +113,11 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("evaluate")
+def run(job: StepRun) -> dict[str, Any]:
     """Smoke-test the challenger, score both models, write and log the gate report."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if not force and (done := ws.result(STEP)) is not None:
-        return done
-    if (nothing := ws.short_circuited()) is not None:
-        return ws.skipped(STEP, nothing)
-    trained = ws.require("train")
+    settings, domain, run_id, ws = job.settings, job.domain, job.run_id, job.ws
+    trained = job.inputs["train"]
     challenger = load_bundle(Path(trained["bundle"]))
     refused = smoke_test(challenger)
     if refused is not None:
@@ -166,14 +152,11 @@ def run(
         registry.log_text(markdown, "gate/gate.md")
         registry.log_metrics({f"eval_{k}": v for k, v in challenger_metrics.items()})
         registry.set_tags({"gate_passed": str(passed).lower()})
-    return ws.record(
-        STEP,
-        {
-            "passed": passed,
-            "champion_version": champion_version,
-            "challenger": {r["metric"]: r["challenger"] for r in rows},
-            "champion": {r["metric"]: r["champion"] for r in rows},
-            "report": str(ws.file("gate.json")),
-            **evaluation.facts,
-        },
-    )
+    return {
+        "passed": passed,
+        "champion_version": champion_version,
+        "challenger": {r["metric"]: r["challenger"] for r in rows},
+        "champion": {r["metric"]: r["champion"] for r in rows},
+        "report": str(ws.file("gate.json")),
+        **evaluation.facts,
+    }

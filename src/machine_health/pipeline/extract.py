@@ -23,15 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from machine_health.archive.client import open_db
 from machine_health.archive.labels import count_labelled, labelled_filter, stream_labelled
-from machine_health.config import Settings
 from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
 from machine_health.errors import DataError
+from machine_health.pipeline.steps import StepRun, step
 from machine_health.pipeline.workspace import Workspace, sha256_of, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-STEP = "extract"
 SNAPSHOT = "snapshot.parquet"
 MANIFEST = "snapshot.json"
 BATCH_ROWS = 2000
@@ -99,19 +98,10 @@ def _progress() -> Progress:
     )
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("extract")
+def run(job: StepRun) -> dict[str, Any]:
     """Write `snapshot.parquet` + `snapshot.json` (query, interval, rows, sha256) for the run."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if not force and (done := ws.result(STEP)) is not None:
-        return done
+    settings, domain, run_id, ws = job.settings, job.domain, job.run_id, job.ws
     if domain not in DOMAINS:
         raise DataError(f"no snapshot schema for domain {domain!r}")
     schema = snapshot_schema(domain)
@@ -154,18 +144,15 @@ def run(
         "schema": schema.names,
     }
     write_json_atomic(ws.file(MANIFEST), manifest)
-    return ws.record(
-        STEP,
-        {
-            "snapshot": str(snapshot),
-            "rows": rows,
-            "rows_labelled_in_interval": in_interval,
-            "sha256": digest,
-            "seconds": round(seconds, 3),
-            "docs_per_s": round(rows / seconds, 1) if seconds > 0 else None,
-            **({"labels": labels} if labels else {}),
-        },
-    )
+    return {
+        "snapshot": str(snapshot),
+        "rows": rows,
+        "rows_labelled_in_interval": in_interval,
+        "sha256": digest,
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(rows / seconds, 1) if seconds > 0 else None,
+        **({"labels": labels} if labels else {}),
+    }
 
 
 def _jsonable(query: dict[str, Any]) -> dict[str, Any]:

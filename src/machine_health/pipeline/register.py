@@ -9,37 +9,22 @@ creates a second version.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from machine_health import registry
-from machine_health.config import Settings
 from machine_health.pipeline import lineage
-from machine_health.pipeline.workspace import Workspace
+from machine_health.pipeline.steps import StepRun, step
 
 logger = logging.getLogger(__name__)
 
-STEP = "register"
 
-
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("register")
+def run(job: StepRun) -> dict[str, Any]:
     """Register the run's challenger once; promote it when the gate passed."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if not force and (done := ws.result(STEP)) is not None:
-        return done
-    if (nothing := ws.short_circuited()) is not None:
-        return ws.skipped(STEP, nothing)
-    extracted = ws.require("extract")
-    trained = ws.require("train")
-    evaluated = ws.require("evaluate")
+    settings, domain, run_id, ws = job.settings, job.domain, job.run_id, job.ws
+    extracted = job.inputs["extract"]
+    trained = job.inputs["train"]
+    evaluated = job.inputs["evaluate"]
     passed = bool(evaluated["passed"])
     version = lineage.version_of_run(settings, domain, run_id)
     reused = version is not None
@@ -59,15 +44,12 @@ def run(
     if passed:
         promoted = registry.promote(settings, domain, version)
     aliases = registry.aliases(settings, domain)
-    return ws.record(
-        STEP,
-        {
-            "version": version,
-            "reused_version": reused,
-            "gate_passed": passed,
-            "promoted": passed,
-            "old_champion": promoted["old"] if passed else evaluated.get("champion_version"),
-            "champion": aliases.get(registry.CHAMPION),
-            "previous": aliases.get(registry.PREVIOUS),
-        },
-    )
+    return {
+        "version": version,
+        "reused_version": reused,
+        "gate_passed": passed,
+        "promoted": passed,
+        "old_champion": promoted["old"] if passed else evaluated.get("champion_version"),
+        "champion": aliases.get(registry.CHAMPION),
+        "previous": aliases.get(registry.PREVIOUS),
+    }

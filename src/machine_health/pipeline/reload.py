@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -19,11 +18,10 @@ import httpx
 from machine_health.config import Settings
 from machine_health.errors import ReloadNotConverged
 from machine_health.pipeline.replicas import serving_replicas
-from machine_health.pipeline.workspace import Workspace
+from machine_health.pipeline.steps import StepRun, step
 
 logger = logging.getLogger(__name__)
 
-STEP = "reload"
 POLL_S = 0.2
 
 
@@ -98,26 +96,11 @@ def reload_replicas(
     return {"version": str(version), "replicas": converged, "convergence_s": seconds}
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("reload")
+def run(job: StepRun) -> dict[str, Any]:
     """Reload every replica when the run promoted a new champion (re-running re-checks)."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if (nothing := ws.short_circuited()) is not None:
-        return ws.skipped(STEP, nothing)
-    registered = ws.require("register")
+    registered = job.inputs["register"]
     if not registered["promoted"]:
-        return ws.record(
-            STEP,
-            {"reloaded": False, "reason": "the challenger did not pass the gate: champion kept"},
-        )
-    # Always re-checked (never served from the stored result): a replica that restarted since
-    # must still be shown to serve the champion.
-    outcome = reload_replicas(settings, domain, registered["version"])
-    return ws.record(STEP, {"reloaded": True, **outcome})
+        return {"reloaded": False, "reason": "the challenger did not pass the gate: champion kept"}
+    outcome = reload_replicas(job.settings, job.domain, registered["version"])
+    return {"reloaded": True, **outcome}

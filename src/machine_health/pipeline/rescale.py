@@ -10,44 +10,30 @@ domain's module docstring (`domains/<name>/retrain.py`) says what its transform 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
-from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.base import ModelBundle
 from machine_health.pipeline import datasets
 from machine_health.pipeline.extract import read_snapshot
+from machine_health.pipeline.steps import StepRun, step
 from machine_health.pipeline.workspace import Workspace, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-STEP = "rescale"
 RESCALED = "rescaled.parquet"
 #: the seed of every retrain's split and fit (rescale and train must fit the same transform)
 SEED = 0
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("rescale")
+def run(job: StepRun) -> dict[str, Any]:
     """Fit and write the run's feature transform and rescaled training set."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if not force and (done := ws.result(STEP)) is not None:
-        return done
-    if (nothing := ws.short_circuited()) is not None:
-        return ws.skipped(STEP, nothing)
-    ws.require("validate")
+    settings, domain, ws = job.settings, job.domain, job.ws
     training = datasets.training_set(settings, domain, read_snapshot(ws))
     result = get_domain(domain).rescale(settings, training, ws)
     write_json_atomic(ws.file("training_facts.json"), training.facts)
-    return ws.record(STEP, {"rescaled": str(ws.file(RESCALED)), **result, **training.facts})
+    return {"rescaled": str(ws.file(RESCALED)), **result, **training.facts}
 
 
 def check_bundle_transform(domain: str, bundle: ModelBundle, ws: Workspace) -> float:

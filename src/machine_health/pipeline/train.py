@@ -10,43 +10,29 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import datetime
 from typing import Any
 
 from machine_health import registry
-from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.errors import ModelError
 from machine_health.pipeline import datasets
 from machine_health.pipeline.extract import read_snapshot
 from machine_health.pipeline.rescale import SEED, check_bundle_transform
-from machine_health.pipeline.workspace import Workspace
+from machine_health.pipeline.steps import StepRun, step
 
 logger = logging.getLogger(__name__)
 
-STEP = "train"
 BUNDLE_DIR = "challenger"
 #: largest allowed gap between the bundle's scaling and the rescale step's (float round-off).
 TRANSFORM_TOLERANCE = 1e-9
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("train")
+def run(job: StepRun) -> dict[str, Any]:
     """Train the challenger, check its transform is the rescale step's, log the MLflow run."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if not force and (done := ws.result(STEP)) is not None:
-        return done
-    if (nothing := ws.short_circuited()) is not None:
-        return ws.skipped(STEP, nothing)
-    extracted = ws.require("extract")
-    rescaled = ws.require("rescale")
+    settings, domain, run_id, ws = job.settings, job.domain, job.run_id, job.ws
+    extracted = job.inputs["extract"]
+    rescaled = job.inputs["rescale"]
     training = datasets.training_set(settings, domain, read_snapshot(ws))
     tags = {"domain": domain, "pipeline_run_id": run_id, "snapshot_sha256": extracted["sha256"]}
     registry.end_abandoned_runs(settings, {"domain": domain, "pipeline_run_id": run_id})
@@ -79,13 +65,10 @@ def run(
     if target.exists():
         shutil.rmtree(target)
     bundle.save(target)
-    return ws.record(
-        STEP,
-        {
-            "mlflow_run_id": mlflow_run.info.run_id,
-            "model_uri": logged.source,
-            "bundle": str(target),
-            "transform_gap": gap,
-            **{k: float(v) for k, v in metrics.items()},
-        },
-    )
+    return {
+        "mlflow_run_id": mlflow_run.info.run_id,
+        "model_uri": logged.source,
+        "bundle": str(target),
+        "transform_gap": gap,
+        **{k: float(v) for k, v in metrics.items()},
+    }

@@ -15,24 +15,22 @@ A snapshot with no row labelled after the data the last registered version consu
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.base import Problem
 from machine_health.errors import ValidationFailed
 from machine_health.pipeline import lineage
 from machine_health.pipeline.extract import QUARANTINE_FILE, read_snapshot, snapshot_schema
-from machine_health.pipeline.workspace import Workspace, write_json_atomic
+from machine_health.pipeline.steps import StepRun, step
+from machine_health.pipeline.workspace import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-STEP = "validate"
 #: most quarantined rows listed (id and reason) in the step's result; all are in quarantine.json
 QUARANTINE_LISTED = 50
 
@@ -51,20 +49,11 @@ def quarantine(table: pa.Table, problems: list[Problem]) -> tuple[np.ndarray, li
     return ~bad, rows
 
 
-def run(
-    *,
-    settings: Settings,
-    domain: str,
-    run_id: str,
-    interval_start: str | datetime,
-    interval_end: str | datetime,
-    force: bool = False,
-) -> dict[str, Any]:
+@step("validate")
+def run(job: StepRun) -> dict[str, Any]:
     """Validate the run's snapshot; `nothing_new` when no row is newer than the last version's."""
-    ws = Workspace.open(settings, domain, run_id, interval_start, interval_end)
-    if not force and (done := ws.result(STEP)) is not None:
-        return done
-    extracted = ws.require("extract")
+    settings, domain, ws = job.settings, job.domain, job.ws
+    extracted = job.inputs["extract"]
     table = read_snapshot(ws, validated=False)
     expected = snapshot_schema(domain).names
     if table.schema.names != expected:
@@ -115,4 +104,4 @@ def run(
             if consumed
             else f"no labelled {domain} prediction in the archive"
         )
-    return ws.record(STEP, result)
+    return result
