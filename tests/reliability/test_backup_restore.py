@@ -8,7 +8,6 @@ the restore must bring back exactly that, with the unique index still enforced.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from machine_health import store_backup
 from machine_health.errors import StoreError
+from tests.support.cli import run_cli
 from tests.support.reliability.harness import Store
 
 
@@ -88,9 +88,9 @@ def test_the_cli_backs_up_the_configured_store(tmp_path: Path) -> None:
         client: MongoClient = MongoClient(store.uri)
         client["mh"]["predictions"].insert_many([{"prediction_id": f"p{i}"} for i in range(50)])
         client.close()
-        env_cli = [str(Path(sys.executable).with_name("machine-health")), "store", "backup",
-                   str(tmp_path / "cli-backup"), "--data-dir", str(store.data_dir)]  # fmt: skip
-        done = subprocess.run(env_cli, capture_output=True, text=True, timeout=120)
+        args = ["store", "backup", str(tmp_path / "cli-backup"), "--data-dir", str(store.data_dir)]
+        result = run_cli(args)  # the command in-process (Typer's CliRunner)
+        done = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
         assert done.returncode == 0, done.stdout + done.stderr
         assert (tmp_path / "cli-backup" / store_backup.MANIFEST).exists()
     finally:

@@ -11,10 +11,8 @@ Python's range, 503 bodies echoing the driver, unbounded stats windows.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,8 +26,9 @@ from pymongo.database import Database
 from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.turbofan import SENSOR_RANGES, SETTING_RANGES
+from tests.support.cli import run_cli
 from tests.support.data import turbofan_rows
-from tests.support.paths import DATA_DIR, REPO
+from tests.support.paths import DATA_DIR
 from tests.support.reliability.scenarios import ReliabilityRegistry, serve_with_users
 from tests.support.servers import Server, free_port, start_uvicorn
 from tests.support.settings import make_settings, own_database
@@ -268,12 +267,10 @@ def test_the_cli_purges_a_unit_the_running_api_has_in_memory(
     back into the rebuilt state (the purged cycle stays gone)."""
     server, settings = api
     unit = _hijacked_unit(server, tokens["operator"], rows, settings.max_cycle_jump)
-    env = {**os.environ, **settings.as_env(), "USER": "ops-alice", "LOGNAME": "ops-alice"}
-    done = subprocess.run(
-        [sys.executable, "-m", "machine_health", "units", "purge", "turbofan", unit,
-         "--from-cycle", "4"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    env = {**settings.as_env(), "USER": "ops-alice", "LOGNAME": "ops-alice"}
+    args = ["units", "purge", "turbofan", unit, "--from-cycle", "4"]
+    result = run_cli(args, env=env)  # the command in-process (Typer's CliRunner)
+    done = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "deleted 1" in done.stdout
     audit = archive["audit"].find_one({"unit_id": unit})
