@@ -54,10 +54,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from machine_health.archive.client import open_db
+from machine_health.archive.predictions import recent_predictions
+from machine_health.archive.reports import DRIFT, save
 from machine_health.config import Settings
 from machine_health.domains import DOMAINS, get_domain
 from machine_health.errors import InputError
-from machine_health.monitoring import reports
 from machine_health.monitoring.reference import Reference, load_reference
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,9 @@ logger = logging.getLogger(__name__)
 ALPHA = 0.05
 PSI_MIN = 0.25
 MIN_ROWS = 20  # fewer archived inputs in the window: report "insufficient_data", never flag
+#: newest archived predictions a drift run reads from its window (bounds memory: a vibration
+#: window is 8 kB); 5000 rows already resolve a KS distance of ~0.03.
+MAX_ROWS = 5_000
 _PSI_FLOOR = 1e-4
 _BAND = re.compile(r"_(\d+-\d+Hz)$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -191,8 +196,8 @@ def run_drift(
     """Compare the domain's archived inputs of `[now - window, now)` with the training reference
     of the version that served most of them (or `version`), store the report and return it."""
     start = now - window
-    with reports.store(settings) as db:
-        records = reports.archived_predictions(db, domain, start=start, end=now)
+    with open_db(settings) as db:
+        records = recent_predictions(db, domain, start=start, end=now, limit=MAX_ROWS)
         served = Counter(str(r.get("model_version")) for r in records)
         version = version or (served.most_common(1)[0][0] if served else None)
         if version is None:
@@ -212,7 +217,7 @@ def run_drift(
             window_end=now,
             served_versions=dict(served),
         )
-        reports.save(db, reports.DRIFT, domain, report, created_at=now)
+        save(db, DRIFT, domain, report, created_at=now)
     logger.info(
         "%s drift v%s: %s rows, share %.2f, flagged=%s",
         domain, version, report["n_rows"], report["drift_share"], report["flagged"],

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from machine_health.archive.client import open_db
+from machine_health.archive.predictions import recent_predictions
+from machine_health.archive.reports import PERFORMANCE, save
 from machine_health.config import Settings
 from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
 from machine_health.errors import InputError
-from machine_health.monitoring import reports
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,8 @@ def run_performance(
     """Score the labels that arrived before `now` (predictions made in the last `window`, or
     all; the newest `limit` of them), per model version; store the report and return it."""
     start = None if window is None else now - window
-    with reports.store(settings) as db:
-        records = reports.archived_predictions(
+    with open_db(settings) as db:
+        records = recent_predictions(
             db, domain, start=start, end=now, labelled=True, with_input=False, limit=limit
         )
         versions = _domain(domain).live_performance(records, settings)
@@ -70,7 +72,7 @@ def run_performance(
                 "recall_min": settings.live_recall_min,
             },
         }
-        reports.save(db, reports.PERFORMANCE, domain, report, created_at=now)
+        save(db, PERFORMANCE, domain, report, created_at=now)
     logger.info(
         "%s live performance: %d labelled predictions, %d versions, degraded %s",
         domain, len(records), len(versions), report["degraded_versions"] or "none",
