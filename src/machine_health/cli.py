@@ -274,8 +274,8 @@ def users_create(
     """Create an API user (there is no default user or password)."""
     import os
 
-    from machine_health.archive import client as archive_client
     from machine_health.archive import users
+    from machine_health.archive.client import open_db
     from machine_health.security import hash_password
 
     if password_env:
@@ -284,29 +284,17 @@ def users_create(
             raise MachineHealthError(f"environment variable {password_env} is empty or unset")
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    settings = get_settings()
-    client = archive_client.sync_client(settings)
-    try:
-        db = client[settings.mongodb_db]
-        archive_client.ensure_indexes_sync(db)
+    with open_db(get_settings()) as db:
         user = users.create_user_sync(db, name, hash_password(password), role)
-    finally:
-        client.close()
     console.print(f"[green]user created[/] {user['username']} (role {user['role']})")
 
 
 def _users_db(action: Callable[[Any], Any]) -> Any:
     """Run `action(db)` on the store's database (indexes ensured), closing the client after."""
-    from machine_health.archive import client as archive_client
+    from machine_health.archive.client import open_db
 
-    settings = get_settings()
-    client = archive_client.sync_client(settings)
-    try:
-        db = client[settings.mongodb_db]
-        archive_client.ensure_indexes_sync(db)
+    with open_db(get_settings()) as db:
         return action(db)
-    finally:
-        client.close()
 
 
 def _operator() -> str:
@@ -405,8 +393,10 @@ def units_purge(
     import getpass
     import re
 
-    from machine_health.archive import client as archive_client
-    from machine_health.archive import repository, unit_state
+    from machine_health.archive import unit_state
+    from machine_health.archive.audit import audit_entry, record_audit_sync
+    from machine_health.archive.client import open_db
+    from machine_health.archive.predictions import purge_unit_cycles_sync
 
     if not re.fullmatch(r"[a-z_]{1,32}", domain) or not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}",
                                                                        unit):  # fmt: skip
@@ -415,22 +405,17 @@ def units_purge(
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    settings = get_settings()
-    client = archive_client.sync_client(settings)
-    try:
-        db = client[settings.mongodb_db]
-        purged = repository.purge_unit_cycles_sync(db, domain, unit, from_cycle)
+    with open_db(get_settings()) as db:
+        purged = purge_unit_cycles_sync(db, domain, unit, from_cycle)
         reset = unit_state.delete_sync(db, domain, unit)
         logging.getLogger(__name__).warning(
             "audit: %s (cli) purged %d archived cycle(s) >= %d of %s unit %s; last cycle now %s",
             user, purged["deleted"], from_cycle, domain, unit, purged["last_cycle"],
         )  # fmt: skip
-        repository.record_audit_sync(db, repository.audit_entry(
+        record_audit_sync(db, audit_entry(
             "purge_unit_cycles", user=user, via="cli", domain=domain, unit_id=unit,
             from_cycle=from_cycle, deleted=purged["deleted"], state_reset=reset,
         ))  # fmt: skip
-    finally:
-        client.close()
     console.print(
         f"{domain} unit {unit}: deleted {purged['deleted']} archived cycle(s) >= {from_cycle}; "
         f"last cycle now {purged['last_cycle']}; serving state "

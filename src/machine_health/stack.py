@@ -394,7 +394,7 @@ def ensure_users(settings: Settings) -> dict[str, str]:
     them); a user missing from the store (a first run, a wiped store) is created again with its
     kept password.
     """
-    from machine_health.archive import client as archive_client
+    from machine_health.archive.client import open_db
     from machine_health.archive.users import create_user_sync
     from machine_health.security import hash_password
 
@@ -406,15 +406,10 @@ def ensure_users(settings: Settings) -> dict[str, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
         path.write_text(json.dumps(passwords))
-    client = archive_client.sync_client(settings)
-    try:
-        db = client[settings.mongodb_db]
-        archive_client.ensure_indexes_sync(db)
+    with open_db(settings) as db:
         for name, role in LOCAL_USERS.items():
             with contextlib.suppress(AlreadyExists):
                 create_user_sync(db, name, hash_password(passwords[name]), role)
-    finally:
-        client.close()
     return passwords
 
 

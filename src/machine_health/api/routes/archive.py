@@ -22,7 +22,10 @@ from machine_health.api.schemas import (
     PurgeResponse,
 )
 from machine_health.api.scoring import is_sequence_domain, public_document
-from machine_health.archive import repository, unit_state
+from machine_health.archive import unit_state
+from machine_health.archive.audit import audit_entry, record_audit
+from machine_health.archive.labels import backfill_failure, set_label
+from machine_health.archive.predictions import find_predictions, get_prediction, purge_unit_cycles
 from machine_health.domains.base import Domain
 from machine_health.errors import Forbidden, InputError, NotFound
 
@@ -64,7 +67,7 @@ async def list_predictions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Archived predictions, newest first, filtered and paginated."""
-    docs = await repository.find_predictions(
+    docs = await find_predictions(
         db, domain=domain, asset_id=asset_id, model_version=model_version,
         since=since, until=until, skip=offset, limit=limit,
     )  # fmt: skip
@@ -83,7 +86,7 @@ async def read_prediction(
     _: Reader,
 ) -> dict[str, Any]:
     """One archived prediction with its input, output, model and label."""
-    return public_document(await repository.get_prediction(db, prediction_id))
+    return public_document(await get_prediction(db, prediction_id))
 
 
 @router.post("/feedback", response_model=FeedbackResponse)
@@ -91,7 +94,7 @@ async def create_feedback(
     body: FeedbackRequest, db: DbDep, state: StateDep, caller: Labeller
 ) -> dict[str, Any]:
     """Record the inspected class of an archived prediction (domains labelled by feedback)."""
-    doc = await repository.get_prediction(db, body.prediction_id)
+    doc = await get_prediction(db, body.prediction_id)
     name = doc["domain"]
     domain = state.scorer.domains.get(name)
     if domain is None or domain.label_mode != "feedback":
@@ -104,7 +107,7 @@ async def create_feedback(
     labels = getattr(loaded.bundle, "labels", None) if loaded else None
     if labels and body.label not in labels:
         raise InputError(f"label: {body.label!r} is not one of {', '.join(labels)}")
-    return await repository.set_label(
+    return await set_label(
         db, body.prediction_id, domain=name, label=body.label, source="feedback",
         labelled_by=caller.username,
     )  # fmt: skip
@@ -132,7 +135,7 @@ async def create_failure(
             f"{settings.turbofan_max_cycle} (MH_TURBOFAN_MAX_CYCLE)"
         )
     name = _only_domain(state, domain, "labelled by a failure", _backfilled)
-    return await repository.backfill_failure(
+    return await backfill_failure(
         db, unit_id, body.failure_cycle, labelled_by=caller.username, source="failure",
         domain=name, max_label=settings.turbofan_max_rul_label,
     )  # fmt: skip
@@ -158,7 +161,7 @@ async def delete_unit_cycles(
     scorer = state.scorer
     domain = _only_domain(state, domain, "scored cycle by cycle", is_sequence_domain)
     async with scorer.histories.lock(unit_id):
-        purged = await repository.purge_unit_cycles(db, domain, unit_id, from_cycle)
+        purged = await purge_unit_cycles(db, domain, unit_id, from_cycle)
         reset = await unit_state.delete(db, domain, unit_id)
         scorer.histories.forget(unit_id)
     if not purged["deleted"] and not reset and purged["last_cycle"] is None:
@@ -170,9 +173,9 @@ async def delete_unit_cycles(
         caller.username, caller.role, purged["deleted"], from_cycle, domain, unit_id,
         purged["last_cycle"],
     )  # fmt: skip
-    entry = repository.audit_entry(
+    entry = audit_entry(
         "purge_unit_cycles", user=caller.username, via="api", domain=domain, unit_id=unit_id,
         from_cycle=from_cycle, deleted=purged["deleted"], state_reset=reset,
     )  # fmt: skip
-    await repository.record_audit(db, entry)
+    await record_audit(db, entry)
     return answer

@@ -22,7 +22,14 @@ from machine_health.api import projection
 from machine_health.api.deps import DbDep, Reader, StateDep
 from machine_health.api.json_body import api_router
 from machine_health.api.schemas import ClientDatetime
-from machine_health.archive import repository
+from machine_health.archive.predictions import find_predictions
+from machine_health.archive.stats import (
+    count_archived,
+    count_by,
+    count_by_time,
+    rul_histogram,
+    window_rows,
+)
 from machine_health.errors import InputError, NotFound
 
 router = api_router(tags=["stats"])
@@ -46,19 +53,19 @@ async def _domain_stats(db: Any, domain: Any, bucket: str, cap: int) -> dict[str
     """All-time figures of a domain, aggregated by the store."""
     name = domain.name
     stats: dict[str, Any] = {
-        "total": await repository.count_archived(db, name),
-        "labelled": await repository.count_archived(db, name, labelled=True),
-        "assets": len(await repository.count_by(db, name, "asset_id")),
-        "over_time": await repository.count_by_time(db, name, bucket=bucket),
-        "by_model_version": await repository.count_by(db, name, "model_version"),
+        "total": await count_archived(db, name),
+        "labelled": await count_archived(db, name, labelled=True),
+        "assets": len(await count_by(db, name, "asset_id")),
+        "over_time": await count_by_time(db, name, bucket=bucket),
+        "by_model_version": await count_by(db, name, "model_version"),
         "truncated": False,  # the store counted every document: the same shape as a window's
     }
     fields = domain.output_model.model_fields
     if "is_anomaly" in fields:
-        stats["anomalies"] = (await repository.count_by(db, name, "is_anomaly")).get("true", 0)
-        stats["by_fault_class"] = await repository.count_by(db, name, "fault_class")
+        stats["anomalies"] = (await count_by(db, name, "is_anomaly")).get("true", 0)
+        stats["by_fault_class"] = await count_by(db, name, "fault_class")
     if "rul" in fields:
-        stats["rul_histogram"] = await repository.rul_histogram(db, _rul_edges(cap), domain=name)
+        stats["rul_histogram"] = await rul_histogram(db, _rul_edges(cap), domain=name)
     return _with_rate(stats)
 
 
@@ -72,7 +79,7 @@ async def _window_stats(
     max_rows: int,
 ) -> dict[str, Any]:
     """The same figures for a time window, counted here from the window's (newest) rows."""
-    rows = await repository.window_rows(db, domain.name, since=since, until=until, limit=max_rows)
+    rows = await window_rows(db, domain.name, since=since, until=until, limit=max_rows)
     formats = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z"}
     outputs = [r.get("output") or {} for r in rows]
     stats: dict[str, Any] = {
@@ -193,7 +200,7 @@ async def read_projection(
     """PCA of the newest archived predictions' feature vectors, with predictions and labels."""
     if domain not in state.scorer.domains:
         raise NotFound(f"unknown domain {domain!r}")
-    records = await repository.find_predictions(
+    records = await find_predictions(
         db, domain=domain, model_version=model_version, since=since, until=until, limit=limit
     )
     loaded = state.holder.loaded(domain)
