@@ -96,7 +96,7 @@ def _free_port() -> int:
 
 def _train(settings: Settings) -> dict[str, str]:
     from machine_health.domains.turbofan.models import FitConfig
-    from machine_health.domains.turbofan.training import train_and_register as train_turbofan
+    from machine_health.domains.turbofan.workflow import train_and_register as train_turbofan
     from machine_health.domains.vibration.workflow import train_and_register as train_vibration
 
     vibration = train_vibration(settings)

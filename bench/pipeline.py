@@ -110,7 +110,7 @@ def train_champion(settings: Settings, domain: str) -> str:
 
         return str(train_and_register(settings)["version"])
     from machine_health.domains.turbofan.models import FitConfig
-    from machine_health.domains.turbofan.training import train_and_register as train_turbofan
+    from machine_health.domains.turbofan.workflow import train_and_register as train_turbofan
 
     config = FitConfig(epochs=settings.retrain_epochs, patience=10)
     return str(

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from machine_health.config import get_settings
-from machine_health.domains.turbofan.training import benchmark
+from machine_health.domains.turbofan.workflow import benchmark
 
 logger = logging.getLogger("bench.turbofan")
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"

@@ -97,13 +97,3 @@ async def simulate(
                 await get_domain(name).replay(client, data_dir, options, tally, progress)
                 results[name] = tally.as_dict()
     return results
-
-
-def __getattr__(name: str) -> Any:
-    # The vibration replay's windows moved to its domain package; tests/ui/conftest.py still
-    # imports them from here.
-    if name == "vibration_windows":
-        from machine_health.domains.vibration.demo import test_windows
-
-        return test_windows
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

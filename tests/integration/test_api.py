@@ -58,7 +58,7 @@ def examples(api: tuple[Server, Settings]) -> dict[str, dict[str, Any]]:
 
 
 def _vibration_windows(data_dir: Any, count: int) -> list[dict[str, Any]]:
-    from machine_health.simulate import vibration_windows
+    from machine_health.domains.vibration.demo import test_windows as vibration_windows
 
     return [w["body"] for w in vibration_windows(data_dir, count)]
 

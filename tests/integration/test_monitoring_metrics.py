@@ -15,8 +15,8 @@ import pytest
 from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
+from machine_health.domains.vibration.demo import test_windows as vibration_windows
 from machine_health.monitoring import drift, performance
-from machine_health.simulate import vibration_windows
 from tests.support.models import TrainedModels, api_settings
 from tests.support.servers import Server, start_uvicorn
 from tests.support.users import create_users, login

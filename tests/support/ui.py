@@ -48,7 +48,7 @@ def post(url: str, path: str, body: Any, headers: dict[str, str]) -> Any:
 
 
 def seed_archive(url: str, settings: Settings, headers: dict[str, str]) -> tuple[str, str]:
-    from machine_health.simulate import vibration_windows
+    from machine_health.domains.vibration.demo import test_windows as vibration_windows
 
     windows = vibration_windows(settings.data_dir / "cwru", VIBRATION_WINDOWS)
     answers = post(

@@ -170,7 +170,7 @@ def test_test_prediction_answers_without_archiving(seeded: SeededApi) -> None:
 
 
 def test_test_prediction_of_an_uploaded_wav(seeded: SeededApi) -> None:
-    from machine_health.simulate import vibration_windows
+    from machine_health.domains.vibration.demo import test_windows as vibration_windows
 
     window = vibration_windows(seeded.settings.data_dir / "cwru", 1)[0]["body"]
     buffer = io.BytesIO()

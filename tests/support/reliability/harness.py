@@ -123,7 +123,7 @@ def plan_requests(
 ) -> list[list[Planned]]:
     """`total` real requests split over `workers` clients; the first `turbofan_workers` each send
     the cycles of their own turbofan units in order, the others real CWRU windows."""
-    from machine_health.simulate import vibration_windows
+    from machine_health.domains.vibration.demo import test_windows as vibration_windows
 
     windows = [w["body"] for w in vibration_windows(data_dir, 48)]
     units = _turbofan_rows(data_dir, max(1, turbofan_workers) * 3)

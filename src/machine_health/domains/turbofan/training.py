@@ -321,13 +321,3 @@ def evaluate_bundle(
     metrics = rul_metrics(np.asarray(rul_true, dtype="float64"), predicted)
     metrics["predict_ms_per_unit"] = 1000 * elapsed / max(len(predicted), 1)
     return metrics
-
-
-def __getattr__(name: str) -> Any:
-    # `benchmark` and `train_and_register` moved to `workflow` (they log to MLflow); callers
-    # that still import them from here (tests/integration/conftest.py, bench/) get them there.
-    if name in ("benchmark", "train_and_register"):
-        from machine_health.domains.turbofan import workflow
-
-        return getattr(workflow, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
