@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -156,6 +156,60 @@ class EvaluationSet:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ItemScores:
+    """One bundle's per-item outputs on one gate slice, from which the slice's metrics can be
+    recomputed on any resample of its items (the gate's paired bootstrap, `pipeline.bootstrap`).
+
+    Champion and challenger are scored on the same items in the same order, so one resample of
+    the groups indexes both."""
+
+    #: per item: the resampling unit (a turbofan unit, a recording or asset, a clip); items of one
+    #: group are correlated (windows of one recording), so whole groups are drawn
+    groups: np.ndarray
+    #: per-item arrays (truth, prediction, score...) that `metrics` reads
+    columns: dict[str, np.ndarray]
+    #: the metrics of a subset of the items (`columns` indexed by a resample); None: undefined
+    metrics: Callable[[dict[str, np.ndarray]], dict[str, float | None]]
+    #: the metrics the gate judges on this slice and whether lower or higher is better (the
+    #: domain's `primary_metrics`, or what a slice's labels can define, e.g. no source/target
+    #: split in field clips)
+    directions: dict[str, Literal["min", "max"]]
+    #: per item: groups are drawn within their stratum (keeps the class balance); None: one
+    strata: np.ndarray | None = None
+
+
+#: share of each asset group's most recent labelled rows the field slice holds out of training
+FIELD_SHARE = 0.2
+#: at most this many snapshot rows in the field slice (the most recent ones): bounded scoring time
+FIELD_MAX_ROWS = 5000
+
+
+def recent_rows(
+    table: pa.Table, share: float = FIELD_SHARE, cap: int = FIELD_MAX_ROWS
+) -> np.ndarray:
+    """Mask of the last `share` of each asset's rows by time of observation (`created_at`),
+    at most `cap` rows overall (the most recent): the default field holdout."""
+    import numpy as np
+
+    n = table.num_rows
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mask
+    assets = np.asarray(table.column("asset_id").to_pylist(), dtype=object).astype(str)
+    times = table.column("created_at").cast("int64").to_numpy(zero_copy_only=False)
+    times = np.nan_to_num(times.astype("float64"), nan=-np.inf)
+    for asset in np.unique(assets):
+        rows = np.flatnonzero(assets == asset)
+        take = int(share * len(rows))
+        if take:
+            mask[rows[np.argsort(times[rows], kind="stable")[-take:]]] = True
+    if mask.sum() > cap:
+        held = np.flatnonzero(mask)
+        mask[held[np.argsort(times[held], kind="stable")[:-cap]]] = False
+    return mask
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What the pipeline's train step gets back from `Domain.train`."""
@@ -223,13 +277,38 @@ class Domain(ABC):
 
     @abstractmethod
     def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
-        """The base real training data + the snapshot's labelled rows, as `train` takes them."""
+        """The base real training data WITHOUT the reference carve-out (`reference_set`) + the
+        snapshot's labelled rows (the field holdout already removed), as `train` takes them."""
+
+    #: What the frozen reference slice is (recorded with every trained model and gate report).
+    reference_rule: ClassVar[str]
+
+    @abstractmethod
+    def reference_set(self, settings: Settings) -> EvaluationSet:
+        """The gate's frozen REFERENCE slice: a fixed, deterministic carve-out of the base
+        TRAINING data (never the headline test data) that `training_set` excludes, so neither a
+        retrained challenger nor a champion trained by this code ever fitted it."""
+
+    def field_holdout(self, table: pa.Table) -> np.ndarray:
+        """Mask of the snapshot rows held out of this retrain as the gate's FIELD slice: the most
+        recent labelled rows of each asset group (`recent_rows`). The pipeline gives
+        `training_set` the other rows and `field_set` these."""
+        return recent_rows(table)
+
+    @abstractmethod
+    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
+        """The held-out snapshot rows (`field_holdout`) as scorable data; None when they hold
+        nothing the domain can score."""
+
+    @abstractmethod
+    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
+        """`bundle`'s per-item outputs on a reference or field slice (see `ItemScores`)."""
 
     @abstractmethod
     def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
-        """The real held-out test data minus anything the snapshot holds (the demo replays test
-        data, so a model must never be scored on what it trained on); `ValidationFailed` when
-        nothing is left to compare champion and challenger on."""
+        """The real held-out headline test data minus anything the snapshot holds (the demo
+        replays test data, so a model must never be scored on what it trained on);
+        `ValidationFailed` when nothing is left. Reported beside the gate, never judged."""
 
     @abstractmethod
     def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:

@@ -1,13 +1,30 @@
-"""Step 5: score challenger and champion on the same frozen evaluation set; apply the gate.
+"""Step 5: score challenger and champion on two slices with a paired bootstrap; apply the gate.
 
-The gate passes when, on EVERY primary metric of the domain (`Domain.primary_metrics`, each
-with whether lower or higher is better), the challenger is not worse than the champion by more
-than `gate_tolerance` (relative). With no champion yet, the challenger passes. A challenger that
-cannot score its own smoke inputs finitely is refused outright (`ModelRejected`): it must never
-be registered.
+The slices (`pipeline.datasets`):
+- REFERENCE: a frozen carve-out of the base TRAINING data (`Domain.reference_set`, e.g. fixed
+  turbofan training units) that every training set excludes, so neither model fitted it;
+- FIELD: the most recent labelled archived rows of each asset group (`Domain.field_holdout`),
+  held out of this retrain's training set: the new conditions only field data can show.
 
-The report is written to the workspace (`gate.json`, `gate.md`) and logged to the challenger's
-MLflow run.
+For each slice and each metric it defines (`ItemScores.directions`), a paired bootstrap
+(`pipeline.bootstrap`: 1000 resamples of the slice's groups, fixed seed) gives the distribution
+of challenger - champion; the one-sided 95 % bounds of the challenger's LOSS (how much worse it
+is, whatever the metric's direction) decide:
+
+- reference: FAIL only when the challenger is worse by more than `gate_tolerance` x |champion|
+  with 95 % confidence (the loss's lower bound exceeds the allowed loss). An interval that
+  spans the tolerance passes, recorded as "inconclusive": a frozen, model-independent slice
+  guards against regressions, it must not veto a model on noise;
+- field: FAIL only when the challenger is significantly worse (the loss's lower bound > 0, no
+  tolerance: this is the data the retrain exists for); "better or equal within the noise"
+  passes. Fewer than `MIN_FIELD_GROUPS` held-out groups (or a metric the slice cannot define):
+  "not enough field data", recorded and not judged.
+
+The gate passes when no judged row fails. With no champion yet, the challenger passes. A
+challenger that cannot score its own smoke inputs finitely is refused outright
+(`ModelRejected`). The headline test figures (`Domain.evaluation_set`) are reported beside the
+decision for information only. The report is written to the workspace (`gate.json`, `gate.md`)
+and logged to the challenger's MLflow run (the UI's models page shows `gate.md`).
 """
 
 from __future__ import annotations
@@ -19,14 +36,17 @@ from typing import Any
 
 from machine_health import registry
 from machine_health.domains import get_domain
-from machine_health.domains.base import ModelBundle, load_bundle
-from machine_health.errors import ModelNotFound, ModelRejected
-from machine_health.pipeline import datasets
+from machine_health.domains.base import EvaluationSet, ItemScores, ModelBundle, load_bundle
+from machine_health.errors import ModelNotFound, ModelRejected, ValidationFailed
+from machine_health.pipeline import bootstrap, datasets
 from machine_health.pipeline.extract import read_snapshot
 from machine_health.pipeline.steps import StepRun, step
 from machine_health.pipeline.workspace import write_json_atomic
 
 logger = logging.getLogger(__name__)
+
+#: a field slice with fewer held-out groups (units, assets, clips) is not judged
+MIN_FIELD_GROUPS = 5
 
 
 def _finite(value: Any) -> bool:
@@ -58,36 +78,60 @@ def smoke_test(bundle: ModelBundle) -> str | None:
 
 
 def score(domain: str, bundle: ModelBundle, evaluation: datasets.EvaluationSet) -> dict[str, float]:
-    """The domain's metrics of `bundle` on the evaluation set (flat name -> value)."""
+    """The domain's headline metrics of `bundle` on the evaluation set (flat name -> value)."""
     return get_domain(domain).score(bundle, evaluation)
 
 
-def gate(
-    primary: dict[str, str],
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
+def judge_slice(
+    kind: bootstrap.SliceKind,
+    challenger: ItemScores,
+    champion: ItemScores | None,
     tolerance: float,
-) -> tuple[bool, list[dict[str, Any]]]:
-    """(passed, one row per primary metric) of the challenger against the champion."""
+) -> list[dict[str, Any]]:
+    """One row per metric of the slice: values, difference, interval, n groups, verdict."""
+    new_all = challenger.metrics(challenger.columns)
+    n_groups = len(set(map(str, challenger.groups)))
+    if champion is None:
+        return [
+            {"slice": kind, "metric": name, "better": direction, "challenger": new_all.get(name),
+             "champion": None, "n_groups": n_groups, "passed": True,
+             "verdict": "no champion: nothing to compare"}
+            for name, direction in challenger.directions.items()
+        ]  # fmt: skip
+    old_all = champion.metrics(champion.columns)
+    if kind == "field" and n_groups < MIN_FIELD_GROUPS:
+        return [
+            {"slice": kind, "metric": name, "better": direction, "challenger": new_all.get(name),
+             "champion": old_all.get(name), "n_groups": n_groups, "passed": True,
+             "verdict": f"not enough field data ({n_groups} < {MIN_FIELD_GROUPS} groups): "
+                        "not judged"}
+            for name, direction in challenger.directions.items()
+        ]  # fmt: skip
+    differences, n_groups = bootstrap.paired_differences(champion, challenger)
     rows = []
-    for name, direction in primary.items():
-        new = challenger.get(name)
-        old = None if champion is None else champion.get(name)
-        if old is None:
-            ok, limit = new is not None, None
-        elif new is None:
-            ok, limit = False, None
-        elif direction == "min":
-            limit = old + tolerance * abs(old)
-            ok = new <= limit
-        else:
-            limit = old - tolerance * abs(old)
-            ok = new >= limit
-        rows.append(
-            {"metric": name, "better": direction, "challenger": new, "champion": old,
-             "limit": limit, "passed": bool(ok)}
-        )  # fmt: skip
-    return all(r["passed"] for r in rows), rows
+    for name, direction in challenger.directions.items():
+        new, old = new_all.get(name), old_all.get(name)
+        if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
+            undefined = "not enough field data" if kind == "field" else "undefined"
+            rows.append(
+                {"slice": kind, "metric": name, "better": direction, "challenger": new,
+                 "champion": old, "n_groups": n_groups, "passed": kind == "field",
+                 "verdict": f"{undefined}: the metric cannot be computed on this slice"}
+            )  # fmt: skip
+            continue
+        row = bootstrap.judge(
+            kind, direction, float(old), float(new), differences[name], tolerance, n_groups
+        )
+        rows.append({"slice": kind, "metric": name, **row})
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -95,68 +139,137 @@ def _markdown(report: dict[str, Any]) -> str:
         f"# Gate report: {report['domain']} run {report['run_id']}",
         "",
         f"Champion: {report['champion_version'] or 'none'}; tolerance "
-        f"{report['tolerance']:.1%}; verdict: **{'PASSED' if report['passed'] else 'FAILED'}**",
+        f"{report['tolerance']:.1%} (reference slice); paired bootstrap "
+        f"({bootstrap.RESAMPLES} resamples, one-sided {bootstrap.CONFIDENCE:.0%}); verdict: "
+        f"**{'PASSED' if report['passed'] else 'FAILED'}**",
         "",
-        "| metric | better | challenger | champion | limit | passed |",
-        "|---|---|---|---|---|---|",
+        "| slice | metric | better | champion | challenger | difference | 90% interval "
+        "| groups | passed | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def fmt(value: Any) -> str:
-        return "-" if value is None else f"{value:.4g}"
-
     for r in report["metrics"]:
         lines.append(
-            f"| {r['metric']} | {r['better']} | {fmt(r['challenger'])} | {fmt(r['champion'])} "
-            f"| {fmt(r['limit'])} | {'yes' if r['passed'] else 'no'} |"
+            f"| {r['slice']} | {r['metric']} | {r['better']} | {_fmt(r['champion'])} "
+            f"| {_fmt(r['challenger'])} | {_fmt(r.get('difference'))} "
+            f"| {_fmt(r.get('interval'))} | {r.get('n_groups', '-')} "
+            f"| {'yes' if r['passed'] else 'no'} | {r['verdict']} |"
         )
-    lines += ["", f"Evaluation set: {report['evaluation']}", ""]
+    lines += ["", f"Reference slice: {report['reference']}", f"Field slice: {report['field']}"]
+    headline = report.get("headline") or {}
+    lines += [
+        "",
+        "Headline test set (information only, not part of the decision): "
+        f"{headline.get('facts')}; challenger {headline.get('challenger')}; "
+        f"champion {headline.get('champion')}",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def _headline(
+    settings: Any, domain: str, table: Any, challenger: ModelBundle, champion: ModelBundle | None
+) -> dict[str, Any]:
+    """The headline test figures, for information: never part of the decision."""
+    try:
+        evaluation = datasets.evaluation_set(settings, domain, table)
+    except ValidationFailed as exc:
+        return {"facts": {"skipped": str(exc)}, "challenger": None, "champion": None}
+    primary = get_domain(domain).primary_metrics
+    new = score(domain, challenger, evaluation)
+    old = None if champion is None else score(domain, champion, evaluation)
+    return {
+        "facts": evaluation.facts,
+        "challenger": {k: new.get(k) for k in primary},
+        "champion": None if old is None else {k: old.get(k) for k in primary},
+        "challenger_all": new,
+    }
+
+
+def _slice(
+    domain: str,
+    kind: bootstrap.SliceKind,
+    data: EvaluationSet,
+    challenger: ModelBundle,
+    champion: ModelBundle | None,
+    tolerance: float,
+) -> list[dict[str, Any]]:
+    of = get_domain(domain).item_scores
+    return judge_slice(
+        kind, of(challenger, data), None if champion is None else of(champion, data), tolerance
+    )
 
 
 @step("evaluate")
 def run(job: StepRun) -> dict[str, Any]:
-    """Smoke-test the challenger, score both models, write and log the gate report."""
+    """Smoke-test the challenger, score both models on both slices, write and log the report."""
     settings, domain, run_id, ws = job.settings, job.domain, job.run_id, job.ws
     trained = job.inputs["train"]
     challenger = load_bundle(Path(trained["bundle"]))
     refused = smoke_test(challenger)
     if refused is not None:
         raise ModelRejected(f"{domain} challenger of run {run_id} refused: {refused}")
-    evaluation = datasets.evaluation_set(settings, domain, read_snapshot(ws))
-    challenger_metrics = score(domain, challenger, evaluation)
     try:
+        champion: ModelBundle | None
         champion, ref = registry.load(settings, domain, alias=registry.CHAMPION)
         champion_version: str | None = ref.version
-        champion_metrics: dict[str, float] | None = score(domain, champion, evaluation)
     except ModelNotFound:
-        champion_version, champion_metrics = None, None
-    primary = dict(get_domain(domain).primary_metrics)
-    passed, rows = gate(primary, challenger_metrics, champion_metrics, settings.gate_tolerance)
+        champion, champion_version = None, None
+    table = read_snapshot(ws)
+    tolerance = settings.gate_tolerance
+    reference = datasets.reference_set(settings, domain)
+    rows = _slice(domain, "reference", reference, challenger, champion, tolerance)
+    field = datasets.field_set(settings, domain, table)
+    if field is None:
+        field_facts: dict[str, Any] = {"skipped": "no labelled field rows held out"}
+        rows += [
+            {"slice": "field", "metric": "-", "better": "-", "champion": None,
+             "challenger": None, "n_groups": 0, "passed": True,
+             "verdict": "not enough field data: no labelled rows held out of this retrain"}
+        ]  # fmt: skip
+    else:
+        field_facts = field.facts
+        rows += _slice(domain, "field", field, challenger, champion, tolerance)
+    passed = all(r["passed"] for r in rows)
     report = {
         "domain": domain,
         "run_id": run_id,
         "interval": ws.interval,
         "passed": passed,
-        "tolerance": settings.gate_tolerance,
+        "tolerance": tolerance,
+        "confidence": bootstrap.CONFIDENCE,
+        "resamples": bootstrap.RESAMPLES,
         "champion_version": champion_version,
         "metrics": rows,
-        "challenger_all": challenger_metrics,
-        "champion_all": champion_metrics,
-        "evaluation": evaluation.facts,
+        "reference": {"rule": get_domain(domain).reference_rule, **reference.facts},
+        "field": field_facts,
+        "headline": _headline(settings, domain, table, challenger, champion),
     }
     write_json_atomic(ws.file("gate.json"), report)
     markdown = _markdown(report)
     ws.file("gate.md").write_text(markdown)
+    # eval_*: the headline figures (`models list` shows them); gate_*: the judged slices
+    headline = report["headline"].get("challenger_all") or {}
+    numeric = {f"eval_{k}": v for k, v in headline.items()} | {
+        f"gate_{r['slice']}_{r['metric']}": r["challenger"] for r in rows
+    }
+    numeric = {
+        k: float(v)
+        for k, v in numeric.items()
+        if isinstance(v, int | float) and math.isfinite(v) and not isinstance(v, bool)
+    }
     with registry.resume_run(settings, trained["mlflow_run_id"]):
         registry.log_dict(report, "gate/gate.json")
         registry.log_text(markdown, "gate/gate.md")
-        registry.log_metrics({f"eval_{k}": v for k, v in challenger_metrics.items()})
+        registry.log_metrics(numeric)
         registry.set_tags({"gate_passed": str(passed).lower()})
     return {
         "passed": passed,
         "champion_version": champion_version,
-        "challenger": {r["metric"]: r["challenger"] for r in rows},
-        "champion": {r["metric"]: r["champion"] for r in rows},
+        "rows": [
+            {k: r.get(k) for k in ("slice", "metric", "champion", "challenger", "passed")}
+            for r in rows
+        ],
         "report": str(ws.file("gate.json")),
-        **evaluation.facts,
+        "reference": report["reference"],
+        "field": field_facts,
     }

@@ -47,6 +47,9 @@ def run(job: StepRun) -> dict[str, Any]:
                 "snapshot_rows": extracted["rows"],
                 "git_commit": registry.git_commit(),
                 "seed": SEED,
+                # what the gate's reference slice is: a model trained under another rule may
+                # have fitted it (see pipeline.evaluate)
+                "reference_rule": get_domain(domain).reference_rule,
                 **{f"data_{k}": v for k, v in training.facts.items()},
             }
         )

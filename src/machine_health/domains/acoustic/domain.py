@@ -43,6 +43,7 @@ from machine_health.domains.acoustic.features import (
 from machine_health.domains.base import (
     Domain,
     EvaluationSet,
+    ItemScores,
     LabelMode,
     ModelBundle,
     Problem,
@@ -176,6 +177,25 @@ class AcousticDomain(Domain):
         from machine_health.domains.acoustic import retrain
 
         return retrain.training_set(settings, table)
+
+    reference_rule: ClassVar[str] = (
+        "the data set's validation clips (detector fitted on train normals only), by clip"
+    )
+
+    def reference_set(self, settings: Settings) -> EvaluationSet:
+        from machine_health.domains.acoustic import retrain
+
+        return retrain.reference_set(settings)
+
+    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
+        from machine_health.domains.acoustic import retrain
+
+        return retrain.field_set(settings, table)
+
+    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
+        from machine_health.domains.acoustic.reference import item_scores
+
+        return item_scores(bundle, evaluation)
 
     def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
         from machine_health.domains.acoustic import retrain

@@ -9,8 +9,12 @@
   only); archived clips labelled ANOMALY are never fitted: they check the new threshold (the
   share of them it flags is logged as `archive_anomaly_recall`). Archived clips that are base
   clips posted again are dropped (they would count twice);
-- evaluation set: the `test` clips minus every clip the archive holds (the demo replays test
-  clips), found by the sha256 of the posted audio or by its archived spectrogram;
+- gate slices (`reference.py`): reference = the `validation` clips (no model's scores on them
+  were fitted); field = the most recent archived clips of each asset (`Domain.field_holdout`),
+  held out of the training set;
+- evaluation set (headline, information only): the `test` clips minus every clip the archive
+  holds (the demo replays test clips), found by the sha256 of the posted audio or by its
+  archived spectrogram;
 - rescale: the detector's one fitted transform is the standardisation of the clip statistics
   (mean, scale of the fitted normal clips) -> `transform.npz`, `rescaled.parquet`;
 - train: `train_bundle` with the archived normal clips; logs params, metrics, the score
@@ -263,6 +267,28 @@ def evaluation_set(settings: Settings, table: pa.Table) -> EvaluationSet:
             )
     facts = {"eval_clips": len(kept.clips), "eval_clips_excluded": int(excluded.sum())}
     return EvaluationSet(kept, facts)
+
+
+def reference_set(settings: Settings) -> EvaluationSet:
+    """The `validation` clips, with their labels and source/target domains (`reference.py`)."""
+    from machine_health.domains.acoustic.reference import RULE
+
+    base = base_training_set(settings.data_dir)
+    held = subset(base, base.part("validation"))
+    data = {"spectra": held.spectra, "y": held.clips.y, "domain": held.clips.domains}
+    return EvaluationSet(data, {"source": RULE, "clips": len(held.clips)})
+
+
+def field_set(settings: Settings, table: pa.Table) -> EvaluationSet | None:
+    """The held-out archived clips (decodable, labelled) as archived spectrograms."""
+    spectra = spectra_of(table)
+    labels = table.column("label").to_pylist()
+    keep = [j for j, s in enumerate(spectra) if s is not None and labels[j] in LABELS]
+    if not keep:
+        return None
+    y = np.array([labels[j] == ANOMALY for j in keep], dtype=np.int8)
+    data = {"spectra": [spectra[j] for j in keep], "y": y, "domain": None}
+    return EvaluationSet(data, {"source": "archive", "clips": len(keep)})
 
 
 # --- rescale and train ------------------------------------------------------------------------

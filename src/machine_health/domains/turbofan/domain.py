@@ -20,6 +20,7 @@ from machine_health.config import Settings
 from machine_health.domains.base import (
     Domain,
     EvaluationSet,
+    ItemScores,
     LabelMode,
     ModelBundle,
     Problem,
@@ -37,6 +38,7 @@ from machine_health.domains.turbofan.data import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     from rich.progress import Progress
@@ -286,6 +288,30 @@ class TurbofanDomain(Domain):
         from machine_health.domains.turbofan import retrain
 
         return retrain.evaluation_set(settings, table)
+
+    reference_rule: ClassVar[str] = (
+        "FD001 training units with id divisible by 5 (never fitted); test-like cuts per unit"
+    )
+
+    def reference_set(self, settings: Settings) -> EvaluationSet:
+        from machine_health.domains.turbofan import retrain
+
+        return retrain.reference_set(settings)
+
+    def field_holdout(self, table: pa.Table) -> np.ndarray:
+        from machine_health.domains.turbofan import retrain
+
+        return retrain.field_holdout(table)
+
+    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
+        from machine_health.domains.turbofan import retrain
+
+        return retrain.field_set(settings, table)
+
+    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
+        from machine_health.domains.turbofan.reference import item_scores
+
+        return item_scores(bundle, evaluation)
 
     def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
         from machine_health.domains.turbofan import retrain

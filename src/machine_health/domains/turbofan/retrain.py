@@ -3,8 +3,12 @@
 - extract: one row per archived cycle (cycle, settings, sensors, label = the back-filled RUL);
 - validate: physical bounds, one failure cycle per unit; a unit with one bad row is quarantined
   whole (its windows are built from consecutive cycles and its labels from one failure);
-- training set: base FD001 training histories + archived units observed until failure;
-- evaluation set: the FD001 test units minus those the snapshot holds;
+- training set: base FD001 training histories minus the reference units + archived units
+  observed until failure (minus the field holdout);
+- gate slices (`reference.py`): reference = the FD001 training units carved out of every
+  training set; field = the most recent archived units observed until failure (`field_holdout`);
+- evaluation set (headline, information only): the FD001 test units minus those the snapshot
+  holds;
 - rescale: operating regimes + flat-sensor removal + per-regime z-score (`bundle_transform`: on
   every unit, as the refitted members use it) -> `transform.json`, `rescaled.parquet`;
 - train: `train_bundle` with the retrain's fit configuration, logged to the active MLflow run.
@@ -28,6 +32,7 @@ from machine_health.domains.base import (
     TrainingSet,
     TrainResult,
 )
+from machine_health.domains.turbofan import reference
 from machine_health.domains.turbofan.data import COLUMNS, SENSORS, SETTINGS, load_subset
 from machine_health.domains.turbofan.models import FitConfig
 from machine_health.errors import ValidationFailed
@@ -140,22 +145,67 @@ def training_set(settings: Settings, table: pa.Table) -> TrainingSet:
     posted later) is not, and is counted but kept out of training rather than given targets that
     would be wrong by its remaining life.
     """
-    base = load_subset(settings.data_dir, BASE_SUBSET).train
+    base = reference.fit_units(load_subset(settings.data_dir, BASE_SUBSET).train)
     archived = archive_frame(table)
     if archived.empty:
-        return TrainingSet((base, None), {"archived_units": 0, "archived_rows_used": 0})
+        return TrainingSet(
+            (base, None), {"base_units": int(base["unit"].nunique()), "archived_units": 0,
+                           "archived_rows_used": 0}
+        )  # fmt: skip
     last = archived.groupby("unit").tail(1).set_index("unit")["rul"]
     complete = last.index[last == 0]
     extra = archived[archived["unit"].isin(complete)][COLUMNS].reset_index(drop=True)
     facts = {
         "base_subset": BASE_SUBSET,
         "base_rows": len(base),
+        "base_units": int(base["unit"].nunique()),
         "archived_units": int(last.size),
         "archived_units_to_failure": len(complete),
         "archived_units_truncated": int(last.size - len(complete)),
         "archived_rows_used": len(extra),
     }
     return TrainingSet((base, extra if len(extra) else None), facts)
+
+
+def reference_set(settings: Settings) -> EvaluationSet:
+    """The FD001 training units carved out of every training set (`reference.py`)."""
+    train = load_subset(settings.data_dir, BASE_SUBSET).train
+    return reference.slice_of(reference.reference_units(train), f"{BASE_SUBSET} train")
+
+
+def _complete_units(archived: pd.DataFrame) -> pd.Index:
+    last = archived.groupby("unit").tail(1).set_index("unit")["rul"]
+    return last.index[last == 0]
+
+
+def field_holdout(table: pa.Table) -> np.ndarray:
+    """Whole units: the most recent `FIELD_SHARE` of the archived units observed until failure
+    (by their last cycle's archive time); a unit is one history, its cycles cannot be split."""
+    from machine_health.domains.base import FIELD_SHARE
+
+    mask = np.zeros(table.num_rows, dtype=bool)
+    if table.num_rows == 0:
+        return mask
+    frame = table.select(["asset_id", "created_at", "label"]).to_pandas()
+    complete = frame.groupby("asset_id")["label"].min()
+    complete = complete.index[complete == 0]
+    take = int(FIELD_SHARE * len(complete))
+    if take == 0:
+        return mask
+    latest = frame[frame["asset_id"].isin(complete)].groupby("asset_id")["created_at"].max()
+    held = latest.sort_values(kind="stable").index[-take:]
+    return frame["asset_id"].isin(held).to_numpy()
+
+
+def field_set(settings: Settings, table: pa.Table) -> EvaluationSet | None:
+    """The held-out archived units observed until failure, as run-to-failure histories."""
+    archived = archive_frame(table)
+    if archived.empty:
+        return None
+    histories = archived[archived["unit"].isin(_complete_units(archived))][COLUMNS]
+    if histories.empty:
+        return None
+    return reference.slice_of(histories, "archive")
 
 
 def _fingerprints(frame: pd.DataFrame) -> pd.Series:

@@ -143,10 +143,14 @@ def train_and_register(
     """Train one model, score it on the test file, register it; version 1 becomes champion."""
     from machine_health import registry
     from machine_health.domains.turbofan.monitoring import drift_reference
+    from machine_health.domains.turbofan.reference import fit_units
     from machine_health.monitoring.reference import log_reference
 
     data = load_subset(settings.data_dir, subset)
-    fit = train_bundle(settings, data.train, model_name=model_name, seed=seed, config=config)
+    # The gate's reference units are never fitted, by the first champion either.
+    fit = train_bundle(
+        settings, fit_units(data.train), model_name=model_name, seed=seed, config=config
+    )
     metrics = evaluate_bundle(fit.bundle, data.test, data.rul)
     _, predicted = predict_test(fit.bundle, data.test)
     with registry.start_run(

@@ -18,6 +18,7 @@ from machine_health.config import Settings
 from machine_health.domains.base import (
     Domain,
     EvaluationSet,
+    ItemScores,
     LabelMode,
     ModelBundle,
     Problem,
@@ -193,6 +194,25 @@ class VibrationDomain(Domain):
         from machine_health.domains.vibration import retrain
 
         return retrain.evaluation_set(settings, table)
+
+    reference_rule: ClassVar[str] = (
+        "the last 1/7 of every CWRU recording's training portion (never fitted), by recording"
+    )
+
+    def reference_set(self, settings: Settings) -> EvaluationSet:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.reference_set(settings)
+
+    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
+        from machine_health.domains.vibration import retrain
+
+        return retrain.field_set(settings, table)
+
+    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
+        from machine_health.domains.vibration.reference import item_scores
+
+        return item_scores(bundle, evaluation)
 
     def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
         from machine_health.domains.vibration import retrain

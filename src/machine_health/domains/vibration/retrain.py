@@ -3,9 +3,12 @@
 - extract: one row per archived window (samples as little-endian float32, rate, rpm, label =
   the inspected fault class from feedback);
 - validate: known fault classes, positive sample rates, rpm bounds, enough finite samples;
-- training set: the training portion of every CWRU recording + the archived windows;
-- evaluation set: the test portion of every recording, without the windows overlapping
-  archived samples (see `_locate`);
+- training set: the training portion of every CWRU recording minus its reference carve-out +
+  the archived windows (minus the field holdout);
+- gate slices (`reference.py`): reference = the last 1/7 of every recording's training portion,
+  never fitted; field = the most recent archived windows of each asset (`Domain.field_holdout`);
+- evaluation set (headline, information only): the test portion of every recording, without
+  the windows overlapping archived samples (see `_locate`);
 - rescale: physics features of every training window + the StandardScaler fitted on the normal
   windows of the detector's fit split (the bundle's one scaler, shared by detector and
   classifier) -> `transform.skops`, `rescaled.parquet` (scaled features, label, source);
@@ -32,7 +35,7 @@ from machine_health.domains.base import (
     TrainingSet,
     TrainResult,
 )
-from machine_health.domains.vibration import workflow
+from machine_health.domains.vibration import reference, workflow
 from machine_health.domains.vibration.data import (
     NORMAL,
     WindowSet,
@@ -183,7 +186,7 @@ def _concat(a: WindowSet, b: WindowSet) -> WindowSet:
 
 def training_set(settings: Settings, table: pa.Table) -> TrainingSet:
     """Training portion of every CWRU recording + archived windows (labelled by feedback)."""
-    base = workflow.load_portion(settings.data_dir, "train")
+    base, _ = reference.carve(workflow.load_portion(settings.data_dir, "train"))
     archived = archive_windows(table, workflow.WINDOW, workflow.SAMPLE_RATE)
     facts = {
         "base_windows": len(base),
@@ -192,6 +195,18 @@ def training_set(settings: Settings, table: pa.Table) -> TrainingSet:
         "hop": workflow.HOP,
     }
     return TrainingSet(_concat(base, archived), facts)
+
+
+def reference_set(settings: Settings) -> EvaluationSet:
+    """The reference carve-out of every recording's training portion (`reference.py`)."""
+    _, held = reference.carve(workflow.load_portion(settings.data_dir, "train"))
+    return reference.slice_of(held, "cwru train portion")
+
+
+def field_set(settings: Settings, table: pa.Table) -> EvaluationSet | None:
+    """The held-out archived windows (the most recent of each asset), grouped by asset."""
+    windows = archive_windows(table, workflow.WINDOW, workflow.SAMPLE_RATE)
+    return reference.slice_of(windows, "archive") if len(windows) else None
 
 
 #: grid (in the signal's units, g) that samples are snapped to before they are compared: coarse

@@ -1,0 +1,83 @@
+"""The vibration gate slices: a frozen reference carve-out of the training portion, item scores.
+
+- reference: the last `REFERENCE_SHARE` of every recording's TRAINING portion (the samples
+  just before its test portion). Windows overlapping it are never fitted (`carve`, used by the
+  retrain's training set and by `workflow`'s first training), so neither champion nor
+  challenger saw them; windows straddling the boundary belong to neither side;
+- items: windows; the bootstrap draws whole recordings (reference) or assets (field), the
+  windows of one recording being correlated, within their fault class (class balance kept);
+- metrics: recall_at_fpr (share of fault windows flagged at the bundle's own threshold) and
+  macro_f1 of the fault class, recomputed on each resample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from machine_health.domains.base import EvaluationSet, ItemScores, ModelBundle
+from machine_health.domains.vibration.data import WindowSet
+
+REFERENCE_SHARE = 1 / 7  # of the train portion (70 % of a recording): 10 % of the recording
+RULE = (
+    "the last 1/7 of every CWRU recording's training portion (never fitted); windows drawn "
+    "by recording"
+)
+DIRECTIONS = {"recall_at_fpr": "max", "macro_f1": "max"}
+
+
+def carve(windows: WindowSet) -> tuple[WindowSet, WindowSet]:
+    """(windows a model may fit, reference windows) of a training portion."""
+    length = windows.windows.shape[1]
+    fit = np.zeros(len(windows), dtype=bool)
+    ref = np.zeros(len(windows), dtype=bool)
+    for source in np.unique(windows.sources):
+        rows = windows.sources == source
+        end = int(windows.starts[rows].max()) + length  # end of this recording's train portion
+        boundary = int(end * (1 - REFERENCE_SHARE))
+        fit |= rows & (windows.starts + length <= boundary)
+        ref |= rows & (windows.starts >= boundary)
+    return windows.subset(fit), windows.subset(ref)
+
+
+def slice_of(windows: WindowSet, source: str) -> EvaluationSet:
+    return EvaluationSet(
+        windows,
+        {"source": source, "windows": len(windows), "groups": len(np.unique(windows.sources))},
+    )
+
+
+def macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
+    """Macro F1 over the classes present in truth or prediction (numpy: the bootstrap's loop)."""
+    scores = []
+    for label in np.union1d(true, pred):
+        t, p = true == label, pred == label
+        denominator = t.sum() + p.sum()
+        scores.append(2 * (t & p).sum() / denominator if denominator else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _metrics(columns: dict[str, np.ndarray]) -> dict[str, float | None]:
+    fault = columns["fault"]
+    return {
+        "recall_at_fpr": float(columns["flagged"][fault].mean()) if fault.any() else None,
+        "macro_f1": macro_f1(columns["true"], columns["pred"]) if fault.size else None,
+    }
+
+
+def item_scores(bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
+    """Flag and predicted class of every window of the slice, grouped by recording/asset."""
+    windows: WindowSet = evaluation.data
+    scores, proba = bundle.score_windows(windows.windows, windows.rpm)  # type: ignore[attr-defined]
+    predicted = np.asarray(bundle.labels)[proba.argmax(axis=1)]  # type: ignore[attr-defined]
+    return ItemScores(
+        groups=windows.sources.astype(str),
+        columns={
+            "fault": windows.is_fault,
+            "flagged": scores > bundle.threshold,  # type: ignore[attr-defined]
+            "true": windows.labels.astype(str),
+            "pred": predicted.astype(str),
+        },
+        metrics=_metrics,
+        directions=dict(DIRECTIONS),  # type: ignore[arg-type]
+        strata=windows.labels.astype(str),
+    )

@@ -1,0 +1,137 @@
+"""The gate's slices on real data and real models: the reference carve-outs are never trained
+on, a challenger that learned new field data passes, a degraded one does not."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from machine_health.config import Settings
+from machine_health.domains import get_domain
+from machine_health.domains.acoustic.reference import roc_auc
+from machine_health.domains.base import EvaluationSet, ModelBundle
+from machine_health.pipeline.evaluate import judge_slice
+from tests.support.paths import DATA_DIR
+
+ACOUSTIC, TURBOFAN, VIBRATION = "acoustic", "turbofan", "vibration"
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(_env_file=None, data_dir=DATA_DIR)
+
+
+def _empty(domain: str) -> pa.Table:
+    from machine_health.pipeline.extract import snapshot_schema
+
+    return snapshot_schema(domain).empty_table()
+
+
+def test_turbofan_reference_units_are_never_in_a_training_set(settings: Settings) -> None:
+    domain = get_domain(TURBOFAN)
+    reference = domain.reference_set(settings)
+    base, _ = domain.training_set(settings, _empty(TURBOFAN)).data
+    held = set(reference.data["unit"].unique())
+    assert len(held) == 20 and not held & set(base["unit"].unique())
+    assert reference.facts["units"] == 20
+
+
+def test_vibration_reference_windows_never_overlap_a_training_window(settings: Settings) -> None:
+    domain = get_domain(VIBRATION)
+    reference = domain.reference_set(settings).data
+    training = domain.training_set(settings, _empty(VIBRATION)).data
+    length = training.windows.shape[1]
+    assert len(reference) > 0 and set(reference.sources) == set(training.sources)
+    for source in set(reference.sources):
+        first_held = reference.starts[reference.sources == source].min()
+        last_fitted_end = training.starts[training.sources == source].max() + length
+        assert last_fitted_end <= first_held
+
+
+def test_the_numpy_auc_is_scikit_learns() -> None:
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(30, dtype=int), np.ones(20, dtype=int)]
+    scores = np.round(rng.normal(size=50) + y, 1)  # ties included
+    for max_fpr in (None, 0.1):
+        assert roc_auc(y, scores, max_fpr) == pytest.approx(
+            roc_auc_score(y, scores, max_fpr=max_fpr)
+        )
+
+
+class Degraded(ModelBundle):
+    """A real bundle whose anomaly scores are perturbed: a model that got worse."""
+
+    domain = ACOUSTIC
+
+    def __init__(self, inner: ModelBundle, noise: float) -> None:
+        self.inner, self.noise = inner, noise
+
+    def score_spectrograms(self, spectra: Sequence[np.ndarray]) -> np.ndarray:
+        scores = self.inner.score_spectrograms(spectra)  # type: ignore[attr-defined]
+        rng = np.random.default_rng(0)
+        return scores + rng.normal(0.0, self.noise * scores.std(), len(scores))
+
+    def save_files(self, path):  # type: ignore[no-untyped-def]  # never saved
+        raise NotImplementedError
+
+    @classmethod
+    def load_files(cls, path):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def predict(self, inputs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def smoke_inputs(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+def test_a_challenger_that_learned_field_data_passes_a_degraded_one_does_not(
+    settings: Settings,
+) -> None:
+    from machine_health.domains.acoustic.domain import evaluation_set, training_set
+    from machine_health.domains.acoustic.features import FeatureConfig, clip_stats, reduce_bands
+    from machine_health.domains.acoustic.training import train_bundle
+
+    domain = get_domain(ACOUSTIC)
+    base = training_set(DATA_DIR)
+    champion, _ = train_bundle(base, seed=0)
+    # New field data: clips of the target machine (the shifted domain) archived in the
+    # 32-band form. The challenger fits ten of its normal clips; the others are the field slice.
+    field_clips = evaluation_set(DATA_DIR)
+    target = field_clips.clips.domains == "target"
+    archived = reduce_bands(field_clips.spectra, 32)
+    learned = np.flatnonzero(target & (field_clips.clips.y == 0))[:10]
+    extra = clip_stats(archived[learned], FeatureConfig())
+    challenger, _ = train_bundle(base, seed=0, extra_normal=extra)
+    rest = np.setdiff1d(np.flatnonzero(target), learned)
+    field = EvaluationSet(
+        {"spectra": list(archived[rest]), "y": field_clips.clips.y[rest], "domain": None}, {}
+    )
+    reference = domain.reference_set(settings)
+
+    def judged(bundle: ModelBundle) -> list[dict]:
+        rows = []
+        for kind, data in (("reference", reference), ("field", field)):
+            rows += judge_slice(
+                kind, domain.item_scores(bundle, data), domain.item_scores(champion, data),
+                settings.gate_tolerance,
+            )  # fmt: skip
+        return rows
+
+    learned_rows = judged(challenger)
+    assert {(r["slice"], r["metric"]) for r in learned_rows} == {
+        ("reference", "official_score"), ("reference", "auc_target"), ("field", "auc"),
+    }  # fmt: skip
+    assert all(r["passed"] for r in learned_rows), learned_rows
+    for row in learned_rows:  # every row carries its interval and its groups
+        low, high = row["interval"]
+        assert low <= row["difference"] <= high and row["n_groups"] >= len(rest)
+
+    degraded_rows = judged(Degraded(challenger, noise=1.5))
+    failed = [r for r in degraded_rows if not r["passed"]]
+    assert failed and {r["slice"] for r in failed} >= {"reference"}, degraded_rows
+    assert all("worse" in r["verdict"] for r in failed)
