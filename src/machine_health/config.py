@@ -246,8 +246,9 @@ class Settings(BaseSettings):
     gate_tolerance: float = Field(
         0.02,
         ge=0,
-        description="Relative margin by which a challenger may trail the champion on each "
-        "primary metric and still pass the gate.",
+        description="Relative margin (of the champion's value) by which a challenger may trail "
+        "the champion on each primary metric of the gate's frozen reference slice before it "
+        "fails, when that loss is beyond the margin with 95 % confidence (paired bootstrap).",
     )
     retrain_turbofan_model: str = Field(
         "ensemble",
