@@ -1,4 +1,4 @@
-"""The session's trained models: both domains trained ONCE per test session, with their own
+"""The session's trained models: every domain trained ONCE per test session, with their own
 training functions (small, fast settings), into a session MLflow store.
 
 `trained_models` (the fixture of tests/conftest.py) is that store: API tests point
@@ -8,8 +8,8 @@ training left it (version 1 of each domain, nothing registered since), for tests
 versions; its artifacts are the session's, read in place. Tests that promote, roll back or
 register corrupt versions copy the bundles into a registry of their own (`register_version`).
 
-MH_TEST_TRAINED_TRACKING_URI may name a tracking store that already holds version 1 of both
-domains (e.g. one `make run` trained): training is then skipped (local iteration only).
+MH_TEST_TRAINED_TRACKING_URI may name a tracking store that already holds version 1 of every
+domain (e.g. one `make run` trained): training is then skipped (local iteration only).
 """
 
 from __future__ import annotations
@@ -36,13 +36,17 @@ class TrainedModels:
     turbofan_version: str
     #: a copy of the registry database as training left it (for `pristine_copy`), if one was kept
     as_trained: Path | None = None
+    #: the other registered domains' versions (the API is ready once every domain is served)
+    others: tuple[tuple[str, str], ...] = ()
 
     def version(self, domain: str) -> str:
-        return {"vibration": self.vibration_version, "turbofan": self.turbofan_version}[domain]
+        versions = {"vibration": self.vibration_version, "turbofan": self.turbofan_version}
+        return {**versions, **dict(self.others)}[domain]
 
 
 def train_small_models(var_dir: Path) -> TrainedModels:
-    """Register version 1 (@champion) of both domains, trained with fast settings."""
+    """Register version 1 (@champion) of every registered domain, trained with fast settings."""
+    from machine_health.domains import DOMAINS
     from machine_health.domains.turbofan.models import FitConfig
     from machine_health.domains.turbofan.workflow import train_and_register as train_turbofan
     from machine_health.domains.vibration.workflow import train_and_register as train_vibration
@@ -55,6 +59,11 @@ def train_small_models(var_dir: Path) -> TrainedModels:
     # No refit on all units: serving tests need a real Keras model, not the best one (-10 s).
     quick = FitConfig(epochs=3, patience=2, refit_all=False)
     turbofan = train_turbofan(settings, model_name="cnn", config=quick)
+    others = []
+    if "acoustic" in DOMAINS:
+        from machine_health.domains.acoustic.workflow import train_and_register as train_acoustic
+
+        others.append(("acoustic", str(train_acoustic(settings)["version"])))
     as_trained = var_dir / "registry-as-trained.db"
     shutil.copyfile(settings.tracking_uri.removeprefix("sqlite:///"), as_trained)
     return TrainedModels(
@@ -62,18 +71,22 @@ def train_small_models(var_dir: Path) -> TrainedModels:
         vibration_version=str(vibration["version"]),
         turbofan_version=str(turbofan["version"]),
         as_trained=as_trained,
+        others=tuple(others),
     )
 
 
 def existing_models() -> TrainedModels | None:
-    """The models MH_TEST_TRAINED_TRACKING_URI names (version 1 of both domains), if set."""
+    """The models MH_TEST_TRAINED_TRACKING_URI names (version 1 of every domain), if set."""
     existing = os.environ.get("MH_TEST_TRAINED_TRACKING_URI")
     if not existing:
         return None
     as_trained = None
     if existing.startswith("sqlite:///"):
         as_trained = Path(existing.removeprefix("sqlite:///"))
-    return TrainedModels(existing, "1", "1", as_trained=as_trained)
+    from machine_health.domains import DOMAINS
+
+    others = tuple((d, "1") for d in DOMAINS if d not in ("vibration", "turbofan"))
+    return TrainedModels(existing, "1", "1", as_trained=as_trained, others=others)
 
 
 def pristine_copy(models: TrainedModels, dest_dir: Path) -> TrainedModels:

@@ -60,7 +60,8 @@ FAST = Scale(total=160, rate=16.0)
 
 @dataclass(frozen=True)
 class ReliabilityRegistry:
-    """A private MLflow registry: vibration v1 @champion and v2 @challenger, turbofan v1."""
+    """A private MLflow registry: vibration v1 @champion and v2 @challenger, turbofan v1, v1 of
+    every other domain."""
 
     tracking_uri: str
     var_dir: Path
@@ -117,6 +118,11 @@ def build_registry(var_dir: Path, source: TrainedModels) -> ReliabilityRegistry:
     register_version(
         dst, turbofan, "reliability-turbofan-1", "turbofan", aliases=(registry.CHAMPION,)
     )
+    for domain, version in source.others:  # every other registered domain: served, untouched
+        bundle, _ = registry.load(src, domain, version=version)
+        register_version(
+            dst, bundle, f"reliability-{domain}-1", domain, aliases=(registry.CHAMPION,)
+        )
     return ReliabilityRegistry(tracking_uri=dst.tracking_uri, var_dir=var_dir)
 
 
