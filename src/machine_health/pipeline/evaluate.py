@@ -94,7 +94,8 @@ def judge_slice(
     if champion is None:
         return [
             {"slice": kind, "metric": name, "better": direction, "challenger": new_all.get(name),
-             "champion": None, "n_groups": n_groups, "passed": True,
+             "champion": None, "difference": None, "interval": None, "n_groups": n_groups,
+             "passed": True,
              "verdict": "no champion: nothing to compare"}
             for name, direction in challenger.directions.items()
         ]  # fmt: skip
@@ -102,7 +103,8 @@ def judge_slice(
     if kind == "field" and n_groups < MIN_FIELD_GROUPS:
         return [
             {"slice": kind, "metric": name, "better": direction, "challenger": new_all.get(name),
-             "champion": old_all.get(name), "n_groups": n_groups, "passed": True,
+             "champion": old_all.get(name), "difference": None, "interval": None,
+             "n_groups": n_groups, "passed": True,
              "verdict": f"not enough field data ({n_groups} < {MIN_FIELD_GROUPS} groups): "
                         "not judged"}
             for name, direction in challenger.directions.items()
@@ -115,7 +117,8 @@ def judge_slice(
             undefined = "not enough field data" if kind == "field" else "undefined"
             rows.append(
                 {"slice": kind, "metric": name, "better": direction, "challenger": new,
-                 "champion": old, "n_groups": n_groups, "passed": kind == "field",
+                 "champion": old, "difference": None, "interval": None, "n_groups": n_groups,
+                 "passed": kind == "field",
                  "verdict": f"{undefined}: the metric cannot be computed on this slice"}
             )  # fmt: skip
             continue
@@ -223,7 +226,8 @@ def run(job: StepRun) -> dict[str, Any]:
         field_facts: dict[str, Any] = {"skipped": "no labelled field rows held out"}
         rows += [
             {"slice": "field", "metric": "-", "better": "-", "champion": None,
-             "challenger": None, "n_groups": 0, "passed": True,
+             "challenger": None, "difference": None, "interval": None, "n_groups": 0,
+             "passed": True,
              "verdict": "not enough field data: no labelled rows held out of this retrain"}
         ]  # fmt: skip
     else:

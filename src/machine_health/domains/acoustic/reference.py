@@ -18,7 +18,6 @@ import numpy as np
 
 from machine_health.domains.base import EvaluationSet, ItemScores, ModelBundle
 
-RULE = "the data set's validation clips (detector fitted on train normals only), by clip"
 FIELD_DIRECTIONS: dict[str, Literal["min", "max"]] = {"auc": "max"}
 
 

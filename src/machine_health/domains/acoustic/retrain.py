@@ -271,12 +271,10 @@ def evaluation_set(settings: Settings, table: pa.Table) -> EvaluationSet:
 
 def reference_set(settings: Settings) -> EvaluationSet:
     """The `validation` clips, with their labels and source/target domains (`reference.py`)."""
-    from machine_health.domains.acoustic.reference import RULE
-
     base = base_training_set(settings.data_dir)
     held = subset(base, base.part("validation"))
     data = {"spectra": held.spectra, "y": held.clips.y, "domain": held.clips.domains}
-    return EvaluationSet(data, {"source": RULE, "clips": len(held.clips)})
+    return EvaluationSet(data, {"source": "validation clips", "clips": len(held.clips)})
 
 
 def field_set(settings: Settings, table: pa.Table) -> EvaluationSet | None:

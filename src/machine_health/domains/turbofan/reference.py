@@ -21,10 +21,6 @@ from machine_health.domains.turbofan.metrics import phm08_score
 
 REFERENCE_EVERY = 5
 CUT_EVERY = 10
-RULE = (
-    f"base training units whose id is divisible by {REFERENCE_EVERY}, never fitted; "
-    f"test-like cuts every {CUT_EVERY} cycles, scored per unit"
-)
 DIRECTIONS = {"rmse": "min", "phm_score": "min"}
 
 

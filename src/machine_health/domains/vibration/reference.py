@@ -18,10 +18,6 @@ from machine_health.domains.base import EvaluationSet, ItemScores, ModelBundle
 from machine_health.domains.vibration.data import WindowSet
 
 REFERENCE_SHARE = 1 / 7  # of the train portion (70 % of a recording): 10 % of the recording
-RULE = (
-    "the last 1/7 of every CWRU recording's training portion (never fitted); windows drawn "
-    "by recording"
-)
 DIRECTIONS = {"recall_at_fpr": "max", "macro_f1": "max"}
 
 
