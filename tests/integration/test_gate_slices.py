@@ -135,3 +135,33 @@ def test_a_challenger_that_learned_field_data_passes_a_degraded_one_does_not(
     failed = [r for r in degraded_rows if not r["passed"]]
     assert failed and {r["slice"] for r in failed} >= {"reference"}, degraded_rows
     assert all("worse" in r["verdict"] for r in failed)
+
+
+def test_the_field_slice_is_the_latest_fifth_of_each_asset_held_out_of_training(
+    settings: Settings,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from machine_health.domains.base import recent_rows
+    from machine_health.pipeline import datasets
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assets = ["a"] * 10 + ["b"] * 5 + ["c"] * 4  # c: too few rows for a fifth
+    times = [start + timedelta(minutes=(7 * i) % 19) for i in range(len(assets))]
+    table = pa.table({"asset_id": assets, "created_at": pa.array(times, pa.timestamp("ms", "UTC"))})
+    held = recent_rows(table)
+    assert held.sum() == 2 + 1
+    for asset in "ab":
+        rows = [i for i, a in enumerate(assets) if a == asset]
+        latest = sorted(rows, key=lambda i: times[i])[-int(0.2 * len(rows)) :]
+        assert set(np.flatnonzero(held)) & set(rows) == set(latest)
+    assert recent_rows(table, cap=1).sum() == 1
+    # Turbofan holds out whole units observed until failure (a fifth of them: 1 of 5), the most
+    # recent; u6 never reached failure and stays where it is.
+    units = ["u1"] * 3 + ["u2"] * 3 + ["u3", "u4", "u5"] + ["u6"] * 2
+    hours = [1, 2, 3, 4, 5, 9, 6, 7, 8, 10, 11]
+    stamps = pa.array([start + timedelta(hours=h) for h in hours], pa.timestamp("ms", "UTC"))
+    labels = [2.0, 1.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 5.0, 4.0]
+    frame = pa.table({"asset_id": units, "created_at": stamps, "label": labels})
+    mask = datasets.field_mask(TURBOFAN, frame)
+    assert frame.filter(pa.array(mask)).column("asset_id").to_pylist() == ["u2"] * 3

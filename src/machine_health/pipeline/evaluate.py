@@ -34,7 +34,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from machine_health import registry
+from machine_health.config import Settings
 from machine_health.domains import get_domain
 from machine_health.domains.base import EvaluationSet, ItemScores, ModelBundle, load_bundle
 from machine_health.errors import ModelNotFound, ModelRejected, ValidationFailed
@@ -170,7 +173,11 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _headline(
-    settings: Any, domain: str, table: Any, challenger: ModelBundle, champion: ModelBundle | None
+    settings: Settings,
+    domain: str,
+    table: pa.Table,
+    challenger: ModelBundle,
+    champion: ModelBundle | None,
 ) -> dict[str, Any]:
     """The headline test figures, for information: never part of the decision."""
     try:
