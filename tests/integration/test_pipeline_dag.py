@@ -64,7 +64,12 @@ def test_retrain_dag_end_to_end(
     assert set(reload["replicas"]) == set(urls)
     assert [served(u) for u in urls] == [v2, v2]
     gate = json.loads((workspace_of(settings, first["run_id"]) / "gate.json").read_text())
-    assert gate["passed"] and gate["evaluation"]["eval_windows_excluded"] > 0
+    assert gate["passed"] and gate["headline"]["facts"]["eval_windows_excluded"] > 0
+    # Judged on both slices: the reference carve-out of the training portion, and the most
+    # recent fifth of each recording's archived windows, held out of this retrain.
+    judged = {(r["slice"], r["metric"]) for r in gate["metrics"] if r.get("interval")}
+    assert judged == {(s, m) for s in ("reference", "field") for m in ("recall_at_fpr", "macro_f1")}
+    assert gate["field"]["windows"] > 0 and gate["reference"]["windows"] > 0
 
     # 2. No new labelled data: the run stops at the check, nothing changes. This one is a
     # manual run (no logical date, so no data interval), as the UI or `make run` triggers it.
@@ -85,6 +90,8 @@ def test_retrain_dag_end_to_end(
     assert third["state"] == "success", third["log"]
     evaluated = xcom(third["tasks"]["evaluate"])
     assert evaluated["passed"] is False
+    # The field slice holds the same wrong labels: the frozen reference is what refuses it.
+    assert any(r["slice"] == "reference" and not r["passed"] for r in evaluated["rows"])
     register = xcom(third["tasks"]["register"])
     v3 = register["version"]
     assert not register["promoted"] and v3 not in (v1, v2)

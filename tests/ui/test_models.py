@@ -92,9 +92,18 @@ def test_gate_report_shown_is_the_registrys(gated: GatedRegistry) -> None:
     shown = [m.value for m in tab.markdown if m.value.startswith("#### Gate report")]
     assert shown == ["###" + artifacts["gate/gate.md"].strip()]  # the title one level down
     assert report["passed"] and report["champion_version"] == gated.first
-    for row in report["metrics"]:  # every primary metric's numbers, as the table shows them
-        assert f"| {row['metric']} | {row['better']} | {row['challenger']:.4g} |" in shown[0]
-    assert report["evaluation"]["eval_windows"] > 0  # scored on the CWRU test windows
+    # Both slices, every metric with its values, difference and interval, as the table shows
+    # them (the same model on both sides: no difference at all).
+    assert {r["slice"] for r in report["metrics"]} == {"reference", "field"}
+    for row in report["metrics"]:
+        cells = f"| {row['slice']} | {row['metric']} | {row['better']} |"
+        if row["champion"] is not None:
+            cells += f" {row['champion']:.4g} | {row['challenger']:.4g} |"
+        assert cells in shown[0], cells
+        if row.get("interval"):
+            assert row["difference"] == 0.0 and row["interval"] == [0.0, 0.0]
+    assert report["reference"]["windows"] > 0  # the carve-out of the CWRU training portion
+    assert report["headline"]["facts"]["eval_windows"] > 0  # the test windows, information only
     at.selectbox(key=f"gate_{DOMAIN}").select(gated.first).run()
     assert any(f"v{gated.first} has no gate report" in i.value for i in _tab(at, DOMAIN).info)
 
