@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 
+from machine_health.domains import DOMAINS
 from machine_health.ui.views.retraining import result_text
 from tests.support.ui import AIRFLOW_REASON, LiveAirflow, SeededApi, app_as, metrics
 
@@ -35,12 +36,14 @@ def test_retraining_page_shows_airflows_dags_runs_and_steps(
     client = airflow.client
     at = app_as(seeded, "viewer", "retraining")
     retrain_dags = sorted(d["dag_id"] for d in client.dags() if d["dag_id"].startswith("retrain"))
-    assert retrain_dags == ["retrain_on_demand", "retrain_turbofan", "retrain_vibration"]
+    # one DAG file per registered domain, and the on-demand one
+    expected = sorted(["retrain_on_demand", *(f"retrain_{name}" for name in DOMAINS)])
+    assert retrain_dags == expected
     # the DAG that ran first, then the others
+    assert airflow.dag_id in expected
     assert [t.label for t in at.tabs] == [
-        "retrain_vibration",
-        "retrain_on_demand",
-        "retrain_turbofan",
+        airflow.dag_id,
+        *(dag_id for dag_id in expected if dag_id != airflow.dag_id),
     ]
     assert any(airflow.url in c.value for c in at.caption)
 
