@@ -6,23 +6,35 @@ Trains on the first 70 % of every CWRU recording and scores the last 30 % (an ML
 the configured tracking store), then times `VibrationBundle.predict` on single real windows
 (features + both models) and each stage on its own. Writes docs/benchmarks/vibration.json (the
 `machine-health benchmark vibration` JSON) and docs/benchmarks/vibration_details.json.
+
+The served model fits the training portion minus the gate's reference carve-out (the last 1/7
+of every recording's training portion, `reference.carve`), and so does this benchmark.
+`--train-portion whole` fits the whole training portion instead (the figures before the
+carve-out; the carve disabled for this run only), scores the same test portion and writes
+docs/benchmarks/vibration_whole_train.json (figures and counts, no latency):
+
+    .venv/bin/python -m bench.vibration --train-portion whole
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
-from machine_health.config import get_settings
+from machine_health.config import Settings, get_settings
 from machine_health.domains.vibration import workflow
+from machine_health.domains.vibration.data import WindowSet
 from machine_health.domains.vibration.features import extract_features
 
 logger = logging.getLogger("bench.vibration")
@@ -47,8 +59,39 @@ def _percentiles_ms(func: Callable[[int], object], n: int) -> dict[str, float]:
     }
 
 
+def _whole(windows: WindowSet) -> tuple[WindowSet, WindowSet]:
+    """`reference.carve` disabled: every training window is fitted, none is held back."""
+    return windows, windows.subset(np.zeros(len(windows), dtype=bool))
+
+
+def whole_train_portion(settings: Settings) -> None:
+    with mock.patch("machine_health.domains.vibration.reference.carve", _whole):
+        result, details, _ = workflow.run_benchmark(settings, settings.data_dir)
+    details.pop("latency", None)
+    out = {
+        **result,
+        "details": details,
+        "train_portion": "whole (reference carve-out disabled)",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": ".venv/bin/python -m bench.vibration --train-portion whole",
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "vibration_whole_train.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    logger.info("whole training portion: %s", json.dumps(result))
+
+
 def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.vibration")
+    parser.add_argument(
+        "--train-portion", choices=("reference-excluded", "whole"), default="reference-excluded",
+        help="reference-excluded: as the served model is trained (default); whole: the carve-out "
+        "disabled (the figures before it)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     settings = get_settings()
+    if args.train_portion == "whole":
+        whole_train_portion(settings)
+        return
     result, details, bundle = workflow.run_benchmark(settings, settings.data_dir)
     test = workflow.load_portion(settings.data_dir, "test")
     rows = np.linspace(0, len(test) - 1, REPEATS).astype(int)
@@ -91,4 +134,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main([])
+    main(sys.argv[1:])
