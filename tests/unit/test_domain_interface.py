@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from machine_health.domains import DOMAINS, domain_module, get_domain
-from machine_health.domains.base import Domain, LabelMode
+from machine_health.domains.base import PART_FUNCTIONS, Domain, LabelMode
 from machine_health.domains.view import DomainView
 
 
@@ -29,6 +29,27 @@ def test_domain_implements_the_interface(name: str) -> None:
     for method in Domain.__abstractmethods__:
         assert callable(getattr(domain, method)), method
     assert domain.snapshot_schema().names[-1] == "label"
+
+
+@pytest.mark.parametrize("name", list(DOMAINS))
+def test_every_part_is_provided_with_the_interface_signature(name: str) -> None:
+    """Each method `Domain` delegates is either overridden by the domain or a function of the
+    same name in the module the domain declares for its part, taking the method's parameters
+    (in order, same names; any further ones with a default)."""
+    domain = get_domain(name)
+    for part, functions in PART_FUNCTIONS.items():
+        inherited = [f for f in functions if getattr(type(domain), f) is getattr(Domain, f)]
+        if not inherited:
+            continue
+        assert part in domain.parts, f"{name} declares no module for its {part!r} part"
+        module = domain.part(part)
+        for function in inherited:
+            implementation = getattr(module, function, None)
+            assert callable(implementation), f"{module.__name__} has no {function}()"
+            wanted = list(inspect.signature(getattr(Domain, function)).parameters)[1:]
+            given = list(inspect.signature(implementation).parameters.values())
+            assert [p.name for p in given[: len(wanted)]] == wanted, (module.__name__, function)
+            assert all(p.default is not p.empty for p in given[len(wanted) :]), function
 
 
 @pytest.mark.parametrize("name", list(DOMAINS))

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
@@ -219,12 +220,28 @@ class TrainResult:
     metrics: dict[str, float]
 
 
+#: The `Domain` methods a domain implements as module functions of the same name and signature
+#: (without `self`), per part: `Domain.parts` names the module of each part.
+PART_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "retrain": (
+        "snapshot_schema", "snapshot_row", "validation_problems", "validation_facts",
+        "training_set", "reference_set", "field_set", "evaluation_set", "rescale",
+        "transform_gap", "train",
+    ),
+    "reference": ("item_scores",),
+}  # fmt: skip
+
+
 class Domain(ABC):
     """One kind of machine: schemas, data, training, evaluation, monitoring and labels.
 
     Heavy libraries (TensorFlow, scikit-learn, MLflow, matplotlib) are imported inside the
     methods (or the submodules they call), never by the module defining the subclass: the API
     imports every registered domain at start-up, the CLI and the UI import their light parts.
+
+    The methods listed in `PART_FUNCTIONS` delegate to the same-named function of the module a
+    subclass declares for that part in `parts` (imported on first use); a subclass may still
+    override any of them where it does more than delegate.
     """
 
     name: ClassVar[str]
@@ -243,6 +260,13 @@ class Domain(ABC):
     #: Columns of the live-performance table (`machine-health performance`), after the
     #: version, its status and its verdict.
     live_columns: ClassVar[tuple[str, ...]]
+    #: The module implementing each part of `PART_FUNCTIONS` (part -> dotted module name),
+    #: e.g. `{"retrain": "machine_health.domains.<name>.retrain", "reference": ...}`.
+    parts: ClassVar[Mapping[str, str]]
+
+    def part(self, name: str) -> ModuleType:
+        """The module implementing part `name` (see `parts`), imported on first use."""
+        return importlib.import_module(self.parts[name])
 
     # --- requests -------------------------------------------------------------------------
     @abstractmethod
@@ -257,37 +281,37 @@ class Domain(ABC):
         return None
 
     # --- retraining pipeline: extract, validate, rescale, train, evaluate -------------------
-    @abstractmethod
     def snapshot_schema(self) -> pa.Schema:
         """Columns of the extract step's Parquet snapshot after the common ones
         (`pipeline.extract.COMMON_FIELDS`), ending with `label`."""
+        return self.part("retrain").snapshot_schema()
 
-    @abstractmethod
     def snapshot_row(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """The domain's columns of one archived labelled prediction (malformed values are kept
         visible as None/NaN for the validate step to report, never dropped here)."""
+        return self.part("retrain").snapshot_row(doc)
 
-    @abstractmethod
     def validation_problems(self, table: pa.Table, settings: Settings) -> list[Problem]:
         """Every rule a snapshot row breaks (the validate step quarantines those rows)."""
+        return self.part("retrain").validation_problems(table, settings)
 
-    @abstractmethod
     def validation_facts(self, table: pa.Table) -> dict[str, Any]:
         """Facts of the validated snapshot for the validate step's result (label balance...)."""
+        return self.part("retrain").validation_facts(table)
 
-    @abstractmethod
     def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
         """The base real training data WITHOUT the reference carve-out (`reference_set`) + the
         snapshot's labelled rows (the field holdout already removed), as `train` takes them."""
+        return self.part("retrain").training_set(settings, table)
 
     #: What the frozen reference slice is (recorded with every trained model and gate report).
     reference_rule: ClassVar[str]
 
-    @abstractmethod
     def reference_set(self, settings: Settings) -> EvaluationSet:
         """The gate's frozen REFERENCE slice: a fixed, deterministic carve-out of the base
         TRAINING data (never the headline test data) that `training_set` excludes, so neither a
         retrained challenger nor a champion trained by this code ever fitted it."""
+        return self.part("retrain").reference_set(settings)
 
     def field_holdout(self, table: pa.Table) -> np.ndarray:
         """Mask of the snapshot rows held out of this retrain as the gate's FIELD slice: the most
@@ -295,35 +319,35 @@ class Domain(ABC):
         `training_set` the other rows and `field_set` these."""
         return recent_rows(table)
 
-    @abstractmethod
     def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
         """The held-out snapshot rows (`field_holdout`) as scorable data; None when they hold
         nothing the domain can score."""
+        return self.part("retrain").field_set(settings, table)
 
-    @abstractmethod
     def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
         """`bundle`'s per-item outputs on a reference or field slice (see `ItemScores`)."""
+        return self.part("reference").item_scores(bundle, evaluation)
 
-    @abstractmethod
     def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
         """The real held-out headline test data minus anything the snapshot holds (the demo
         replays test data, so a model must never be scored on what it trained on);
         `ValidationFailed` when nothing is left. Reported beside the gate, never judged."""
+        return self.part("retrain").evaluation_set(settings, table)
 
-    @abstractmethod
     def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
         """Fit the feature scaling exactly as `train` will, write it and the rescaled training
         set into the workspace; return the step's facts (with `transform`: the file)."""
+        return self.part("retrain").rescale(settings, training, ws)
 
-    @abstractmethod
     def transform_gap(self, bundle: ModelBundle, ws: Workspace) -> float:
         """Largest difference between the bundle's fitted scaling and the one `rescale` wrote
         (0: the bundle carries exactly this run's transform)."""
+        return self.part("retrain").transform_gap(bundle, ws)
 
-    @abstractmethod
     def train(self, settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
         """Train the challenger and log its params, metrics, plots and drift reference into the
         active MLflow run (the caller opened it and logs the bundle)."""
+        return self.part("retrain").train(settings, training, ws)
 
     @abstractmethod
     def score(self, bundle: ModelBundle, evaluation: EvaluationSet) -> dict[str, float]:

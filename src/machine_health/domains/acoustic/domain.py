@@ -43,20 +43,14 @@ from machine_health.domains.acoustic.features import (
 from machine_health.domains.base import (
     Domain,
     EvaluationSet,
-    ItemScores,
     LabelMode,
     ModelBundle,
-    Problem,
     Reference,
-    TrainingSet,
-    TrainResult,
-    Workspace,
 )
 from machine_health.errors import DataError, InputError
 
 if TYPE_CHECKING:  # scikit-learn (training) is imported by the methods that train or score
     import pandas as pd
-    import pyarrow as pa
     from rich.progress import Progress
 
     from machine_health.config import Settings
@@ -149,73 +143,15 @@ class AcousticDomain(Domain):
         """`archived_form` (~27 kB for 10 s instead of ~430 kB of base64 audio) + asset id."""
         return {"asset_id": item.asset_id, **archived_form(item)}  # type: ignore[attr-defined]
 
-    # --- retraining pipeline (domains/acoustic/retrain.py) ----------------------------------
-    def snapshot_schema(self) -> pa.Schema:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.snapshot_schema()
-
-    def snapshot_row(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.snapshot_row(doc)
-
-    def validation_problems(self, table: pa.Table, settings: Settings) -> list[Problem]:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.validation_problems(table, settings)
-
-    def validation_facts(self, table: pa.Table) -> dict[str, Any]:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.validation_facts(table)
-
-    def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
-        """Base `train` + `validation` clips + archived clips: those labelled normal are fitted
-        with the normal train clips, those labelled anomaly only check the new threshold (never
-        fitted: the detector learns normal operation only); see `retrain`."""
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.training_set(settings, table)
+    # --- retraining pipeline: the functions of `retrain` and `reference` -----------------------
+    parts: ClassVar[Mapping[str, str]] = {
+        "retrain": "machine_health.domains.acoustic.retrain",
+        "reference": "machine_health.domains.acoustic.reference",
+    }
 
     reference_rule: ClassVar[str] = (
         "the data set's validation clips (detector fitted on train normals only), by clip"
     )
-
-    def reference_set(self, settings: Settings) -> EvaluationSet:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.reference_set(settings)
-
-    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.field_set(settings, table)
-
-    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
-        from machine_health.domains.acoustic.reference import item_scores
-
-        return item_scores(bundle, evaluation)
-
-    def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.evaluation_set(settings, table)
-
-    def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.rescale(settings, training, ws)
-
-    def transform_gap(self, bundle: ModelBundle, ws: Workspace) -> float:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.transform_gap(bundle, ws)
-
-    def train(self, settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
-        from machine_health.domains.acoustic import retrain
-
-        return retrain.train(settings, training, ws)
 
     def score(self, bundle: ModelBundle, evaluation: EvaluationSet) -> dict[str, float]:
         from machine_health.domains.acoustic.training import evaluate_bundle

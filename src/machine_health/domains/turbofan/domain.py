@@ -20,14 +20,9 @@ from machine_health.config import Settings
 from machine_health.domains.base import (
     Domain,
     EvaluationSet,
-    ItemScores,
     LabelMode,
     ModelBundle,
-    Problem,
     Reference,
-    TrainingSet,
-    TrainResult,
-    Workspace,
 )
 from machine_health.domains.turbofan.data import (
     SENSORS,
@@ -258,75 +253,18 @@ class TurbofanDomain(Domain):
             "sensors": [float(row[c]) for c in SENSORS],
         }
 
-    # --- retraining pipeline (domains/turbofan/retrain.py) ---------------------------------
-    def snapshot_schema(self) -> pa.Schema:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.snapshot_schema()
-
-    def snapshot_row(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.snapshot_row(doc)
-
-    def validation_problems(self, table: pa.Table, settings: Settings) -> list[Problem]:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.validation_problems(table)
-
-    def validation_facts(self, table: pa.Table) -> dict[str, Any]:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.validation_facts(table)
-
-    def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.training_set(settings, table)
-
-    def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.evaluation_set(settings, table)
+    # --- retraining pipeline: the functions of `retrain` and `reference` -----------------------
+    parts: ClassVar[Mapping[str, str]] = {
+        "retrain": "machine_health.domains.turbofan.retrain",
+        "reference": "machine_health.domains.turbofan.reference",
+    }
 
     reference_rule: ClassVar[str] = (
         "FD001 training units with id divisible by 5 (never fitted); test-like cuts per unit"
     )
 
-    def reference_set(self, settings: Settings) -> EvaluationSet:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.reference_set(settings)
-
     def field_holdout(self, table: pa.Table) -> np.ndarray:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.field_holdout(table)
-
-    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.field_set(settings, table)
-
-    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
-        from machine_health.domains.turbofan.reference import item_scores
-
-        return item_scores(bundle, evaluation)
-
-    def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.rescale(settings, training, ws)
-
-    def transform_gap(self, bundle: ModelBundle, ws: Workspace) -> float:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.transform_gap(bundle, ws)
-
-    def train(self, settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
-        from machine_health.domains.turbofan import retrain
-
-        return retrain.train(settings, training)
+        return self.part("retrain").field_holdout(table)
 
     def score(self, bundle: ModelBundle, evaluation: EvaluationSet) -> dict[str, float]:
         from machine_health.domains.turbofan.training import evaluate_bundle

@@ -80,8 +80,9 @@ def snapshot_row(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- validate ---------------------------------------------------------------------------------
-def validation_problems(table: pa.Table) -> list[Problem]:
-    """Every rule a row breaks; a unit with one bad row is quarantined whole."""
+def validation_problems(table: pa.Table, settings: Settings) -> list[Problem]:
+    """Every rule a row breaks; a unit with one bad row is quarantined whole (the rules take
+    nothing from `settings`)."""
     problems: list[Problem] = []
     for name in table.column_names:
         if name.startswith(("setting_", "sensor_")) or name in ("label", "cycle"):
@@ -283,8 +284,9 @@ def transform_gap(bundle: ModelBundle, ws: Workspace) -> float:
     return float(max(gaps))
 
 
-def train(settings: Settings, training: TrainingSet) -> TrainResult:
-    """Train the challenger; log params, metrics, learning curves and the drift reference."""
+def train(settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
+    """Train the challenger; log params, metrics, learning curves and the drift reference (`ws`:
+    the `Domain.train` signature, not read here)."""
     import matplotlib.pyplot as plt
 
     from machine_health import registry

@@ -18,14 +18,9 @@ from machine_health.config import Settings
 from machine_health.domains.base import (
     Domain,
     EvaluationSet,
-    ItemScores,
     LabelMode,
     ModelBundle,
-    Problem,
     Reference,
-    TrainingSet,
-    TrainResult,
-    Workspace,
 )
 from machine_health.domains.vibration.data import (
     load_manifest,
@@ -36,7 +31,6 @@ from machine_health.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
     from rich.progress import Progress
 
     from machine_health.simulate import ReplayOptions, Tally
@@ -164,70 +158,15 @@ class VibrationDomain(Domain):
             "channel": rec.channel,
         }
 
-    # --- retraining pipeline (domains/vibration/retrain.py) --------------------------------
-    def snapshot_schema(self) -> pa.Schema:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.snapshot_schema()
-
-    def snapshot_row(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.snapshot_row(doc)
-
-    def validation_problems(self, table: pa.Table, settings: Settings) -> list[Problem]:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.validation_problems(table, settings)
-
-    def validation_facts(self, table: pa.Table) -> dict[str, Any]:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.validation_facts(table)
-
-    def training_set(self, settings: Settings, table: pa.Table) -> TrainingSet:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.training_set(settings, table)
-
-    def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.evaluation_set(settings, table)
+    # --- retraining pipeline: the functions of `retrain` and `reference` -----------------------
+    parts: ClassVar[Mapping[str, str]] = {
+        "retrain": "machine_health.domains.vibration.retrain",
+        "reference": "machine_health.domains.vibration.reference",
+    }
 
     reference_rule: ClassVar[str] = (
         "the last 1/7 of every CWRU recording's training portion (never fitted), by recording"
     )
-
-    def reference_set(self, settings: Settings) -> EvaluationSet:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.reference_set(settings)
-
-    def field_set(self, settings: Settings, table: pa.Table) -> EvaluationSet | None:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.field_set(settings, table)
-
-    def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
-        from machine_health.domains.vibration.reference import item_scores
-
-        return item_scores(bundle, evaluation)
-
-    def rescale(self, settings: Settings, training: TrainingSet, ws: Workspace) -> dict[str, Any]:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.rescale(settings, training, ws)
-
-    def transform_gap(self, bundle: ModelBundle, ws: Workspace) -> float:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.transform_gap(bundle, ws)
-
-    def train(self, settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
-        from machine_health.domains.vibration import retrain
-
-        return retrain.train(settings, training, ws)
 
     def score(self, bundle: ModelBundle, evaluation: EvaluationSet) -> dict[str, float]:
         from machine_health.domains.vibration.training import evaluate_bundle, flat_metrics
