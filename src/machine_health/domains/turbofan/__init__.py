@@ -13,8 +13,7 @@ names below are imported from their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from machine_health.domains.lazy import lazy_exports
 
 _EXPORTS = {
     "DOMAIN": "domain",
@@ -36,11 +35,4 @@ _EXPORTS = {
     "rul_metrics": "metrics",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
