@@ -229,6 +229,7 @@ PART_FUNCTIONS: dict[str, tuple[str, ...]] = {
         "transform_gap", "train",
     ),
     "reference": ("item_scores",),
+    "monitoring": ("projection_features",),
 }  # fmt: skip
 
 
@@ -261,7 +262,7 @@ class Domain(ABC):
     #: version, its status and its verdict.
     live_columns: ClassVar[tuple[str, ...]]
     #: The module implementing each part of `PART_FUNCTIONS` (part -> dotted module name),
-    #: e.g. `{"retrain": "machine_health.domains.<name>.retrain", "reference": ...}`.
+    #: e.g. `{"retrain": "machine_health.domains.<name>.retrain", "reference": ..., ...}`.
     parts: ClassVar[Mapping[str, str]]
 
     def part(self, name: str) -> ModuleType:
@@ -362,13 +363,13 @@ class Domain(ABC):
         """The drift features of archived predictions, comparable with `reference` (the one
         `train` logged), and the sampling unit of each row (None: rows are independent)."""
 
-    @abstractmethod
     def projection_features(
         self, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
     ) -> pd.DataFrame:
         """One row of features per archived record for the projection page (the drift features,
         with the served `bundle`'s configuration when it has one); NaN where a record's
         features cannot be made."""
+        return self.part("monitoring").projection_features(records, bundle)
 
     @abstractmethod
     def live_performance(

@@ -143,10 +143,11 @@ class AcousticDomain(Domain):
         """`archived_form` (~27 kB for 10 s instead of ~430 kB of base64 audio) + asset id."""
         return {"asset_id": item.asset_id, **archived_form(item)}  # type: ignore[attr-defined]
 
-    # --- retraining pipeline: the functions of `retrain` and `reference` -----------------------
+    # --- the modules of the delegated methods (`domains.base.PART_FUNCTIONS`) ---------------
     parts: ClassVar[Mapping[str, str]] = {
         "retrain": "machine_health.domains.acoustic.retrain",
         "reference": "machine_health.domains.acoustic.reference",
+        "monitoring": "machine_health.domains.acoustic.monitoring",
     }
 
     reference_rule: ClassVar[str] = (
@@ -165,13 +166,6 @@ class AcousticDomain(Domain):
         from machine_health.domains.acoustic.monitoring import features_from_records
 
         return features_from_records(records), None
-
-    def projection_features(
-        self, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
-    ) -> pd.DataFrame:
-        from machine_health.domains.acoustic.monitoring import projection_features
-
-        return projection_features(records)
 
     def live_performance(
         self, records: Sequence[Mapping[str, Any]], settings: Settings

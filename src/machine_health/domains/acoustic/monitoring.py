@@ -66,8 +66,9 @@ def training_reference(
     )  # fmt: skip
 
 
-def projection_features(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row of drift features per record (the model reads a subset of them)."""
+def projection_features(records: Sequence[Mapping[str, Any]], bundle: Any = None) -> pd.DataFrame:
+    """One row of drift features per record (the model reads a subset of them; `bundle`: not
+    read, the drift features do not depend on the served model)."""
     return features_from_records(records).reset_index(drop=True)
 
 

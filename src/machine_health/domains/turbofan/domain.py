@@ -253,10 +253,11 @@ class TurbofanDomain(Domain):
             "sensors": [float(row[c]) for c in SENSORS],
         }
 
-    # --- retraining pipeline: the functions of `retrain` and `reference` -----------------------
+    # --- the modules of the delegated methods (`domains.base.PART_FUNCTIONS`) ---------------
     parts: ClassVar[Mapping[str, str]] = {
         "retrain": "machine_health.domains.turbofan.retrain",
         "reference": "machine_health.domains.turbofan.reference",
+        "monitoring": "machine_health.domains.turbofan.monitoring",
     }
 
     reference_rule: ClassVar[str] = (
@@ -279,13 +280,6 @@ class TurbofanDomain(Domain):
         from machine_health.domains.turbofan.monitoring import inputs_from_records
 
         return inputs_from_records(records)
-
-    def projection_features(
-        self, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
-    ) -> pd.DataFrame:
-        from machine_health.domains.turbofan.monitoring import projection_features
-
-        return projection_features(records)
 
     def live_performance(
         self, records: Sequence[Mapping[str, Any]], settings: Settings

@@ -47,7 +47,8 @@ def inputs_from_records(
     return pd.DataFrame(rows, columns=[*SETTINGS, *SENSORS], dtype=float), groups
 
 
-def projection_features(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def projection_features(records: Sequence[Mapping[str, Any]], bundle: Any = None) -> pd.DataFrame:
+    """One row of drift inputs per record (`bundle`: not read, the inputs are the raw cycle)."""
     return inputs_from_records(records)[0]
 
 

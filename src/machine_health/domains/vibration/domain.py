@@ -158,10 +158,11 @@ class VibrationDomain(Domain):
             "channel": rec.channel,
         }
 
-    # --- retraining pipeline: the functions of `retrain` and `reference` -----------------------
+    # --- the modules of the delegated methods (`domains.base.PART_FUNCTIONS`) ---------------
     parts: ClassVar[Mapping[str, str]] = {
         "retrain": "machine_health.domains.vibration.retrain",
         "reference": "machine_health.domains.vibration.reference",
+        "monitoring": "machine_health.domains.vibration.monitoring",
     }
 
     reference_rule: ClassVar[str] = (
@@ -181,13 +182,6 @@ class VibrationDomain(Domain):
 
         config = monitoring.feature_config(reference.meta)
         return monitoring.features_from_records(records, config), None
-
-    def projection_features(
-        self, records: Sequence[Mapping[str, Any]], bundle: ModelBundle | None
-    ) -> pd.DataFrame:
-        from machine_health.domains.vibration.monitoring import projection_features
-
-        return projection_features(records, bundle)
 
     def live_performance(
         self, records: Sequence[Mapping[str, Any]], settings: Settings
