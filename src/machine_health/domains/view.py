@@ -40,3 +40,14 @@ class DomainView(ABC):
     ) -> None:
         """A /predict-test answer: its two main figures in `columns` (two Streamlit columns),
         then any chart of the input below them."""
+
+
+def show_score_and_label(columns: Sequence[Any], output: dict[str, Any], label: Any) -> None:
+    """An anomaly detector's archived answer in two Streamlit columns: its score (the threshold
+    in the help) and the prediction's true label, if any."""
+    columns[0].metric(
+        "Anomaly score",
+        f"{output.get('anomaly_score', 0):.3f}",
+        help=f"threshold {output.get('threshold', 0):.3f}",
+    )
+    columns[1].metric("Label", label or "not labelled")

@@ -64,6 +64,17 @@ def fetch(path: str, spinner: str | None = None, **params: Any) -> Any:
         return None
 
 
+def archived_prediction(prediction_id: str, spinner: str) -> dict[str, Any] | None:
+    """GET /predictions/{prediction_id} (uncached: the whole archived document, input
+    included), behind a spinner; None after showing the error."""
+    try:
+        with st.spinner(spinner):
+            return api().get(f"/predictions/{prediction_id}")
+    except ApiError as exc:
+        show_error(exc)
+        return None
+
+
 def clear_cache() -> None:
     _cached_get.clear()
 

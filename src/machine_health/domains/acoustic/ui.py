@@ -25,10 +25,9 @@ from machine_health.domains.acoustic.domain import (
     spectrogram_from_archive,
 )
 from machine_health.domains.acoustic.features import FeatureConfig, mel_filterbank, reduce_bands
-from machine_health.domains.view import DomainView
+from machine_health.domains.view import DomainView, show_score_and_label
 from machine_health.errors import MachineHealthError
 from machine_health.ui import common
-from machine_health.ui.client import ApiError
 
 #: Altair draws at most 5000 rows per chart: frames are averaged in groups to stay below it.
 MAX_CELLS = 4800
@@ -123,11 +122,10 @@ def test_body() -> dict[str, Any] | None:
 def show_clip(item: dict[str, Any]) -> None:
     doc = item
     if "log_mel_f16_base64" not in (item.get("input") or {}):
-        try:
-            with st.spinner("Reading the archived spectrogram..."):
-                doc = common.api().get(f"/predictions/{item['prediction_id']}")
-        except ApiError as exc:
-            common.show_error(exc)
+        doc = common.archived_prediction(
+            item["prediction_id"], "Reading the archived spectrogram..."
+        )
+        if doc is None:
             return
     out = doc["output"]
     try:
@@ -137,12 +135,7 @@ def show_clip(item: dict[str, Any]) -> None:
         return
     cols = st.columns(4)
     cols[0].metric("Anomaly", "yes" if out.get("is_anomaly") else "no")
-    cols[1].metric(
-        "Anomaly score",
-        f"{out.get('anomaly_score', 0):.3f}",
-        help=f"threshold {out.get('threshold', 0):.3f}",
-    )
-    cols[2].metric("Label", doc.get("label") or "not labelled")
+    show_score_and_label(cols[1:3], out, doc.get("label"))
     cols[3].metric("Clip", f"{out.get('seconds', 0):g} s")
     st.caption(f"audio sha256 {doc['input'].get('sha256', '?')[:16]}…; the audio is not archived")
     st.altair_chart(spectrogram_chart(spectrum, "Archived log-mel spectrogram"), width="stretch")

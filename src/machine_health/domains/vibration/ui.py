@@ -13,11 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 import streamlit as st
 
-from machine_health.domains.view import DomainView
+from machine_health.domains.view import DomainView, show_score_and_label
 from machine_health.errors import MachineHealthError
 from machine_health.samples import decode_samples
 from machine_health.ui import charts, common, signals, uploads
-from machine_health.ui.client import ApiError
 
 WINDOWS = [2048, 4096, 8192]
 
@@ -105,11 +104,8 @@ def test_body() -> dict[str, Any] | None:
 
 
 def show_window(prediction_id: str) -> None:
-    try:
-        with st.spinner("Reading the archived window..."):
-            doc = common.api().get(f"/predictions/{prediction_id}")
-    except ApiError as exc:
-        common.show_error(exc)
+    doc = common.archived_prediction(prediction_id, "Reading the archived window...")
+    if doc is None:
         return
     body, out = doc["input"], doc["output"]
     samples = decode_samples(body["samples"])
@@ -117,12 +113,7 @@ def show_window(prediction_id: str) -> None:
     analysis = signals.analyse(samples, rate, rpm)
     cols = st.columns(4)
     cols[0].metric("Fault class", out.get("fault_class"))
-    cols[1].metric(
-        "Anomaly score",
-        f"{out.get('anomaly_score', 0):.3f}",
-        help=f"threshold {out.get('threshold', 0):.3f}",
-    )
-    cols[2].metric("Label", doc.get("label") or "not labelled")
+    show_score_and_label(cols[1:3], out, doc.get("label"))
     cols[3].metric("Window", f"{len(samples)} @ {rate:g} Hz")
     defects = ", ".join(f"{k.upper()} {v:.1f} Hz" for k, v in analysis.defects.items())
     st.caption(f"Shaft speed {rpm or 'nominal'} rpm; defect frequencies: {defects}")
