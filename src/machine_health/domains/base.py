@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -209,6 +210,18 @@ def recent_rows(
         held = np.flatnonzero(mask)
         mask[held[np.argsort(times[held], kind="stable")[:-cap]]] = False
     return mask
+
+
+def labelled_by_version(
+    records: Iterable[Mapping[str, Any]], output_key: str
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The archived predictions that carry a true label and `output_key` in their output, per
+    model version (in their order): what a domain's live performance scores."""
+    by_version: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record.get("label") is not None and output_key in (record.get("output") or {}):
+            by_version[str(record["model_version"])].append(record)
+    return by_version
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from machine_health.domains.acoustic.domain import (
     spectrogram_from_archive,
 )
 from machine_health.domains.acoustic.features import reduce_bands, stat_names
+from machine_health.domains.base import labelled_by_version
 from machine_health.monitoring.reference import Reference, build_reference
 
 if TYPE_CHECKING:
@@ -78,10 +78,7 @@ def live_performance(
     """Per model version: recall, false-alarm rate, precision and AUC of labelled clips."""
     from sklearn.metrics import roc_auc_score
 
-    by_version: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for record in records:
-        if record.get("label") is not None and "is_anomaly" in (record.get("output") or {}):
-            by_version[str(record["model_version"])].append(record)
+    by_version = labelled_by_version(records, "is_anomaly")
     result = {}
     for version, rows in by_version.items():
         anomalous = np.array([str(r["label"]) != NORMAL for r in rows])

@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from machine_health.domains.base import labelled_by_version
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS
 from machine_health.errors import DataError
 from machine_health.monitoring.reference import Reference, build_reference
@@ -64,10 +64,7 @@ def live_performance(
     """Per model version: RMSE and PHM08 on each unit's last labelled cycle, and all cycles."""
     from machine_health.domains.turbofan.metrics import phm08_score
 
-    by_version: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for record in records:
-        if record.get("label") is not None and "rul" in (record.get("output") or {}):
-            by_version[str(record["model_version"])].append(record)
+    by_version = labelled_by_version(records, "rul")
     result = {}
     for version, rows in by_version.items():
         last: dict[str, Mapping[str, Any]] = {}

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from machine_health.archive.records import decode_samples
+from machine_health.domains.base import labelled_by_version
 from machine_health.domains.vibration.data import (
     NORMAL,
     load_manifest,
@@ -109,10 +109,7 @@ def live_performance(
     """Per model version: fault detection precision/recall, class accuracy and macro-F1."""
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-    by_version: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for record in records:
-        if record.get("label") is not None and "is_anomaly" in (record.get("output") or {}):
-            by_version[str(record["model_version"])].append(record)
+    by_version = labelled_by_version(records, "is_anomaly")
     result = {}
     for version, rows in by_version.items():
         truth = [str(r["label"]) for r in rows]
