@@ -61,6 +61,9 @@ def settings_with_data_dir(data_dir: Path | None) -> Settings:
 
 
 SeedOption = Annotated[int, typer.Option(help="Random seed of the training.")]
+ModelUriOption = Annotated[
+    str, typer.Option("--model-uri", help="models:/name@alias, models:/name/N or a folder.")
+]
 
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:

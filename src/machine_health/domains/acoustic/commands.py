@@ -6,13 +6,12 @@ The benchmark against the challenge's autoencoder is `python -m bench acoustic`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from machine_health.cli_support import (
     DataDirOption,
     JsonOption,
+    ModelUriOption,
     SeedOption,
     console,
     print_table,
@@ -40,9 +39,7 @@ def train(
 
 
 def evaluate(
-    model_uri: Annotated[
-        str, typer.Option("--model-uri", help="models:/name@alias, models:/name/N or a folder.")
-    ],
+    model_uri: ModelUriOption,
     data_dir: DataDirOption = None,
     json_out: JsonOption = None,
 ) -> None:

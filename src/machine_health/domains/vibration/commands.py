@@ -12,6 +12,7 @@ import typer
 from machine_health.cli_support import (
     DataDirOption,
     JsonOption,
+    ModelUriOption,
     SeedOption,
     console,
     print_table,
@@ -59,9 +60,7 @@ def train(
 
 
 def evaluate(
-    model_uri: Annotated[
-        str, typer.Option("--model-uri", help="models:/name@alias, models:/name/N or a folder.")
-    ],
+    model_uri: ModelUriOption,
     data_dir: DataDirOption = None,
     portion: Annotated[str, typer.Option(help="test (last 30 %) or all.")] = "test",
     json_out: JsonOption = None,
