@@ -2,8 +2,10 @@
 
 A request is ONE new cycle of one engine (`TurbofanCycle`); the service appends it to the unit's
 archived history (after `check_next_cycle`) and scores the history with a `TurbofanBundle`,
-whose window holds the unit's last cycles. The pipeline, monitoring and demo methods delegate to
-`retrain`, `monitoring` and `demo` (imported when called: they need scikit-learn or pyarrow).
+whose window holds the unit's last cycles. The pipeline methods are
+the functions of `retrain`, `reference` and `monitoring` (its `parts`, see
+`domains.base.PART_FUNCTIONS`); the other monitoring and demo methods call `monitoring` and
+`demo`. All are imported when called: they need scikit-learn or pyarrow.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The vibration / acoustic domain: request and answer schemas, and its `Domain` object.
 
-The pipeline, monitoring and demo methods delegate to `retrain`, `monitoring` and `demo`
-(imported when called: they need scikit-learn, pyarrow or MLflow).
+The pipeline methods are the functions of `retrain`, `reference` and `monitoring` (its
+`parts`, see `domains.base.PART_FUNCTIONS`); the other monitoring and demo methods call
+`monitoring` and `demo`. All are imported when called: they need scikit-learn, pyarrow or MLflow.
 """
 
 from __future__ import annotations
