@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from machine_health.domains.base import ItemScores
+from machine_health.pipeline.bootstrap import judge
 from machine_health.pipeline.evaluate import MIN_FIELD_GROUPS, judge_slice
 
 
@@ -96,3 +97,17 @@ def test_the_bootstrap_is_paired_and_deterministic() -> None:
     # spread of either model's RMSE over resamples would be.
     low, high = first[0]["interval"]
     assert high - low < 0.05 * first[0]["champion"]
+
+
+def test_a_significant_reference_loss_within_a_spanning_interval_passes_and_says_so() -> None:
+    # The acoustic v2 of `make run`: accuracy 0.736 -> 0.710, 95 % bounds [-0.070, -0.004],
+    # tolerance 2 % of 0.736 = 0.0147: worse with confidence, not shown beyond the tolerance.
+    differences = np.linspace(-0.070 - 0.0733 / 18, -0.004 + 0.0733 / 18, 1001)
+    row = judge("reference", "max", 0.736, 0.710, differences, 0.02, 12)
+    low, high = row["interval"]
+    assert abs(low + 0.070) < 1e-3 and abs(high + 0.004) < 1e-3
+    assert -high < row["allowed_loss"] < -low  # the loss's interval spans the tolerance
+    assert row["passed"] and row["verdict"].startswith("inconclusive, significantly worse")
+    # The same loss, no longer significant: inconclusive for noise, as before.
+    noisy = judge("reference", "max", 0.736, 0.710, differences + 0.01, 0.02, 12)
+    assert noisy["passed"] and "too few groups or too noisy" in noisy["verdict"]

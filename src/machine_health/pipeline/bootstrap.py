@@ -107,6 +107,9 @@ def judge(
     if kind == "reference":
         if loss_high <= allowed:
             return row | {"passed": True, "verdict": f"not worse beyond the tolerance ({width})"}
+        if loss_low > 0:  # worse with 95 % confidence, but not shown beyond the tolerance
+            return row | {"passed": True, "verdict": f"inconclusive, significantly worse but the "
+                          f"interval spans the tolerance ({width})"}  # fmt: skip
         return row | {"passed": True, "verdict": f"inconclusive, interval spans the tolerance: "
                       f"too few groups or too noisy to tell ({width})"}  # fmt: skip
     if loss_high < 0:

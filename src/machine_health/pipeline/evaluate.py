@@ -13,8 +13,9 @@ is, whatever the metric's direction) decide:
 
 - reference: FAIL only when the challenger is worse by more than `gate_tolerance` x |champion|
   with 95 % confidence (the loss's lower bound exceeds the allowed loss). An interval that
-  spans the tolerance passes, recorded as "inconclusive": a frozen, model-independent slice
-  guards against regressions, it must not veto a model on noise;
+  spans the tolerance passes, recorded as "inconclusive" -- also when the loss is significant
+  (lower bound > 0) but not shown beyond the tolerance, which the verdict then says: a frozen,
+  model-independent slice guards against regressions, it must not veto a model on noise;
 - field: FAIL only when the challenger is significantly worse (the loss's lower bound > 0, no
   tolerance: this is the data the retrain exists for); "better or equal within the noise"
   passes. Fewer than `MIN_FIELD_GROUPS` held-out groups (or a metric the slice cannot define):
@@ -149,8 +150,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"({bootstrap.RESAMPLES} resamples, one-sided {bootstrap.CONFIDENCE:.0%}); verdict: "
         f"**{'PASSED' if report['passed'] else 'FAILED'}**",
         "",
-        "| slice | metric | better | champion | challenger | difference | 90% interval "
-        "| groups | passed | verdict |",
+        f"| slice | metric | better | champion | challenger | difference "
+        f"| {2 * bootstrap.CONFIDENCE - 1:.0%} interval | groups | passed | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["metrics"]:
