@@ -127,6 +127,9 @@ def test_the_posted_wav_scores_like_the_clip_and_the_archive_form(trained, data_
     assert direct["seconds"] == 10.0
     record = archived_form(item)
     assert len(record["log_mel_f16_base64"]) < 30_000  # vs 427 kB of posted audio
+    # one log-mel per request: the archived form reads the one the model scored
+    assert item.spectrogram(bundle.config) is item.spectrogram(bundle.config)
+    assert len(item._spectra) == 1
     from_archive = bundle.score_spectrograms([spectrogram_from_archive(record)])[0]
     assert from_archive == pytest.approx(direct["anomaly_score"], rel=1e-2)
 

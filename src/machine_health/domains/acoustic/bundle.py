@@ -85,8 +85,11 @@ class AcousticBundle(ModelBundle):
         spectra, seconds = [], []
         for item in inputs:
             samples, rate = clip_samples(item)
-            at_rate = to_model_rate(samples, rate, self.config.sample_rate)
-            spectra.append(log_mel(at_rate[None], self.config)[0])
+            if callable(getattr(item, "spectrogram", None)):  # the input model: computed once,
+                spectra.append(item.spectrogram(self.config))  # shared with its archived form
+            else:
+                at_rate = to_model_rate(samples, rate, self.config.sample_rate)
+                spectra.append(log_mel(at_rate[None], self.config)[0])
             seconds.append(round(len(samples) / rate, 3))
         return spectra, seconds
 

@@ -93,11 +93,23 @@ class AcousticInput(BaseModel):
             raise ValueError(str(exc)) from exc
         return audio
 
+    _spectra: dict[tuple[int, int, int, int], np.ndarray] = PrivateAttr(default_factory=dict)
+
     def decoded(self) -> tuple[np.ndarray, int]:
         """(float32 samples in [-1, 1), rate), decoded once per request."""
         if self._decoded is None:
             self._decoded = decode_wav(b64decode_strict(self.audio))
         return self._decoded
+
+    def spectrogram(self, config: FeatureConfig) -> np.ndarray:
+        """Log-mel `(frames, n_mels)` at `config`'s rate, computed once per request and frame
+        settings: the model's score and the archived form read the same one."""
+        key = (config.sample_rate, config.n_fft, config.hop, config.n_mels)
+        if key not in self._spectra:
+            samples, rate = self.decoded()
+            at_rate = to_model_rate(samples, rate, config.sample_rate)
+            self._spectra[key] = log_mel(at_rate[None], config)[0]
+        return self._spectra[key]
 
 
 class AcousticOutput(BaseModel):
@@ -219,10 +231,10 @@ def item_spectrogram(item: AcousticInput | dict[str, Any], config: FeatureConfig
     (s) and the band centre frequencies (Hz): what the UI draws."""
     config = config or FeatureConfig()
     if isinstance(item, AcousticInput):
-        samples, rate = item.decoded()
+        spectrum = item.spectrogram(config)
     else:
         samples, rate = decode_wav(b64decode_strict(item["audio"]))
-    spectrum = log_mel(to_model_rate(samples, rate, config.sample_rate)[None], config)[0]
+        spectrum = log_mel(to_model_rate(samples, rate, config.sample_rate)[None], config)[0]
     times = np.arange(len(spectrum)) * config.hop / config.sample_rate
     bank = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels)
     freqs = np.fft.rfftfreq(config.n_fft, 1.0 / config.sample_rate)
