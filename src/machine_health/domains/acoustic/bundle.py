@@ -29,7 +29,6 @@ from machine_health.domains.acoustic.features import (
     FeatureConfig,
     clip_stats,
     log_mel,
-    reduce_bands,
 )
 from machine_health.domains.acoustic.model import Detector
 from machine_health.domains.base import ModelBundle
@@ -114,11 +113,6 @@ class AcousticBundle(ModelBundle):
             }
             for score, duration in zip(scores, seconds, strict=True)
         ]
-
-    def archive_form(self, spectra: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The compact per-clip form to archive: log-mel in 32 bands as float16 (~20 kB for
-        10 s); enough to recompute the clip statistics for drift and retraining."""
-        return [reduce_bands(s[None], 32)[0].astype(np.float16) for s in spectra]
 
     def smoke_inputs(self) -> list[dict[str, Any]]:
         return [{"audio": wav_base64(c, self.config.sample_rate)} for c in self.smoke_clips]
