@@ -86,6 +86,22 @@ def score(domain: str, bundle: ModelBundle, evaluation: datasets.EvaluationSet) 
     return get_domain(domain).score(bundle, evaluation)
 
 
+def _unjudged(
+    kind: str,
+    name: str,
+    direction: str,
+    new: Any,
+    old: Any,
+    n_groups: int,
+    passed: bool,
+    verdict: str,
+) -> dict[str, Any]:
+    """A row the bootstrap did not decide: values only, no difference or interval."""
+    return {"slice": kind, "metric": name, "better": direction, "challenger": new,
+            "champion": old, "difference": None, "interval": None, "n_groups": n_groups,
+            "passed": passed, "verdict": verdict}  # fmt: skip
+
+
 def judge_slice(
     kind: bootstrap.SliceKind,
     challenger: ItemScores,
@@ -97,20 +113,16 @@ def judge_slice(
     n_groups = len(set(map(str, challenger.groups)))
     if champion is None:
         return [
-            {"slice": kind, "metric": name, "better": direction, "challenger": new_all.get(name),
-             "champion": None, "difference": None, "interval": None, "n_groups": n_groups,
-             "passed": True,
-             "verdict": "no champion: nothing to compare"}
+            _unjudged(kind, name, direction, new_all.get(name), None, n_groups, True,
+                      "no champion: nothing to compare")
             for name, direction in challenger.directions.items()
         ]  # fmt: skip
     old_all = champion.metrics(champion.columns)
     if kind == "field" and n_groups < MIN_FIELD_GROUPS:
+        few = f"not enough field data ({n_groups} < {MIN_FIELD_GROUPS} groups): not judged"
         return [
-            {"slice": kind, "metric": name, "better": direction, "challenger": new_all.get(name),
-             "champion": old_all.get(name), "difference": None, "interval": None,
-             "n_groups": n_groups, "passed": True,
-             "verdict": f"not enough field data ({n_groups} < {MIN_FIELD_GROUPS} groups): "
-                        "not judged"}
+            _unjudged(kind, name, direction, new_all.get(name), old_all.get(name), n_groups,
+                      True, few)
             for name, direction in challenger.directions.items()
         ]  # fmt: skip
     differences, n_groups = bootstrap.paired_differences(champion, challenger)
@@ -120,10 +132,8 @@ def judge_slice(
         if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
             undefined = "not enough field data" if kind == "field" else "undefined"
             rows.append(
-                {"slice": kind, "metric": name, "better": direction, "challenger": new,
-                 "champion": old, "difference": None, "interval": None, "n_groups": n_groups,
-                 "passed": kind == "field",
-                 "verdict": f"{undefined}: the metric cannot be computed on this slice"}
+                _unjudged(kind, name, direction, new, old, n_groups, kind == "field",
+                          f"{undefined}: the metric cannot be computed on this slice")
             )  # fmt: skip
             continue
         row = bootstrap.judge(
@@ -232,12 +242,10 @@ def run(job: StepRun) -> dict[str, Any]:
     field = datasets.field_set(settings, domain, table)
     if field is None:
         field_facts: dict[str, Any] = {"skipped": "no labelled field rows held out"}
-        rows += [
-            {"slice": "field", "metric": "-", "better": "-", "champion": None,
-             "challenger": None, "difference": None, "interval": None, "n_groups": 0,
-             "passed": True,
-             "verdict": "not enough field data: no labelled rows held out of this retrain"}
-        ]  # fmt: skip
+        rows.append(
+            _unjudged("field", "-", "-", None, None, 0, True,
+                      "not enough field data: no labelled rows held out of this retrain")
+        )  # fmt: skip
     else:
         field_facts = field.facts
         rows += _slice(domain, "field", field, challenger, champion, tolerance)

@@ -63,7 +63,7 @@ STEPS: dict[str, Step] = {
              requires=("validate",)),
         Step("train", "Train the challenger and log it to MLflow (not registered).",
              requires=("extract", "rescale")),
-        Step("evaluate", "Score challenger and champion on one evaluation set; apply the gate.",
+        Step("evaluate", "Score both models on the reference and field slices; apply the gate.",
              requires=("train",)),
         Step("register", "Register the challenger; promote it when the gate passed.",
              requires=("extract", "train", "evaluate")),
