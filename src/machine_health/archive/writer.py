@@ -200,8 +200,9 @@ class ArchiveWriter:
                         item.future.set_exception(_record_error(exc))
 
     async def _write(self, batch: list[_Pending]) -> None:
-        # Straight to the store unless it is known down. Once a replay chunk went in
-        # (`store_ok`), new records go to the store even while older ones wait in the spool:
+        # Straight to the store unless the last insert or replay chunk found it down
+        # (`store_ok` False) while records wait in the spool. Once one went in, new records go
+        # to the store even while older ones wait in the spool:
         # spooling them behind the backlog would never let it drain under steady traffic (each
         # replay pass finds the records appended meanwhile), and the archive's order is by
         # timestamp and cycle, never by insertion.
