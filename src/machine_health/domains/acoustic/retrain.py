@@ -42,7 +42,8 @@ from machine_health.domains.acoustic.data import ANOMALY, DOMAINS, NORMAL, resol
 from machine_health.domains.acoustic.domain import ARCHIVE_BANDS
 from machine_health.domains.acoustic.domain import evaluation_set as base_evaluation_set
 from machine_health.domains.acoustic.domain import training_set as base_training_set
-from machine_health.domains.acoustic.features import FeatureConfig, clip_stats, reduce_bands
+from machine_health.domains.acoustic.features import FeatureConfig, clip_stats
+from machine_health.domains.acoustic.monitoring import archive_resolution
 from machine_health.domains.acoustic.training import Prepared
 from machine_health.domains.base import (
     EvaluationSet,
@@ -199,6 +200,12 @@ def clip_hashes(data_dir: Path, prepared: Prepared) -> list[str]:
     ]
 
 
+def _near_any(stack: np.ndarray, spectrum: np.ndarray) -> bool:
+    """Whether `spectrum` is within `MATCH_DB` of one of the spectrograms of `stack` (the same
+    clip: they differ by float16 rounding only)."""
+    return bool((np.abs(stack - spectrum).max(axis=(1, 2)) <= MATCH_DB).any())
+
+
 def archived_matches(
     prepared: Prepared, hashes: list[str], table: pa.Table, spectra: list[np.ndarray | None]
 ) -> np.ndarray:
@@ -209,10 +216,9 @@ def archived_matches(
     archived = [s for s in spectra if s is not None and s.shape[0] == prepared.spectra.shape[1]]
     if archived:
         stack = np.stack(archived)
-        compact = reduce_bands(prepared.spectra, ARCHIVE_BANDS).astype(np.float16)
-        for i, clip in enumerate(compact.astype(np.float32)):
+        for i, clip in enumerate(archive_resolution(prepared.spectra)):
             if not found[i]:
-                found[i] = bool((np.abs(stack - clip).max(axis=(1, 2)) <= MATCH_DB).any())
+                found[i] = _near_any(stack, clip)
     return found
 
 
@@ -229,14 +235,12 @@ def training_set(settings: Settings, table: pa.Table) -> TrainingSet:
     duplicate = np.zeros(table.num_rows, dtype=bool)
     if table.num_rows:
         hashes = set(clip_hashes(settings.data_dir, base))
-        compact = reduce_bands(base.spectra, ARCHIVE_BANDS).astype(np.float16).astype(np.float32)
+        compact = archive_resolution(base.spectra)
         for j, (digest, spectrum) in enumerate(
             zip(table.column("sha256").to_pylist(), spectra, strict=True)
         ):
             same_shape = spectrum is not None and spectrum.shape == compact.shape[1:]
-            duplicate[j] = digest in hashes or (
-                same_shape and bool((np.abs(compact - spectrum).max(axis=(1, 2)) <= MATCH_DB).any())
-            )
+            duplicate[j] = digest in hashes or (same_shape and _near_any(compact, spectrum))
     keep = [j for j in range(table.num_rows) if not duplicate[j] and spectra[j] is not None]
     training = AcousticTraining(base, [spectra[j] for j in keep], labels[keep])  # type: ignore[misc]
     facts = {
