@@ -27,7 +27,7 @@ from typing import Any
 
 from tests.support.airflow_home import airflow_home
 from tests.support.models import TrainedModels, train_small_models
-from tests.support.reliability.harness import Report, Store
+from tests.support.reliability.harness import Report
 from tests.support.reliability.pipeline_scenario import KILLED_STEPS, run_pipeline_kill
 from tests.support.reliability.scenarios import (
     Scale,
@@ -36,6 +36,7 @@ from tests.support.reliability.scenarios import (
     run_reload_rollback,
     run_store_outage,
 )
+from tests.support.store import Store
 
 logger = logging.getLogger("bench.reliability")
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from machine_health import store_backup
 from machine_health.errors import StoreError
 from tests.support.cli import run_cli
-from tests.support.reliability.harness import Store
+from tests.support.store import Store
 
 
 def _writer(uri: str, stop: threading.Event, start: int) -> None:

@@ -18,7 +18,6 @@ does): the key makes the retry return the first answer instead of archiving a se
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 import time
 from collections import Counter
@@ -30,43 +29,9 @@ from typing import Any
 import httpx
 from pymongo import MongoClient
 
-from machine_health import embedded_store
 from machine_health.config import Settings
-from tests.support.servers import free_port
 
 RETRY_STATUSES = {502, 503, 504}
-
-
-class Store:
-    """An embedded store on a fixed port and file-backed data dir: killed and restarted at will."""
-
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
-        self.data_dir = root / "store-data"
-        self.log = root / "store.log"
-        self.uri = f"mongodb://127.0.0.1:{self.port}/"
-        self.process: Any = None
-
-    def start(self) -> Store:
-        self.process = embedded_store.launch("127.0.0.1", self.port, self.data_dir, self.log)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no checkpoint; the SQLite WAL is all that is left."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(15)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except Exception:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None
 
 
 # --- the requests ---------------------------------------------------------------------------
@@ -335,14 +300,6 @@ def moves_only_along(sequences: dict[int, list[str]], path: list[str]) -> list[s
 
 
 # --- waiting ---------------------------------------------------------------------------------
-def spool_drained(url: str) -> bool:
-    try:
-        body = httpx.get(f"{url}/ready", timeout=5).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    return body.get("store") == "ok" and body.get("spool_depth") == 0
-
-
 def service_headers(settings: Settings) -> dict[str, str]:
     assert settings.service_token is not None
     return {"Authorization": f"Bearer {settings.service_token.get_secret_value()}"}

@@ -27,17 +27,16 @@ from tests.support.models import TrainedModels, register_version
 from tests.support.paths import DATA_DIR
 from tests.support.reliability.harness import (
     Report,
-    Store,
     Traffic,
     account,
     moves_only_along,
     plan_requests,
     service_headers,
-    spool_drained,
     version_sequences,
 )
 from tests.support.servers import Server, start_uvicorn, wait_for
 from tests.support.settings import make_settings
+from tests.support.store import Store, spool_empty
 from tests.support.users import create_users, login
 
 # What a client may meet while the API process is dead or restarting (then retried).
@@ -151,7 +150,7 @@ def start_rig(root: Path, reg: ReliabilityRegistry) -> Rig:
 
 def _finish(rig: Rig, traffic: Traffic, scale: Scale) -> None:
     traffic.join(scale.total / scale.rate + 180)
-    wait_for(lambda: spool_drained(rig.server.url), 60, "the spool to drain into the store")
+    wait_for(lambda: spool_empty(rig.server.url), 60, "the spool to drain into the store")
 
 
 def run_store_outage(root: Path, reg: ReliabilityRegistry, scale: Scale = FAST) -> Report:
