@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.provenance import commit
 from machine_health.config import get_settings
 from machine_health.domains.acoustic import (
     FeatureConfig,
@@ -153,6 +154,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     baseline = [run_baseline(prepared, seed) for seed in SEEDS]
     result = {
         "command": ".venv/bin/python -m bench acoustic",
+        "commit": commit(),
         "seeds": list(SEEDS),
         "split_counts": counts,
         "detector": {"config": FeatureConfig().as_dict(), "kind": "mahalanobis"},

@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from bench.api_load import (
     _token,
     _train,
 )
+from bench.provenance import commit
 from machine_health import embedded_store
 from machine_health.config import Settings
 
@@ -372,7 +372,7 @@ def _result(
     }
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",  # noqa: E501
         "command": _command(args),
         "duration_s": round(elapsed, 1),
@@ -407,21 +407,6 @@ def _result(
         "checks": checks,
         "passed": all(checks.values()),
     }
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-            check=True,
-        )  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "bench"], cwd=REPO,
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
 def _command(args: argparse.Namespace) -> str:

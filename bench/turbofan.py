@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.provenance import commit
 from machine_health.config import get_settings
 from machine_health.domains.turbofan.workflow import benchmark
 
@@ -134,16 +134,6 @@ def compare_fit_units(
     return result
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parents[1],
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.turbofan")
     parser.add_argument("subsets", nargs="*", default=list(SUBSETS))
@@ -170,7 +160,7 @@ def main(argv: list[str]) -> None:
         result["machine"] = {"cpus": 2, "python": platform.python_version()}
         if args.fit_units:
             result["command"] = "python -m bench.turbofan " + " ".join(argv)
-            result["commit"] = _commit()
+            result["commit"] = commit()
             result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / name).write_text(json.dumps(result, indent=2) + "\n")

@@ -32,6 +32,7 @@ from unittest import mock
 
 import numpy as np
 
+from bench.provenance import commit
 from machine_health.config import Settings, get_settings
 from machine_health.domains.vibration import workflow
 from machine_health.domains.vibration.data import WindowSet
@@ -74,6 +75,7 @@ def whole_train_portion(settings: Settings) -> None:
         "train_portion": "whole (reference carve-out disabled)",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": ".venv/bin/python -m bench.vibration --train-portion whole",
+        "commit": commit(),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "vibration_whole_train.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
@@ -123,6 +125,7 @@ def main(argv: list[str]) -> None:
             },
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": ".venv/bin/python -m bench vibration",
+            "commit": commit(),
         }
     )
     OUT.mkdir(parents=True, exist_ok=True)
