@@ -1,10 +1,21 @@
-"""Stopping the API's background tasks (micro-batchers, the archive writer, worker sync)."""
+"""The API's background tasks (micro-batchers, the archive writer, worker sync): how they take
+a batch from their queue and how they are stopped."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def take_batch(queue: asyncio.Queue[T], limit: int) -> list[T]:
+    """Wait for one item, then add what is already queued, up to `limit` items in all."""
+    batch = [await queue.get()]
+    while len(batch) < limit and not queue.empty():
+        batch.append(queue.get_nowait())
+    return batch
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:

@@ -28,7 +28,7 @@ from machine_health import heap, registry, telemetry
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle
 from machine_health.errors import MachineHealthError, ModelError, ModelRejected
-from machine_health.tasks import cancel_and_wait
+from machine_health.tasks import cancel_and_wait, take_batch
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +192,7 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         while True:
-            jobs = [await self._queue.get()]
-            while len(jobs) < self.max_batch and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+            jobs = await take_batch(self._queue, self.max_batch)
             jobs = [j for j in jobs if not j.future.cancelled()]
             if not jobs:
                 continue

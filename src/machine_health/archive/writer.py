@@ -47,7 +47,7 @@ from machine_health import telemetry
 from machine_health.archive import unit_state
 from machine_health.archive.spool import DeadLetters, Spool, SpoolFile
 from machine_health.errors import InputError, SpoolFull, StoreError
-from machine_health.tasks import cancel_and_wait
+from machine_health.tasks import cancel_and_wait, take_batch
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,7 @@ class ArchiveWriter:
     # --- the writer task --------------------------------------------------------------------
     async def _write_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await take_batch(self._queue, self.max_batch)
             try:
                 await self._write(batch)
             except Exception as exc:  # never let the writer die: fail this batch only
