@@ -36,7 +36,6 @@ from machine_health.domains.acoustic.features import (
     FeatureConfig,
     clip_stats,
     log_mel,
-    mel_filterbank,
     reduce_bands,
     stat_names,
 )
@@ -226,26 +225,22 @@ def all_clips(data_dir: Path) -> Prepared:
     return prepare(load_clips(data_dir, parts=PARTS))
 
 
-def item_spectrogram(item: AcousticInput | dict[str, Any], config: FeatureConfig | None = None):
-    """Log-mel `(frames, n_mels)` of one request item at the model rate, with the frame times
-    (s) and the band centre frequencies (Hz): what the UI draws."""
+def item_spectrogram(
+    item: AcousticInput | dict[str, Any], config: FeatureConfig | None = None
+) -> np.ndarray:
+    """Log-mel `(frames, n_mels)` of one request item at the model rate (the archived form and
+    the UI's picture; the UI finds the band centres with `ui.band_centres`)."""
     config = config or FeatureConfig()
     if isinstance(item, AcousticInput):
-        spectrum = item.spectrogram(config)
-    else:
-        samples, rate = decode_wav(b64decode_strict(item["audio"]))
-        spectrum = log_mel(to_model_rate(samples, rate, config.sample_rate)[None], config)[0]
-    times = np.arange(len(spectrum)) * config.hop / config.sample_rate
-    bank = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels)
-    freqs = np.fft.rfftfreq(config.n_fft, 1.0 / config.sample_rate)
-    centres = freqs[np.argmax(bank, axis=1)]
-    return spectrum, times, centres
+        return item.spectrogram(config)
+    samples, rate = decode_wav(b64decode_strict(item["audio"]))
+    return log_mel(to_model_rate(samples, rate, config.sample_rate)[None], config)[0]
 
 
 def archived_form(item: AcousticInput | dict[str, Any]) -> dict[str, Any]:
     """What to archive for one clip instead of its audio (~27 kB for 10 s)."""
     audio = item.audio if isinstance(item, AcousticInput) else item["audio"]
-    spectrum, _, _ = item_spectrogram(item)
+    spectrum = item_spectrogram(item)
     compact = reduce_bands(spectrum[None], ARCHIVE_BANDS)[0].astype("<f2")
     return {
         "sha256": hashlib.sha256(audio.encode("ascii")).hexdigest(),

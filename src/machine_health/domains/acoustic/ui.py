@@ -170,7 +170,7 @@ class AcousticView(DomainView):
             help=f"threshold {prediction['threshold']:.3f}",
         )
         try:
-            spectrum, _, _ = item_spectrogram(body)
+            spectrum = item_spectrogram(body)
         except MachineHealthError as exc:
             st.warning(f"Cannot draw this clip ({exc}).")
             return
