@@ -122,6 +122,10 @@ def test_a_challenger_that_learned_field_data_passes_a_degraded_one_does_not(
             )  # fmt: skip
         return rows
 
+    # The challenger did learn the clips: its field scores are not the champion's.
+    mine, theirs = domain.item_scores(challenger, field), domain.item_scores(champion, field)
+    assert len(extra) == len(learned) == 10
+    assert any(not np.allclose(mine.columns[k], theirs.columns[k]) for k in mine.columns)
     learned_rows = judged(challenger)
     assert {(r["slice"], r["metric"]) for r in learned_rows} == {
         ("reference", "official_score"), ("reference", "auc_target"), ("field", "auc"),
