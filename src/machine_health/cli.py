@@ -275,7 +275,6 @@ def users_create(
     import os
 
     from machine_health.archive import users
-    from machine_health.archive.client import open_db
     from machine_health.security import hash_password
 
     if password_env:
@@ -284,8 +283,7 @@ def users_create(
             raise MachineHealthError(f"environment variable {password_env} is empty or unset")
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    with open_db(get_settings()) as db:
-        user = users.create_user_sync(db, name, hash_password(password), role)
+    user = _users_db(lambda db: users.create_user_sync(db, name, hash_password(password), role))
     console.print(f"[green]user created[/] {user['username']} (role {user['role']})")
 
 
@@ -297,14 +295,19 @@ def _users_db(action: Callable[[Any], Any]) -> Any:
         return action(db)
 
 
-def _operator() -> str:
-    """Who runs a users command, for the log of the change (the OS user: the CLI has no login)."""
+def _os_user() -> str:
+    """Who runs a command, for the audit log (the OS user: the CLI has no login)."""
     import getpass
 
     try:
-        return f"cli:{getpass.getuser()}"
+        return getpass.getuser()
     except (KeyError, OSError):
-        return "cli:unknown"
+        return "unknown"
+
+
+def _operator() -> str:
+    """Who runs a users command, for the log of the change."""
+    return f"cli:{_os_user()}"
 
 
 UserArg = Annotated[str, typer.Argument(help="User name.")]
@@ -390,7 +393,6 @@ def units_purge(
     Repairs a unit a wrong cycle made unusable (every real cycle a 409); the API rebuilds the
     unit's state from the archive at its next cycle. Same as `DELETE /assets/{unit}/cycles`.
     """
-    import getpass
     import re
 
     from machine_health.archive import unit_state
@@ -401,10 +403,7 @@ def units_purge(
     if not re.fullmatch(r"[a-z_]{1,32}", domain) or not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}",
                                                                        unit):  # fmt: skip
         raise MachineHealthError("domain or unit id holds characters no unit id may hold")
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+    user = _os_user()
     with open_db(get_settings()) as db:
         purged = purge_unit_cycles_sync(db, domain, unit, from_cycle)
         reset = unit_state.delete_sync(db, domain, unit)
