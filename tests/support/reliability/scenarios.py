@@ -148,6 +148,17 @@ def start_rig(root: Path, reg: ReliabilityRegistry) -> Rig:
     return Rig(store, settings, server, login(server.url, "operator"))
 
 
+def _start_traffic(rig: Rig, tag: str, scale: Scale) -> Traffic:
+    """Paced traffic against the rig's API, returned once a quarter of it is acknowledged."""
+    plan = plan_requests(
+        DATA_DIR, tag, total=scale.total, workers=scale.workers,
+        turbofan_workers=scale.turbofan_workers,
+    )  # fmt: skip
+    traffic = Traffic(rig.server.url, rig.headers, plan, rate=scale.rate).start()
+    wait_for(lambda: traffic.acknowledged() >= scale.total // 4, 120, "traffic before")
+    return traffic
+
+
 def _finish(rig: Rig, traffic: Traffic, scale: Scale) -> None:
     traffic.join(scale.total / scale.rate + 180)
     wait_for(lambda: spool_empty(rig.server.url), 60, "the spool to drain into the store")
@@ -157,12 +168,7 @@ def run_store_outage(root: Path, reg: ReliabilityRegistry, scale: Scale = FAST) 
     """Fault 1: SIGKILL the store for `outage_s` seconds under traffic, then restart it."""
     rig = start_rig(root, reg)
     try:
-        plan = plan_requests(
-            DATA_DIR, "outage", total=scale.total, workers=scale.workers,
-            turbofan_workers=scale.turbofan_workers,
-        )  # fmt: skip
-        traffic = Traffic(rig.server.url, rig.headers, plan, rate=scale.rate).start()
-        wait_for(lambda: traffic.acknowledged() >= scale.total // 4, 120, "traffic before")
+        traffic = _start_traffic(rig, "outage", scale)
         rig.store.kill()
         killed_at = time.monotonic()
         time.sleep(scale.outage_s)
@@ -201,12 +207,7 @@ def run_api_kill(
     rig = start_rig(root, reg)
     restarted: Server | None = None
     try:
-        plan = plan_requests(
-            DATA_DIR, "apikill", total=scale.total, workers=scale.workers,
-            turbofan_workers=scale.turbofan_workers,
-        )  # fmt: skip
-        traffic = Traffic(rig.server.url, rig.headers, plan, rate=scale.rate).start()
-        wait_for(lambda: traffic.acknowledged() >= scale.total // 4, 120, "traffic before")
+        traffic = _start_traffic(rig, "apikill", scale)
         if with_spool:
             rig.store.kill()
             wait_for(lambda: traffic.acknowledged("spooled") >= 3, 60, "spooled answers")
@@ -265,12 +266,7 @@ def run_reload_rollback(root: Path, reg: ReliabilityRegistry, scale: Scale = FAS
     reg_settings = registry_settings(reg.var_dir, reg.tracking_uri)
     try:
         before = registry.aliases(reg_settings, "vibration")
-        plan = plan_requests(
-            DATA_DIR, "reload", total=scale.total, workers=scale.workers,
-            turbofan_workers=scale.turbofan_workers,
-        )  # fmt: skip
-        traffic = Traffic(rig.server.url, rig.headers, plan, rate=scale.rate).start()
-        wait_for(lambda: traffic.acknowledged() >= scale.total // 4, 120, "traffic before")
+        traffic = _start_traffic(rig, "reload", scale)
         registry.promote(reg_settings, "vibration", before[registry.CHALLENGER])
         forward, t0, t1 = _reload(rig.server.url, rig.settings)
         wait_for(lambda: traffic.acknowledged() >= scale.total * 3 // 5, 120, "traffic on v2")
