@@ -178,17 +178,15 @@ def quarantined_ids(ws: Workspace) -> set[str]:
     return {row["prediction_id"] for row in json.loads(path.read_text())["rows"]}
 
 
-def read_snapshot(
-    ws: Workspace, columns: list[str] | None = None, *, validated: bool = True
-) -> pa.Table:
+def read_snapshot(ws: Workspace, *, validated: bool = True) -> pa.Table:
     """The run's snapshot (DataError when extract did not write it), without the rows the
     validate step quarantined unless `validated` is False (all of them, as extracted)."""
     path = ws.file(SNAPSHOT)
     if not path.exists():
         raise DataError(f"{path}: no snapshot (run the extract step first)")
-    table = pq.read_table(path, columns=columns)
+    table = pq.read_table(path)
     bad = quarantined_ids(ws) if validated else set()
     if not bad:
         return table
-    ids = pq.read_table(path, columns=["prediction_id"]).column("prediction_id")
+    ids = table.column("prediction_id")
     return table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(bad)))))
