@@ -42,12 +42,17 @@ class DomainView(ABC):
         then any chart of the input below them."""
 
 
-def show_score_and_label(columns: Sequence[Any], output: dict[str, Any], label: Any) -> None:
-    """An anomaly detector's archived answer in two Streamlit columns: its score (the threshold
-    in the help) and the prediction's true label, if any."""
-    columns[0].metric(
+def show_anomaly_score(column: Any, output: dict[str, Any]) -> None:
+    """An anomaly detector's score in a Streamlit column, the threshold in the help."""
+    column.metric(
         "Anomaly score",
         f"{output.get('anomaly_score', 0):.3f}",
         help=f"threshold {output.get('threshold', 0):.3f}",
     )
+
+
+def show_score_and_label(columns: Sequence[Any], output: dict[str, Any], label: Any) -> None:
+    """An anomaly detector's archived answer in two Streamlit columns: its score
+    (`show_anomaly_score`) and the prediction's true label, if any."""
+    show_anomaly_score(columns[0], output)
     columns[1].metric("Label", label or "not labelled")

@@ -25,7 +25,7 @@ from machine_health.domains.acoustic.domain import (
     spectrogram_from_archive,
 )
 from machine_health.domains.acoustic.features import FeatureConfig, mel_filterbank, reduce_bands
-from machine_health.domains.view import DomainView, show_score_and_label
+from machine_health.domains.view import DomainView, show_anomaly_score, show_score_and_label
 from machine_health.errors import MachineHealthError
 from machine_health.ui import common
 
@@ -164,11 +164,7 @@ class AcousticView(DomainView):
     ) -> None:
         prediction = answer["prediction"]
         columns[0].metric("Anomaly", "yes" if prediction["is_anomaly"] else "no")
-        columns[1].metric(
-            "Anomaly score",
-            f"{prediction['anomaly_score']:.3f}",
-            help=f"threshold {prediction['threshold']:.3f}",
-        )
+        show_anomaly_score(columns[1], prediction)
         try:
             spectrum = item_spectrogram(body)
         except MachineHealthError as exc:
