@@ -20,8 +20,6 @@ from machine_health.domains import get_domain
 from machine_health.domains.base import EvaluationSet, TrainingSet
 
 __all__ = [
-    "EvaluationSet",
-    "TrainingSet",
     "evaluation_set",
     "field_mask",
     "field_set",

@@ -81,11 +81,6 @@ def smoke_test(bundle: ModelBundle) -> str | None:
     return None
 
 
-def score(domain: str, bundle: ModelBundle, evaluation: datasets.EvaluationSet) -> dict[str, float]:
-    """The domain's headline metrics of `bundle` on the evaluation set (flat name -> value)."""
-    return get_domain(domain).score(bundle, evaluation)
-
-
 def _unjudged(
     kind: str,
     name: str,
@@ -195,9 +190,10 @@ def _headline(
         evaluation = datasets.evaluation_set(settings, domain, table)
     except ValidationFailed as exc:
         return {"facts": {"skipped": str(exc)}, "challenger": None, "champion": None}
-    primary = get_domain(domain).primary_metrics
-    new = score(domain, challenger, evaluation)
-    old = None if champion is None else score(domain, champion, evaluation)
+    spec = get_domain(domain)
+    primary = spec.primary_metrics
+    new = spec.score(challenger, evaluation)
+    old = None if champion is None else spec.score(champion, evaluation)
     return {
         "facts": evaluation.facts,
         "challenger": {k: new.get(k) for k in primary},
