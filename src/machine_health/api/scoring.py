@@ -96,10 +96,10 @@ def asset_of(item: BaseModel) -> str:
     return str(getattr(item, "asset_id", None) or getattr(item, "unit_id", None) or "unknown")
 
 
-def archived_input(item: BaseModel, domain: Domain | None = None) -> dict[str, Any]:
+def archived_input(item: BaseModel, domain: Domain) -> dict[str, Any]:
     """The request item as stored: the domain's compact form when it has one
     (`Domain.archived_input`), else a waveform as float32 bytes with its length, the rest as is."""
-    compact = domain.archived_input(item) if domain is not None else None
+    compact = domain.archived_input(item)
     if compact is not None:
         return compact
     data = item.model_dump()
@@ -501,7 +501,7 @@ class Scorer:
         archive: bool,
         entry: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """`entry`: `archived_input(item)` when the caller has made it already."""
+        """`entry`: `archived_input(item, domain)` when the caller has made it already."""
         record = PredictionRecord(
             prediction_id=prediction_id or predictions.new_prediction_id(user, None),
             idempotency_key=idempotency_key,
