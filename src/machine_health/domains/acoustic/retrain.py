@@ -329,10 +329,9 @@ def transform_gap(bundle: ModelBundle, ws: Workspace) -> float:
 
 def train(settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResult:
     """Train the challenger; log params, metrics, the score histogram and the drift reference."""
-    from machine_health import registry
     from machine_health.domains.acoustic.monitoring import training_reference
-    from machine_health.domains.acoustic.plots import score_figure
     from machine_health.domains.acoustic.training import train_bundle
+    from machine_health.domains.acoustic.workflow import log_training
     from machine_health.monitoring.reference import log_reference
     from machine_health.pipeline.rescale import SEED
 
@@ -341,20 +340,15 @@ def train(settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResu
     bundle, result = train_bundle(
         data.base, seed=SEED, config=config, extra_normal=data.archived_stats(config, NORMAL)
     )
-    metrics = {f"validation_{k}": v for k, v in result.validation.items()}
-    metrics |= {"threshold": result.threshold, "train_seconds": result.seconds,
-                "calibration_fpr": result.calibration_fpr}  # fmt: skip
+    extra = {"calibration_fpr": result.calibration_fpr}
     anomalies = data.archived_stats(config, ANOMALY)
     if len(anomalies):  # checked, never fitted: does the new threshold flag them?
-        metrics["archive_anomaly_recall"] = float(
+        extra["archive_anomaly_recall"] = float(
             np.mean(bundle.detector.score(anomalies) > bundle.threshold)
         )
-    registry.log_params(
-        {"kind": result.kind, "stats": ",".join(config.stats), "stat_bands": config.stat_bands,
-         "target_fpr": result.target_fpr, "n_train": result.n_train,
-         "n_calibration": result.n_calibration, "threshold": round(result.threshold, 6)}
+    metrics = log_training(
+        bundle, result, data.base, params={"threshold": round(result.threshold, 6)},
+        metrics=extra,
     )  # fmt: skip
-    registry.log_metrics(metrics)
-    registry.log_figure(score_figure(bundle, data.base), "plots/validation_scores.png")
     log_reference(training_reference(data.base, data.archived, source="pipeline"))
     return TrainResult(bundle, metrics)

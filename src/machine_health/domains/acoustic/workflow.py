@@ -16,11 +16,40 @@ from machine_health.domains.acoustic.bundle import AcousticBundle
 from machine_health.domains.acoustic.domain import evaluation_set, training_set
 from machine_health.domains.acoustic.monitoring import training_reference
 from machine_health.domains.acoustic.plots import score_figure
-from machine_health.domains.acoustic.training import evaluate_bundle, train_bundle
+from machine_health.domains.acoustic.training import (
+    AcousticTrainingResult,
+    Prepared,
+    evaluate_bundle,
+    train_bundle,
+)
 from machine_health.errors import ModelError
 from machine_health.monitoring.reference import log_reference
 
 DOMAIN = "acoustic"
+
+
+def log_training(
+    bundle: AcousticBundle,
+    result: AcousticTrainingResult,
+    prepared: Prepared,
+    *,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+) -> dict[str, float]:
+    """Log a fit into the active MLflow run: the detector's params (+ `params`), its validation
+    metrics, threshold and training time (+ `metrics`), the validation-score figure. Returns
+    the metrics logged."""
+    config = bundle.config
+    registry.log_params(
+        {"kind": result.kind, "stats": ",".join(config.stats), "stat_bands": config.stat_bands,
+         "target_fpr": result.target_fpr, "n_train": result.n_train,
+         "n_calibration": result.n_calibration, **params}
+    )  # fmt: skip
+    logged = {f"validation_{k}": v for k, v in result.validation.items()}
+    logged |= {"threshold": result.threshold, "train_seconds": result.seconds, **metrics}
+    registry.log_metrics(logged)
+    registry.log_figure(score_figure(bundle, prepared), "plots/validation_scores.png")
+    return logged
 
 
 def train_and_register(
@@ -32,17 +61,10 @@ def train_and_register(
         prepared = training_set(data_dir)
         bundle, result = train_bundle(prepared, seed=seed)
         test = evaluate_bundle(bundle, evaluation_set(data_dir))
-        registry.log_params(
-            {"kind": result.kind, "stats": ",".join(bundle.config.stats),
-             "stat_bands": bundle.config.stat_bands, "target_fpr": result.target_fpr,
-             "n_train": result.n_train, "n_calibration": result.n_calibration, "seed": seed}
+        log_training(
+            bundle, result, prepared, params={"seed": seed},
+            metrics={f"test_{k}": float(v) for k, v in test.items()},
         )  # fmt: skip
-        registry.log_metrics(
-            {**{f"validation_{k}": v for k, v in result.validation.items()},
-             **{f"test_{k}": float(v) for k, v in test.items()},
-             "threshold": result.threshold, "train_seconds": result.seconds}
-        )  # fmt: skip
-        registry.log_figure(score_figure(bundle, prepared), "plots/validation_scores.png")
         # The drift reference travels with the version (monitoring/reference.py).
         log_reference(training_reference(prepared, data_dir=str(data_dir)))
         ref = registry.log_bundle(settings, bundle)
