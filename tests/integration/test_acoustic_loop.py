@@ -35,7 +35,7 @@ from machine_health.domains.acoustic.audio import MAX_BASE64_CHARS, wav_base64
 from machine_health.domains.acoustic.data import read_wav, resolve_dataset_dir
 from machine_health.domains.acoustic.demo import replayed_clips
 from machine_health.simulate import simulate
-from tests.support.dag_runs import dag_env, run_dag, xcom
+from tests.support.dag_runs import dag_env, run_dag, served, xcom
 from tests.support.servers import Server, start_uvicorn
 from tests.support.settings import make_settings
 from tests.support.ui import SeededApi, app_as, metrics
@@ -44,11 +44,6 @@ from tests.support.users import PASSWORDS, create_users, login
 DOMAIN = "acoustic"
 #: the archived form of a 10 s clip: ~27 kB of base64 log-mel (the audio is ~430 kB)
 MAX_ARCHIVED_BYTES = 40_000
-
-
-def served(url: str) -> str | None:
-    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get(DOMAIN)
-    return model and model["version"]
 
 
 def clip_audio(settings: Settings, label: str = "anomaly") -> dict[str, Any]:
@@ -222,7 +217,7 @@ def test_replayed_clips_retrain_through_the_dag_and_the_replica_reloads(
     replica: Server = start_uvicorn(settings, tmp_path / "logs")
     try:
         settings = settings.model_copy(update={"serving_urls": [replica.url]})
-        assert served(replica.url) == v1
+        assert served(replica.url, DOMAIN) == v1
         replay = asyncio.run(
             simulate(replica.url, "operator", PASSWORDS["operator"], settings.data_dir,
                      domains=[DOMAIN])
@@ -254,7 +249,7 @@ def test_replayed_clips_retrain_through_the_dag_and_the_replica_reloads(
         assert register["promoted"] and v2 != v1
         assert registry.aliases(settings, DOMAIN)["champion"] == v2
         assert xcom(tasks["reload"])["reloaded"] is True
-        assert served(replica.url) == v2
+        assert served(replica.url, DOMAIN) == v2
 
         # The gate judged the 60 validation clips (reference) and the held-out field clips,
         # each metric with its interval; the headline test clips are reported beside it only.
@@ -279,6 +274,6 @@ def test_replayed_clips_retrain_through_the_dag_and_the_replica_reloads(
         second = run_dag(env, datetime.now(UTC), kind="manual", dag_id=f"retrain_{DOMAIN}")
         assert second["state"] == "success", second["log"]
         assert xcom(second["tasks"]["check"])["retrain"] is False
-        assert served(replica.url) == v2
+        assert served(replica.url, DOMAIN) == v2
     finally:
         replica.stop()

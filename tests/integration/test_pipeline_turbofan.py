@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from machine_health import registry
@@ -23,17 +22,13 @@ from machine_health.domains.turbofan.data import load_subset
 from machine_health.domains.turbofan.monitoring import drift_reference
 from machine_health.pipeline import run_all
 from machine_health.simulate import simulate
+from tests.support.dag_runs import served
 from tests.support.models import TrainedModels, register_champion
 from tests.support.settings import make_settings
 from tests.support.users import PASSWORDS, create_users
 
 pytestmark = pytest.mark.slow  # retrains a small CNN on the real data
 UNITS = 10
-
-
-def served(url: str) -> str | None:
-    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get("turbofan")
-    return model and model["version"]
 
 
 def test_archived_engines_retrain_and_reload_the_turbofan_model(
@@ -52,7 +47,7 @@ def test_archived_engines_retrain_and_reload_the_turbofan_model(
     create_users(settings)
     replica = uvicorn_server(settings)
     settings = settings.model_copy(update={"serving_urls": [replica.url]})
-    assert served(replica.url) == v1
+    assert served(replica.url, "turbofan") == v1
 
     replay = asyncio.run(
         simulate(replica.url, "operator", PASSWORDS["operator"], settings.data_dir,
@@ -92,10 +87,10 @@ def test_archived_engines_retrain_and_reload_the_turbofan_model(
         "champion": v2, "challenger": v2, "previous": v1,
     }  # fmt: skip
     assert results["reload"]["reloaded"] is True
-    assert served(replica.url) == v2
+    assert served(replica.url, "turbofan") == v2
 
     # Nothing new since the labels v2 consumed: the next run stops at its check.
     later = {**keys, "interval_end": (end + timedelta(minutes=1)).isoformat()}
     again = run_all(run_id="r2", **later)
     assert list(again) == ["check"] and again["check"]["retrain"] is False
-    assert served(replica.url) == v2
+    assert served(replica.url, "turbofan") == v2

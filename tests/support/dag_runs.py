@@ -67,8 +67,9 @@ def archive(settings: Settings, windows: Any, labels: list[str], at: datetime) -
     return len(docs)
 
 
-def served(url: str) -> str | None:
-    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get(DOMAIN)
+def served(url: str, domain: str = DOMAIN) -> str | None:
+    """The version of `domain`'s model the API at `url` serves (None: none)."""
+    model = httpx.get(f"{url}/version", timeout=10).json()["models"].get(domain)
     return model and model["version"]
 
 
