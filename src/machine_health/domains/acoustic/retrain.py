@@ -38,13 +38,19 @@ import pyarrow as pa
 
 from machine_health.config import Settings
 from machine_health.domains.acoustic.audio import MAX_SECONDS, MIN_SECONDS
-from machine_health.domains.acoustic.data import ANOMALY, DOMAINS, NORMAL, resolve_dataset_dir
+from machine_health.domains.acoustic.data import (
+    ANOMALY,
+    DOMAINS,
+    NORMAL,
+    load_clips,
+    resolve_dataset_dir,
+)
 from machine_health.domains.acoustic.domain import ARCHIVE_BANDS
 from machine_health.domains.acoustic.domain import evaluation_set as base_evaluation_set
 from machine_health.domains.acoustic.domain import training_set as base_training_set
 from machine_health.domains.acoustic.features import FeatureConfig, clip_stats
 from machine_health.domains.acoustic.monitoring import archive_resolution
-from machine_health.domains.acoustic.training import Prepared
+from machine_health.domains.acoustic.training import Prepared, prepare
 from machine_health.domains.base import (
     EvaluationSet,
     ModelBundle,
@@ -274,9 +280,9 @@ def evaluation_set(settings: Settings, table: pa.Table) -> EvaluationSet:
 
 
 def reference_set(settings: Settings) -> EvaluationSet:
-    """The `validation` clips, with their labels and source/target domains (`reference.py`)."""
-    base = base_training_set(settings.data_dir)
-    held = subset(base, base.part("validation"))
+    """The `validation` clips, with their labels and source/target domains (`reference.py`);
+    only they are read (not the `train` clips `training_set` reads with them)."""
+    held = prepare(load_clips(settings.data_dir, parts=("validation",)))
     data = {"spectra": held.spectra, "y": held.clips.y, "domain": held.clips.domains}
     return EvaluationSet(data, {"source": "validation clips", "clips": len(held.clips)})
 
