@@ -212,6 +212,13 @@ def recent_rows(
     return mask
 
 
+def round_robin(groups: Sequence[Sequence[Any]]) -> list[Any]:
+    """The items of `groups` interleaved: the first of each group, then the second of each...
+    (the demo's traffic mixes its assets and classes this way)."""
+    longest = max((len(g) for g in groups), default=0)
+    return [g[i] for i in range(longest) for g in groups if i < len(g)]
+
+
 def labelled_by_version(
     records: Iterable[Mapping[str, Any]], output_key: str
 ) -> dict[str, list[Mapping[str, Any]]]:

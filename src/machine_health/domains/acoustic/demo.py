@@ -17,6 +17,7 @@ import httpx
 from rich.progress import Progress
 
 from machine_health.domains.acoustic.data import Clip, read_manifest, resolve_dataset_dir
+from machine_health.domains.base import round_robin
 from machine_health.simulate import ReplayOptions, Tally, post_prediction
 
 DOMAIN = "acoustic"
@@ -31,8 +32,7 @@ def replayed_clips(data_dir: Path) -> list[Clip]:
         if clip.part == "test":
             groups.setdefault((clip.domain, clip.label), []).append(clip)
     kept = [[c for i, c in enumerate(g) if i % HELD_OUT != HELD_OUT - 1] for g in groups.values()]
-    longest = max((len(g) for g in kept), default=0)
-    return [g[i] for i in range(longest) for g in kept if i < len(g)]
+    return round_robin(kept)
 
 
 def clip_body(directory: Path, clip: Clip) -> dict[str, Any]:

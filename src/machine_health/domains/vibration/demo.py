@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 from rich.progress import Progress
 
+from machine_health.domains.base import round_robin
 from machine_health.domains.vibration.data import load_manifest, make_windows, resolve_manifest_dir
 from machine_health.simulate import ReplayOptions, Tally, post_prediction
 
@@ -31,7 +32,7 @@ def test_windows(data_dir: Path, limit: int) -> list[dict[str, Any]]:
         ws = make_windows([rec], portion="test", window=2048, hop=2 * 2048,
                           sample_rate=rec.sample_rate)  # fmt: skip
         per_recording.append([(rec, w) for w in ws.windows])
-    interleaved = [item for group in _round_robin(per_recording) for item in group]
+    interleaved = round_robin(per_recording)
     return [
         {
             "body": {
@@ -44,11 +45,6 @@ def test_windows(data_dir: Path, limit: int) -> list[dict[str, Any]]:
         }
         for rec, window in interleaved[:limit]
     ]
-
-
-def _round_robin(groups: list[list[Any]]) -> list[list[Any]]:
-    longest = max((len(g) for g in groups), default=0)
-    return [[g[i] for g in groups if i < len(g)] for i in range(longest)]
 
 
 async def replay(
