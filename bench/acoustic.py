@@ -26,13 +26,12 @@ import logging
 import os
 import platform
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.provenance import commit
+from bench.provenance import provenance
 from machine_health.config import get_settings
 from machine_health.domains.acoustic import (
     FeatureConfig,
@@ -42,6 +41,7 @@ from machine_health.domains.acoustic import (
     evaluate_scores,
     train_bundle,
 )
+from machine_health.domains.acoustic.data import resolve_dataset_dir
 from machine_health.domains.acoustic.features import stack_frames
 
 logger = logging.getLogger("bench.acoustic")
@@ -152,9 +152,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     baseline = [run_baseline(prepared, seed) for seed in SEEDS]
+    block = provenance(
+        data=[resolve_dataset_dir(settings.data_dir)], **FeatureConfig().as_dict(),
+        split="fixed split by clip index (domains/acoustic/data.py)", seeds=list(SEEDS),
+    )  # fmt: skip
     result = {
-        "command": ".venv/bin/python -m bench acoustic",
-        "commit": commit(),
         "seeds": list(SEEDS),
         "split_counts": counts,
         "detector": {"config": FeatureConfig().as_dict(), "kind": "mahalanobis"},
@@ -184,7 +186,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             "load_average_1m_5m_15m": os.getloadavg(),
             "python": platform.python_version(),
         },
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "provenance": block,
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "acoustic.json").write_text(json.dumps(result, indent=2) + "\n")

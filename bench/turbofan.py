@@ -17,6 +17,11 @@ configuration, so the difference's interval is paired):
     .venv/bin/python -m bench.turbofan FD001 --models ensemble --fit-units reference-excluded all
 
 writes docs/benchmarks/turbofan_<subset>_fit_units.json (no MLflow runs).
+
+Every JSON carries a "provenance" block (`bench.provenance`): commit, date, command, host, the
+sha256 of the three C-MAPSS files read, the RUL cap and window, seeds and models. Only the
+`--fit-units` run has bootstrap intervals: `workflow.benchmark` (the every-model run) returns
+no per-unit predictions to resample.
 """
 
 from __future__ import annotations
@@ -24,17 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.provenance import commit
-from machine_health.config import get_settings
+from bench.provenance import provenance
+from machine_health.config import Settings, get_settings
+from machine_health.domains.turbofan.data import find_file, resolve_cmapss_dir
 from machine_health.domains.turbofan.workflow import benchmark
 
 logger = logging.getLogger("bench.turbofan")
@@ -42,6 +46,12 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 SUBSETS = ("FD001", "FD002")
 FIT_UNITS = ("reference-excluded", "all")
 RESAMPLES = 1000
+
+
+def data_files(settings: Settings, subset: str) -> list[Path]:
+    """The C-MAPSS files a subset's benchmark reads: training, test and true-RUL files."""
+    folder = resolve_cmapss_dir(settings.data_dir)
+    return [find_file(folder, f"{stem}_{subset}") for stem in ("train", "test", "RUL")]
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -157,11 +167,12 @@ def main(argv: list[str]) -> None:
             result = benchmark(settings, subset=subset, seeds=args.seeds, **kwargs)
             name = f"turbofan_{subset}.json"
         result["wall_seconds"] = time.monotonic() - started
-        result["machine"] = {"cpus": 2, "python": platform.python_version()}
-        if args.fit_units:
-            result["command"] = "python -m bench.turbofan " + " ".join(argv)
-            result["commit"] = commit()
-            result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        result["provenance"] = provenance(
+            data=data_files(settings, subset), subset=subset, cap=settings.rul_cap,
+            window=settings.turbofan_window, seeds=args.seeds,
+            models=args.models or "every model", fit_units=args.fit_units,
+            bootstrap=f"{RESAMPLES} resamples of test units, seed 0" if args.fit_units else None,
+        )  # fmt: skip
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / name).write_text(json.dumps(result, indent=2) + "\n")
         if args.fit_units:

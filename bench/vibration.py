@@ -26,16 +26,16 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
 
-from bench.provenance import commit
+from bench.provenance import provenance
 from machine_health.config import Settings, get_settings
 from machine_health.domains.vibration import workflow
-from machine_health.domains.vibration.data import WindowSet
+from machine_health.domains.vibration.data import WindowSet, resolve_manifest_dir
 from machine_health.domains.vibration.features import extract_features
 
 logger = logging.getLogger("bench.vibration")
@@ -60,6 +60,16 @@ def _percentiles_ms(func: Callable[[int], object], n: int) -> dict[str, float]:
     }
 
 
+def _provenance(settings: Settings, train_portion: str) -> dict[str, Any]:
+    """The provenance block: the CWRU folder's checksum (manifest and recordings), the window,
+    hop and sample rate, and which training portion was fitted."""
+    return provenance(
+        data=[resolve_manifest_dir(settings.data_dir)], window=workflow.WINDOW, hop=workflow.HOP,
+        sample_rate=workflow.SAMPLE_RATE, split="time split per recording: first 70 % train",
+        train_portion=train_portion,
+    )  # fmt: skip
+
+
 def _whole(windows: WindowSet) -> tuple[WindowSet, WindowSet]:
     """`reference.carve` disabled: every training window is fitted, none is held back."""
     return windows, windows.subset(np.zeros(len(windows), dtype=bool))
@@ -73,9 +83,7 @@ def whole_train_portion(settings: Settings) -> None:
         **result,
         "details": details,
         "train_portion": "whole (reference carve-out disabled)",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": ".venv/bin/python -m bench.vibration --train-portion whole",
-        "commit": commit(),
+        "provenance": _provenance(settings, "whole (reference carve-out disabled)"),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "vibration_whole_train.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
@@ -115,6 +123,7 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     bundle.predict(items)
     stages["predict_batch_500_ms_per_window"] = (time.perf_counter() - started) * 1000 / REPEATS
+    block = _provenance(settings, "reference-excluded (as served)")
     details.update(
         {
             "stages": stages,
@@ -123,12 +132,11 @@ def main(argv: list[str]) -> None:
                 "load_average_1m_5m_15m": os.getloadavg(),
                 "python": platform.python_version(),
             },
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": ".venv/bin/python -m bench vibration",
-            "commit": commit(),
+            "provenance": block,
         }
     )
     OUT.mkdir(parents=True, exist_ok=True)
+    result = {**result, "provenance": block}
     (OUT / "vibration.json").write_text(json.dumps(result, indent=2) + "\n")
     (OUT / "vibration_details.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
     logger.info("result %s", json.dumps(result))
