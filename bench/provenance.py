@@ -70,7 +70,10 @@ def data_checksums(paths: Iterable[Path]) -> dict[str, Any]:
 def command() -> str:
     """The command line that is running: `python -m module args` when run as a module."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    head = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
+    if spec is None:
+        head = ["python", sys.argv[0]]
+    else:  # `python -m bench vibration` runs bench.__main__
+        head = ["python", "-m", spec.name.removesuffix(".__main__")]
     return " ".join([*head, *sys.argv[1:]])
 
 
