@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.adaptation_vibration                  # 0.007 -> 0.014, then reverse
     .venv/bin/python -m bench.adaptation_vibration --vibration-champion-size 0.007
-    .venv/bin/python -m bench adaptation --domain vibration       # via bench/adaptation.py
+    .venv/bin/python -m bench.adaptation --domain vibration         # via bench/adaptation.py
 
 Per direction (champion size A, fed size B), everything real, in a fresh work directory:
 
@@ -31,7 +31,8 @@ interval; the 4-class accuracy (plain argmax, the size's fault windows + the nor
 windows, plain share and macro); detection recall at the served threshold; false alarms on the
 normal held-out windows. Plus the gate rows (from the run's gate.json), step timings,
 windows/s through /predict and /feedback, reload convergence. Results:
-docs/benchmarks/adaptation.json, key "vibration" (other keys kept).
+docs/benchmarks/adaptation.json, key "vibration" (other keys kept), written by
+`bench/adaptation.py` or, run standalone, by `_main` here; `run` itself writes nothing.
 
 Caveat: one recording per class and size, so every interval is within-recording; held-out
 windows overlap (hop 256 = 1/8 window): ~8 windows per independent one.
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import secrets
@@ -56,7 +56,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.provenance import commit
+from bench.provenance import commit, provenance
 from machine_health import embedded_store
 from machine_health.config import Settings
 from machine_health.domains.base import round_robin
@@ -100,14 +100,6 @@ def _arg(args: argparse.Namespace, name: str) -> Any:
 
 
 # --- data -------------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def size_manifest(source: Path, size: str, into: Path) -> Path:
     """A manifest directory listing the normal recording(s) and the `size` fault recordings of
     `source`'s manifest, the recordings symlinked (no data copied)."""
@@ -337,7 +329,12 @@ def run_direction(args: argparse.Namespace, champion_size: str, work: Path) -> d
             for a, i in zip(answers, items, strict=True)
         ]
         _, feedback_s = _post_all(urls, headers, feedback, concurrency)
-        fed_type = [a["prediction"]["fault_class"] for a in answers]
+        fed_labels = sorted(answers[0]["prediction"]["probabilities"])
+        fed_proba = np.array(
+            [[a["prediction"]["probabilities"][k] for k in fed_labels] for a in answers]
+        )
+        fed_truth = np.array([i["label"] for i in items])
+        fed_type, fed_all = type_predictions(fed_proba, fed_labels)
         fed_classes = {c: sum(i["label"] == c for i in items) for c in FAULTS}
 
         keys = {
@@ -378,10 +375,10 @@ def run_direction(args: argparse.Namespace, champion_size: str, work: Path) -> d
                 "windows_by_class": fed_classes,
                 "assets": len({i["body"]["asset_id"] for i in items}),
                 "hop": int(_arg(args, "feed_hop")),
-                "champion_type_accuracy_on_fed": round(
-                    float(np.mean([p == i["label"] for p, i in zip(fed_type, items, strict=True)])),
-                    4,
-                ),
+                "champion_on_fed": {
+                    "type_macro_accuracy": round(_macro(fed_truth, fed_type, FAULTS), 4),
+                    "accuracy_4class": round(float(np.mean(fed_all == fed_truth)), 4),
+                },
                 "predict_windows_per_s": round(len(items) / predict_s, 1),
                 "feedback_per_s": round(len(items) / feedback_s, 1),
                 "concurrency": concurrency,
@@ -449,12 +446,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         directions.append(run_direction(args, size, work / f"champion-{size}"))
     return {
         "summary": summary(directions),
-        "window": workflow.WINDOW,
-        "champion_train_hop": workflow.HOP,
-        "feed_hop": int(_arg(args, "feed_hop")),
-        "eval_hop": int(_arg(args, "eval_hop")),
-        "sample_rate": workflow.SAMPLE_RATE,
-        "data": {r.file: sha256(manifest_dir / r.file) for r in load_manifest(manifest_dir)},
+        "provenance": provenance(
+            data=[manifest_dir / r.file for r in load_manifest(manifest_dir)],
+            window=workflow.WINDOW,
+            champion_train_hop=workflow.HOP,
+            feed_hop=int(_arg(args, "feed_hop")),
+            eval_hop=int(_arg(args, "eval_hop")),
+            sample_rate=workflow.SAMPLE_RATE,
+        ),
         "directions": directions,
     }
 
@@ -498,7 +497,7 @@ def _main(argv: list[str]) -> dict[str, Any]:
     result = {
         "commit": commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python -m bench.adaptation_vibration", *argv]),
+        "command": result["provenance"]["command"],
         **result,
         "wall_s": round(time.perf_counter() - started, 1),
     }
