@@ -53,7 +53,7 @@ def data_checksums(paths: Iterable[Path]) -> dict[str, Any]:
     """{path: sha256} of every file; a folder is one entry, {"files": n, "sha256": digest of its
     sorted "relative-path sha256" lines}, so a 200-clip data set stays one line."""
     out: dict[str, Any] = {}
-    for path in map(Path, paths):
+    for path in (Path(p).resolve() for p in paths):
         if path.is_dir():
             lines = [
                 f"{p.relative_to(path).as_posix()} {sha256(p)}\n"
