@@ -46,8 +46,12 @@ def carve(windows: WindowSet) -> tuple[WindowSet, WindowSet]:
 def slice_of(windows: WindowSet, source: str) -> EvaluationSet:
     return EvaluationSet(
         windows,
-        {"source": source, "windows": len(windows), "groups": len(np.unique(windows.sources)),
-         "blocks": len(np.unique(blocks(windows)))},  # fmt: skip
+        {
+            "source": source,
+            "windows": len(windows),
+            "groups": len(np.unique(windows.sources)),
+            "blocks": len(np.unique(blocks(windows))),
+        },
     )
 
 

@@ -242,6 +242,31 @@ def _archived_windows(table: pa.Table, sample_rate: float) -> list[np.ndarray]:
     ]
 
 
+def fitted_spans(settings: Settings, windows: WindowSet) -> dict[str, list[list[int]]]:
+    """Sample spans `[start, end)` of each base recording that the ARCHIVED windows among
+    `windows` (sources "archive:...") repeat, merged; {} when none is found.
+
+    Recorded in the bundle (`info["fitted_spans"]`), so that scoring a retrained model on the
+    recordings' test portion (`workflow.evaluate_model`) can leave out the windows it fitted
+    through the archive, with no store at hand.
+    """
+    archived = windows.subset(np.char.startswith(windows.sources.astype(str), "archive:"))
+    if len(archived) == 0:  # (windows resampled from another rate are never found: no loss)
+        return {}
+    found: dict[str, list[list[int]]] = {}
+    for rec in load_manifest(resolve_manifest_dir(settings.data_dir)):
+        spans = sorted(_locate(rec.signal, list(archived.windows)))
+        merged: list[list[int]] = []
+        for offset, n in spans:
+            if merged and offset <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], offset + n)
+            else:
+                merged.append([offset, offset + n])
+        if merged:
+            found[rec.file] = merged
+    return found
+
+
 def _locate(signal: np.ndarray, archived: list[np.ndarray]) -> list[tuple[int, int]]:
     """(offset, length) in `signal` of every archived window found there.
 
@@ -365,9 +390,8 @@ def train(settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResu
     # snapshot, decoded the same way): computing them again was half of this step's time.
     cached = ws.file(FEATURES)
     features = np.load(cached) if cached.exists() else None
-    fit = train_bundle(
-        settings, windows, seed=SEED, extra={"hop": training.facts["hop"]}, features=features
-    )
+    extra = {"hop": training.facts["hop"], "fitted_spans": fitted_spans(settings, windows)}
+    fit = train_bundle(settings, windows, seed=SEED, extra=extra, features=features)
     bundle = fit.bundle
     registry.log_params({"threshold": round(bundle.threshold, 6), "target_fpr": bundle.target_fpr})
     registry.log_metrics({"train_seconds": fit.train_seconds, "n_calibration": fit.n_calibration})

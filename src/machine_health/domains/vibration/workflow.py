@@ -206,9 +206,19 @@ def evaluate_model(
         hop=int(bundle.info.get("hop", HOP)),
         sample_rate=bundle.config.sample_rate,
     )
-    metrics = evaluate_bundle(bundle, windows)
+    # A retrained model may have fitted test-portion windows that came back through the archive
+    # (`retrain.fitted_spans`): those are left out, and how many is reported.
+    fitted = np.zeros(len(windows), dtype=bool)
+    length = windows.windows.shape[1]
+    for source, spans in (bundle.info.get("fitted_spans") or {}).items():
+        rows = windows.sources == source
+        for start, end in spans:
+            fitted |= rows & (windows.starts < end) & (windows.starts + length > start)
+    metrics = evaluate_bundle(bundle, windows.subset(~fitted))
     return {
         **metrics,
+        "windows": int((~fitted).sum()),
+        "excluded_fitted_windows": int(fitted.sum()),
         "train_seconds": float(bundle.info.get("train_seconds", float("nan"))),
         "predict_ms_per_window": predict_latency_ms(bundle, windows, n=100)["p50_ms"],
     }
