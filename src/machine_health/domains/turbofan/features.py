@@ -15,6 +15,24 @@ a served model always applies exactly the transform it was trained with.
 - Windows: the last `window` cycles of a unit; a unit with fewer cycles is padded at the front by
   repeating its first cycle. Each window is then smoothed (causal exponential smoothing restarted
   at the window's first cycle), so a prediction depends on exactly `window` cycles.
+- Fleet weights: fitted with `sample_weight` (training.fleet_weights: every fleet of units the same
+  total weight), the per-regime means and stds are weighted, so the scaling every fleet is
+  expressed in is not the biggest fleet's alone. Without weights: the plain statistics.
+- Novelty (`FeatureTransform.novelty`, fitted from the training rows; None in bundles saved
+  before it): a scored window is novel when one of its cycles is outside what training showed:
+  * settings: the distance to the nearest regime centre, in steps of `SETTING_RESOLUTION` (the
+    smallest difference that is another operating point: 1 kft altitude, 0.05 Mach, 2 degrees of
+    throttle), beyond max(`SETTINGS_MARGIN` x its `NOVELTY_QUANTILE` quantile over the training
+    rows, 1 step). Resolution steps rather than the standardised settings: a single-condition
+    fleet's settings are pure noise, so its standard deviation (0.0003 Mach in FD001) would call
+    another fleet's sea-level noise (0.002 Mach in FD002) a new regime;
+  * sensors: a regime-normalised (unsmoothed) sensor outside its training range (the
+    1 - `NOVELTY_QUANTILE` and `NOVELTY_QUANTILE` quantiles of the training rows) widened by
+    `SENSOR_MARGIN` of the range's width on each side; the training rows include every unit's
+    end of life, so degradation the model was trained on stays inside.
+  `score` = the largest of (settings distance / its threshold, sensor distance from its range's
+  middle / half the widened range): above 1 is novel. Cost: a few array operations on the rows
+  the window already transformed, for the whole batch at once.
 """
 
 from __future__ import annotations
@@ -41,6 +59,13 @@ logger = logging.getLogger(__name__)
 MAX_REGIMES = 8
 TIGHT_CLUSTERS = 1e-3  # within/total sum of squares that counts as distinct operating regimes
 _FLAT = 1e-9
+#: novelty (module doc): the training quantile the bounds start from, and how far beyond it
+NOVELTY_QUANTILE = 0.999
+SETTINGS_MARGIN = 1.5  # x the quantile of the training rows' distance to their regime centre
+SENSOR_MARGIN = 0.25  # x the width of a sensor's training range, added on each side
+#: altitude (kft), Mach, throttle resolver angle (deg): a settings difference below one step on
+#: every axis is the same operating point (C-MAPSS's closest regimes differ by 5 kft, 0.08 Mach)
+SETTING_RESOLUTION = (1.0, 0.05, 2.0)
 
 
 @dataclass
@@ -59,6 +84,8 @@ class FeatureTransform:
     cycle_scale: float = 0.0  # > 0 adds cycle / cycle_scale as a feature
     smoothing: float = 0.0  # > 0: causal exponential smoothing factor applied per unit
     extra: dict[str, Any] = field(default_factory=dict)
+    #: novelty thresholds fitted on the training rows (`fit_novelty`); None: not checked
+    novelty: dict[str, Any] | None = None
 
     @property
     def n_regimes(self) -> int:
@@ -91,6 +118,13 @@ class FeatureTransform:
         centers = np.asarray(self.regime_centers)
         return np.argmin(((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
 
+    def settings_distance(self, settings: np.ndarray) -> np.ndarray:
+        """Distance of every row of `(n_rows, 3)` settings to the nearest regime centre, in steps
+        of `SETTING_RESOLUTION` (the novelty's settings scale, see the module doc)."""
+        raw = np.asarray(self.regime_centers) * self.settings_std + self.settings_mean
+        steps = (settings[:, None, :] - raw[None, :, :]) / np.asarray(SETTING_RESOLUTION)
+        return np.sqrt((steps**2).sum(axis=2).min(axis=1))
+
     def transform_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Per-row model features `(n_rows, n_features)` (float32)."""
         return self.transform_values(frame[VALUE_COLUMNS].to_numpy(dtype="float64"))[0]
@@ -117,13 +151,63 @@ class FeatureTransform:
         score; the same windows as `windows(frame, every_cycle=False)`, for the whole batch in one
         vectorised transform.
         """
+        windows, regime, _ = self.scored_windows(histories, novelty=False)
+        return windows, regime
+
+    def scored_windows(
+        self, histories: Sequence[np.ndarray], *, novelty: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]] | None]:
+        """`last_windows` plus the novelty of each window (None without fitted thresholds),
+        judged on the rows the windows are built from: no second transform."""
         raw = np.stack([pad_windows(h, self.window, every_cycle=False)[0] for h in histories])
         n, w, c = raw.shape
-        rows, regime = self.transform_values(raw.reshape(n * w, c))
+        flat = raw.reshape(n * w, c)
+        rows, regime = self.transform_values(flat)
+        found = None
+        if novelty and self.novelty is not None:
+            known = np.minimum([len(h) for h in histories], w)
+            found = self._novelty(flat, rows, n, known)
         windows = rows.reshape(n, w, -1)
         if self.smoothing > 0:
             windows = smooth(windows, self.smoothing)
-        return windows, regime.reshape(n, w)[:, -1]
+        return windows, regime.reshape(n, w)[:, -1], found
+
+    def _novelty(
+        self, values: np.ndarray, rows: np.ndarray, n: int, known: np.ndarray
+    ) -> list[dict[str, Any]]:
+        """Per window: {"novel", "score", "reasons"} (module doc) of raw `values` and their
+        transformed `rows`, `n` windows of `window` rows; `known[i]` = window i's real cycles
+        (the others repeat its first one, so they are not counted twice in the reasons)."""
+        nov = self.novelty or {}
+        w = self.window
+        real = np.arange(w)[None, :] >= (w - known)[:, None]  # (n, w): not padding
+        far = self.settings_distance(values[:, _SETTING_COLS]).reshape(n, w)
+        far = np.where(real, far / nov["settings_distance"], 0.0)
+        low, high = np.asarray(nov["sensor_low"]), np.asarray(nov["sensor_high"])
+        middle, half = (high + low) / 2, np.maximum((high - low) / 2, _FLAT)
+        k = len(self.sensors)
+        out = (np.abs(rows[:, :k] - middle.astype("float32")) / half.astype("float32")).reshape(
+            n, w, k
+        )
+        out[~real] = 0.0
+        score = np.maximum(far.max(axis=1), out.max(axis=(1, 2)))
+        answers = [{"novel": False, "score": round(x, 4), "reasons": []} for x in score.tolist()]
+        for i in np.flatnonzero(score > 1.0).tolist():  # the reasons of novel windows only
+            reasons = answers[i]["reasons"]
+            n_far, outside = int((far[i] > 1.0).sum()), out[i] > 1.0
+            if n_far:
+                reasons.append(
+                    f"operating settings outside every known regime at {n_far} of "
+                    f"{known[i]} cycles ({far[i].max():.3g} x the known distance)"
+                )
+            if outside.any():
+                names = [s for s, hit in zip(self.sensors, outside.any(axis=0), strict=True) if hit]
+                reasons.append(
+                    f"{', '.join(names)} outside the training range at "
+                    f"{int(outside.any(axis=1).sum())} of {known[i]} cycles"
+                )
+            answers[i]["novel"] = True
+        return answers
 
     def windows(
         self, frame: pd.DataFrame, *, every_cycle: bool, keep: np.ndarray | None = None
@@ -203,6 +287,40 @@ def find_regimes(settings: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
     return mean, std, centers
 
 
+def _weighted_stats(
+    values: pd.DataFrame, regime: np.ndarray, n_regimes: int, weight: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, population std) per regime of `values`' columns with row weights `weight`."""
+    x = values.to_numpy(dtype="float64")
+    total = np.bincount(regime, weights=weight, minlength=n_regimes)[:, None]
+    onehot = np.zeros((len(x), n_regimes))
+    onehot[np.arange(len(x)), regime] = weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = onehot.T @ x / total
+        var = onehot.T @ (x - mean[regime]) ** 2 / total
+    frame = {"index": range(n_regimes), "columns": values.columns}
+    return pd.DataFrame(mean, **frame), pd.DataFrame(np.sqrt(np.maximum(var, 0.0)), **frame)
+
+
+def fit_novelty(transform: FeatureTransform, train: pd.DataFrame) -> dict[str, Any]:
+    """The novelty thresholds of `transform` from its training rows (see the module doc)."""
+    values = train[VALUE_COLUMNS].to_numpy(dtype="float64")
+    rows, _ = transform.transform_values(values)
+    sensors = rows[:, : len(transform.sensors)].astype("float64")
+    low = np.quantile(sensors, 1 - NOVELTY_QUANTILE, axis=0)
+    high = np.quantile(sensors, NOVELTY_QUANTILE, axis=0)
+    width = high - low
+    far = float(np.quantile(transform.settings_distance(values[:, _SETTING_COLS]),
+                            NOVELTY_QUANTILE))  # fmt: skip
+    return {
+        "quantile": NOVELTY_QUANTILE,
+        "settings_resolution": list(SETTING_RESOLUTION),
+        "settings_distance": max(SETTINGS_MARGIN * far, 1.0),
+        "sensor_low": (low - SENSOR_MARGIN * width).tolist(),
+        "sensor_high": (high + SENSOR_MARGIN * width).tolist(),
+    }
+
+
 def fit_transform(
     train: pd.DataFrame,
     *,
@@ -211,8 +329,10 @@ def fit_transform(
     use_cycle: bool = False,
     smoothing: float = 0.0,
     max_levels: int = 1,
+    sample_weight: np.ndarray | None = None,
 ) -> FeatureTransform:
-    """Learn regimes, flat sensors and per-regime scaling from training histories."""
+    """Learn regimes, flat sensors, per-regime scaling (weighted by `sample_weight`, one per
+    row, when given) and the novelty thresholds from training histories."""
     mean, std, centers = find_regimes(train[SETTINGS].to_numpy(dtype="float64"))
     probe = FeatureTransform(
         window=window, cap=cap, settings_mean=mean.tolist(), settings_std=std.tolist(),
@@ -220,20 +340,24 @@ def fit_transform(
     )  # fmt: skip
     regime = probe.regimes(train)
     grouped = train[SENSORS].groupby(regime)
-    r_mean = grouped.mean().reindex(range(len(centers)))
-    r_std = grouped.std(ddof=0).reindex(range(len(centers))).fillna(0.0)
+    if sample_weight is None:
+        r_mean = grouped.mean().reindex(range(len(centers)))
+        r_std = grouped.std(ddof=0).reindex(range(len(centers))).fillna(0.0)
+    else:
+        r_mean, r_std = _weighted_stats(train[SENSORS], regime, len(centers), sample_weight)
+        r_std = r_std.fillna(0.0)
     flat = (r_std <= _FLAT).all(axis=0)
     if max_levels > 1:
         flat |= (grouped.nunique() <= max_levels).all(axis=0)
     kept = [s for s in SENSORS if not flat[s]]
     dropped = [s for s in SENSORS if flat[s]]
-    std_kept = r_std[kept].to_numpy()
+    std_kept = r_std[kept].to_numpy(copy=True)  # written below
     std_kept[std_kept <= _FLAT] = 1.0  # flat in one regime only: centre it, do not blow it up
     logger.info(
         "features: %d regime(s), %d sensors kept, dropped %s",
         len(centers), len(kept), ",".join(dropped) or "-",
     )  # fmt: skip
-    return FeatureTransform(
+    transform = FeatureTransform(
         window=window,
         cap=float(cap),
         settings_mean=mean.tolist(),
@@ -246,6 +370,8 @@ def fit_transform(
         cycle_scale=float(train["cycle"].max()) if use_cycle else 0.0,
         smoothing=smoothing,
     )
+    transform.novelty = fit_novelty(transform, train)
+    return transform
 
 
 def _slope(windows: np.ndarray) -> np.ndarray:

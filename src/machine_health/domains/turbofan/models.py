@@ -2,7 +2,10 @@
 
 Every builder trains on windows `(n, window, features)` with targets scaled to [0, 1] (RUL / cap)
 and stops on a validation split made BY UNIT (`data.split_units`); `refit_member` then retrains
-on all training units for the epochs (trees) that split chose. The tabular models (`hgb`,
+on all training units for the epochs (trees) that split chose. Optional per-window weights
+(`sample_weight`, `val_weight`: the fleet weights of `training.fleet_weights`) weight both the
+fitted loss and the validation loss that chooses the epochs (trees); None = unweighted, exactly
+the unweighted code path. The tabular models (`hgb`,
 `mlp`) summarise each window by `features.rolling_features` themselves, so every member takes
 the same windows. Nothing here sees test data.
 Keras is imported inside the functions so that importing the domain (the API's schemas) does not
@@ -176,6 +179,8 @@ def fit_keras(
     seed: int,
     config: FitConfig,
     learning_rates: list[float] | None = None,
+    sample_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> Fitted:
     """Train one Keras model with early stopping on the unit-wise validation split.
 
@@ -207,9 +212,12 @@ def fit_keras(
             keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(config.patience // 3, 2)),
             keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
         ]
+    if val is not None and val_weight is not None:
+        val = (val[0], val[1], val_weight)  # Keras's weighted validation loss
     result = model.fit(
         x_train, y_train, validation_data=val, epochs=config.epochs,
         batch_size=config.batch_size, callbacks=callbacks, verbose=0, shuffle=True,
+        sample_weight=sample_weight,
     )  # fmt: skip
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     if val is not None:
@@ -223,21 +231,29 @@ def fit_keras(
 
 
 def refit_member(
-    member: Fitted, train: tuple[np.ndarray, np.ndarray], *, seed: int, config: FitConfig
+    member: Fitted,
+    train: tuple[np.ndarray, np.ndarray],
+    *,
+    seed: int,
+    config: FitConfig,
+    sample_weight: np.ndarray | None = None,
 ) -> Fitted:
     """Refit `member` on all training windows for the epochs (trees) its early stopping chose."""
     from dataclasses import replace
 
     if member.kind == "sklearn":
         best = int(np.argmin(member.history["val_loss"])) + 1
-        refit = fit_hgb(train, None, seed=seed, config=replace(config, hgb_max_iter=best))
+        refit = fit_hgb(
+            train, None, seed=seed, config=replace(config, hgb_max_iter=best),
+            sample_weight=sample_weight,
+        )  # fmt: skip
         refit.history = member.history
         return refit
     best = int(member.history["best_epoch"][0])
     rates = member.history.get("learning_rate", [])[:best] or None
     refit = fit_keras(
         member.name, train, None, seed=seed, config=replace(config, epochs=best),
-        learning_rates=rates,
+        learning_rates=rates, sample_weight=sample_weight,
     )  # fmt: skip
     # Keep the split run's curves (the refit has no validation loss) next to the refit's loss.
     refit.history = {**member.history, "refit_loss": refit.history["loss"]}
@@ -251,6 +267,8 @@ def fit_hgb(
     *,
     seed: int,
     config: FitConfig,
+    sample_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> Fitted:
     """Gradient boosting on rolling features; the number of trees is chosen on validation units.
 
@@ -266,19 +284,26 @@ def fit_hgb(
     }  # fmt: skip
     if val is None:
         model = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
-        return Fitted(name="hgb", kind="sklearn", estimator=model.fit(x_train, y_train),
+        model.fit(x_train, y_train, sample_weight=sample_weight)
+        return Fitted(name="hgb", kind="sklearn", estimator=model,
                       history={"loss": [], "val_loss": []},
                       params={"scales": list(scales)})  # fmt: skip
     x_val, y_val = rolling_features(val[0], scales), val[1]
     probe = HistGradientBoostingRegressor(max_iter=config.hgb_max_iter, **params)
-    probe.fit(x_train, y_train)
-    val_loss = [float(np.mean((p - y_val) ** 2)) for p in probe.staged_predict(x_val)]
+    probe.fit(x_train, y_train, sample_weight=sample_weight)
+    # np.average with weights=None is np.mean: the unweighted path is unchanged.
+    val_loss = [float(np.average((p - y_val) ** 2, weights=val_weight))
+                for p in probe.staged_predict(x_val)]  # fmt: skip
     every = slice(None, None, 8)  # the training curve on every 8th window is enough for a plot
     sample_x, sample_y = x_train[every], y_train[every]
-    train_loss = [float(np.mean((p - sample_y) ** 2)) for p in probe.staged_predict(sample_x)]
+    sample_w = None if sample_weight is None else sample_weight[every]
+    train_loss = [float(np.average((p - sample_y) ** 2, weights=sample_w))
+                  for p in probe.staged_predict(sample_x)]  # fmt: skip
     best = int(np.argmin(val_loss)) + 1
     # Same seed and data: a refit with `best` trees is the probe cut at its best iteration.
-    model = HistGradientBoostingRegressor(max_iter=best, **params).fit(x_train, y_train)
+    model = HistGradientBoostingRegressor(max_iter=best, **params).fit(
+        x_train, y_train, sample_weight=sample_weight
+    )
     logger.info("hgb seed %d: %d trees, best val_loss %.5f", seed, best, val_loss[best - 1])
     return Fitted(
         name="hgb", kind="sklearn", estimator=model,
@@ -293,10 +318,14 @@ def fit_member(
     *,
     seed: int,
     config: FitConfig,
+    sample_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> Fitted:
+    """Train one member (`members_of`) with early stopping on `val`; optional window weights."""
+    weights = {"sample_weight": sample_weight, "val_weight": val_weight}
     if name in SKLEARN_MODELS:
-        return fit_hgb(train, val, seed=seed, config=config)
-    return fit_keras(name, train, val, seed=seed, config=config)
+        return fit_hgb(train, val, seed=seed, config=config, **weights)
+    return fit_keras(name, train, val, seed=seed, config=config, **weights)
 
 
 def predict_member(

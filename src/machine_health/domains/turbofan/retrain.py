@@ -12,6 +12,9 @@
 - rescale: operating regimes + flat-sensor removal + per-regime z-score (`bundle_transform`: on
   every unit, as the refitted members use it) -> `transform.json`, `rescaled.parquet`;
 - train: `train_bundle` with the retrain's fit configuration, logged to the active MLflow run.
+  With archived units the training set holds two fleets, `base` (FD001) and `archive`, of equal
+  total weight (`training.fleet_weights`); their units, row weights and shares are logged as the
+  `fleets` param and as `fleet_<name>_*` figures of the step's result.
 """
 
 from __future__ import annotations
@@ -301,11 +304,13 @@ def train(settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResu
         config=fit_config(settings),
     )  # fmt: skip
     registry.log_params(
-        {"model": fit.model, "epochs": fit.epochs, "window_stride": fit.window_stride}
-    )
+        {"model": fit.model, "epochs": fit.epochs, "window_stride": fit.window_stride,
+         "fleets": json.dumps(fit.fleets) if fit.fleets else "-"}
+    )  # fmt: skip
+    fleet_figures = _fleet_figures(fit.fleets)
     registry.log_metrics(
         {"train_seconds": fit.train_seconds, "val_rmse": fit.val_rmse,
-         "val_rmse_last": fit.val_rmse_last, "val_phm_last": fit.val_phm_last}
+         "val_rmse_last": fit.val_rmse_last, "val_phm_last": fit.val_phm_last, **fleet_figures}
     )  # fmt: skip
     fig = plot_learning_curves(fit.history, f"retrain {fit.model}")
     registry.log_figure(fig, "plots/learning_curve.png")
@@ -319,5 +324,16 @@ def train(settings: Settings, training: TrainingSet, ws: Workspace) -> TrainResu
             "val_rmse_last": fit.val_rmse_last,
             "train_windows": fit.train_windows,
             "window_stride": fit.window_stride,
+            **fleet_figures,
         },
     )
+
+
+def _fleet_figures(fleets: Mapping[str, Mapping[str, float]] | None) -> dict[str, float]:
+    """Flat `fleet_<name>_<fact>` figures of `TurbofanFit.fleets` (finite values only)."""
+    return {
+        f"fleet_{name}_{key}": float(value)
+        for name, facts in (fleets or {}).items()
+        for key, value in facts.items()
+        if np.isfinite(value)
+    }

@@ -6,6 +6,16 @@
 
 Model selection and early stopping use a validation split BY UNIT of the training histories;
 the test file is used only by `evaluate_bundle`.
+
+Fleets: with `extra_df` (the retrain's archived units) the training set holds several fleets:
+the base training file is fleet `base`, the extra units fleet `archive` (or, when `extra_df` has
+a `fleet` column, one fleet per value of it). Every fleet gets the same total weight
+(`fleet_weights`), so neither the 80 base units nor a few hundred archived ones drown the other:
+the members' losses (and the validation loss that picks their epochs or trees), the per-regime
+scaling and the ensemble's learned weights are all fleet-weighted. A fleet's rows never weigh
+more than `MAX_UPWEIGHT` x an unweighted row: a handful of archived units is up-weighted, but
+cannot become half of what the model learns from. Without extra units nothing is weighted: the
+code paths, and the figures, are the plain ones.
 """
 
 from __future__ import annotations
@@ -50,6 +60,10 @@ SMOKE_LENGTHS = (12, 120)  # one history shorter than the window (padding), one 
 TEST_LIKE_MIN_CYCLES = 30
 TEST_LIKE_MAX_RUL = 150
 WEIGHT_STEP = 0.05  # grid step of the ensemble's learned weights
+#: the fleet of the base training file, and of extra units without a `fleet` column
+BASE_FLEET, ARCHIVE_FLEET = "base", "archive"
+#: the most a fleet's rows may weigh, relative to an unweighted row (see the module doc)
+MAX_UPWEIGHT = 4.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,9 @@ class TurbofanFit:
     epochs: dict[str, int]
     window_stride: int
     train_windows: int
+    #: per fleet (only with extra units): units, rows, weight of one row, share of the total
+    #: weight, and the test-like validation RMSE of its validation units (see `fleet_weights`)
+    fleets: dict[str, dict[str, float]] | None = None
 
 
 def validation_cuts(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -97,13 +114,18 @@ def cut_scores(rul_true: np.ndarray, rul_pred: np.ndarray) -> dict[str, float]:
 
 
 def learn_weights(
-    names: Sequence[str], predictions: Sequence[np.ndarray], rul_true: np.ndarray, cap: float
+    names: Sequence[str],
+    predictions: Sequence[np.ndarray],
+    rul_true: np.ndarray,
+    cap: float,
+    sample_weight: np.ndarray | None = None,
 ) -> list[float]:
     """Member weights minimising the test-like validation RMSE (validation units only).
 
     One weight per member NAME on a grid of step WEIGHT_STEP over the simplex (repeats of a name,
     the ensemble's seeds, share it equally): few free parameters for 20 validation units.
-    `predictions` are the members' scaled outputs (RUL / cap) on the test-like rows.
+    `predictions` are the members' scaled outputs (RUL / cap) on the test-like rows;
+    `sample_weight` (the rows' fleet weights) weights their squared errors.
     """
     groups = list(dict.fromkeys(names))
     group_pred = np.stack([
@@ -114,7 +136,8 @@ def learn_weights(
     best: tuple[float, tuple[int, ...]] | None = None
     for combo in _compositions(steps, len(groups)):
         w = np.asarray(combo, dtype="float64") / steps
-        rmse = float(np.sqrt(np.mean((np.clip(w @ group_pred * cap, 0, None) - rul_true) ** 2)))
+        err = (np.clip(w @ group_pred * cap, 0, None) - rul_true) ** 2
+        rmse = float(np.sqrt(np.average(err, weights=sample_weight)))
         if best is None or rmse < best[0] - 1e-9:
             best = (rmse, combo)
     assert best is not None
@@ -130,13 +153,65 @@ def _compositions(total: int, parts: int) -> list[tuple[int, ...]]:
 
 
 def merge_extra(train_df: pd.DataFrame, extra_df: pd.DataFrame | None) -> pd.DataFrame:
-    """Append extra run-to-failure histories, renumbering their units after the training ones."""
+    """Append extra run-to-failure histories, renumbering their units after the training ones.
+
+    The merged frame gains a `fleet` column (`BASE_FLEET` for the training rows, the extra
+    rows' own `fleet` or `ARCHIVE_FLEET`): what `fleet_weights` weights by. Without extra rows
+    the training frame is returned as it is (one fleet, nothing weighted).
+    """
     if extra_df is None or extra_df.empty:
         return train_df
     offset = int(train_df["unit"].max())
     codes, _ = pd.factorize(extra_df["unit"])
     extra = extra_df.assign(unit=codes + offset + 1)
-    return pd.concat([train_df, extra[train_df.columns]], ignore_index=True)
+    if "fleet" not in extra.columns:
+        extra = extra.assign(fleet=ARCHIVE_FLEET)
+    base = train_df if "fleet" in train_df.columns else train_df.assign(fleet=BASE_FLEET)
+    return pd.concat([base, extra[base.columns]], ignore_index=True)
+
+
+def fleet_weights(frame: pd.DataFrame) -> np.ndarray | None:
+    """One weight per row of `frame`: every fleet (its `fleet` column) the same total weight.
+
+    A row of fleet f weighs N / (F x n_f) (N rows, F fleets, n_f rows in f), at most
+    `MAX_UPWEIGHT`; the weights are then scaled to a mean of 1, so a weighted loss keeps the
+    unweighted one's scale (Keras's learning rate, hgb's regularisation). None with one fleet or
+    no `fleet` column: the caller's unweighted path.
+    """
+    if "fleet" not in frame.columns or len(frame) == 0:
+        return None
+    codes, names = pd.factorize(frame["fleet"])
+    if len(names) < 2:
+        return None
+    rows = np.bincount(codes, minlength=len(names)).astype("float64")
+    per_row = np.minimum(len(frame) / (len(names) * rows), MAX_UPWEIGHT)
+    weights = per_row[codes]
+    return weights * (len(frame) / weights.sum())
+
+
+def fleet_facts(frame: pd.DataFrame) -> dict[str, dict[str, float]] | None:
+    """Per fleet of `frame`: units, rows, the weight of one row and the fleet's share of the
+    total weight (`fleet_weights`); None with one fleet."""
+    weights = fleet_weights(frame)
+    if weights is None:
+        return None
+    total = float(weights.sum())
+    facts = {}
+    for name, rows in frame.groupby("fleet", sort=False):
+        mask = (frame["fleet"] == name).to_numpy()
+        facts[str(name)] = {
+            "units": int(rows["unit"].nunique()),
+            "rows": len(rows),
+            "row_weight": round(float(weights[mask][0]), 6),
+            "share": round(float(weights[mask].sum()) / total, 6),
+        }
+    return facts
+
+
+def _weights(frame: pd.DataFrame, stride: int = 1) -> np.ndarray | None:
+    """The fleet weights of the windows `_xy(frame, stride)` builds (the thinned rows)."""
+    keep = thin_rows(frame, stride)
+    return fleet_weights(frame if keep is None else frame[keep])
 
 
 def _xy(
@@ -160,7 +235,7 @@ def _smoke_histories(frame: pd.DataFrame) -> list[list[dict[str, Any]]]:
     units = pd.unique(frame["unit"])[: len(SMOKE_LENGTHS)]
     out = []
     for unit, length in zip(units, SMOKE_LENGTHS, strict=False):
-        rows = frame[frame["unit"] == unit].head(length)
+        rows = frame[frame["unit"] == unit].head(length).drop(columns="fleet", errors="ignore")
         out.append(json.loads(rows.to_json(orient="records")))
     return out
 
@@ -197,6 +272,10 @@ def train_bundle(
     transform = _fit(settings, fit_part, config)
     stride = window_stride(len(frame), config)  # one stride for every split: same sampling
     train_xy, val_xy = _xy(transform, fit_part, stride), _xy(transform, val_part, stride)
+    # Fleet weights (None without extra units: the unweighted path, unchanged).
+    weighted = {
+        "sample_weight": _weights(fit_part, stride), "val_weight": _weights(val_part, stride)
+    }  # fmt: skip
     seconds = 0.0
 
     def trained(key: tuple[str, int], fit: Any) -> Fitted:
@@ -212,7 +291,7 @@ def train_bundle(
 
     members = [
         trained((name, k), lambda name=name, k=k: fit_member(
-            name, train_xy, val_xy, seed=k, config=config))
+            name, train_xy, val_xy, seed=k, config=config, **weighted))
         for name, k in zip(names, seeds, strict=True)
     ]  # fmt: skip
     val_units = sorted(int(u) for u in val_part["unit"].unique())
@@ -220,14 +299,24 @@ def train_bundle(
     like_mask, like_rul = validation_cuts(val_part)
     like_windows = transform.windows(val_part, every_cycle=True, keep=like_mask)
     like_member = [predict_member(m, like_windows) for m in members]
+    like_weight = fleet_weights(val_part[like_mask])
     weights = None
     if len(members) > 1 and config.learn_weights:
-        weights = learn_weights(names, like_member, like_rul, transform.cap)
+        weights = learn_weights(names, like_member, like_rul, transform.cap, like_weight)
     split_bundle = TurbofanBundle(transform, members, model_name=model_name, weights=weights)
     val_pred = split_bundle.predict_windows(val_xy[0])
     val_rmse = float(np.sqrt(np.mean((val_pred - val_xy[1] * transform.cap) ** 2)))
     like_pred = np.average(like_member, axis=0, weights=split_bundle.weights) * transform.cap
     like = cut_scores(like_rul, like_pred)
+    fleets = fleet_facts(frame)
+    if fleets is not None:  # the test-like validation RMSE of each fleet's validation units
+        like_fleet = val_part["fleet"].to_numpy()[like_mask]
+        for name, facts in fleets.items():
+            mine = like_fleet == name
+            facts["val_rmse_last"] = (
+                cut_scores(like_rul[mine], like_pred[mine])["val_rmse_last"] if mine.any()
+                else float("nan")
+            )  # fmt: skip
     epochs = {
         label: len(m.history.get("loss", [])) for label, m in zip(labels, members, strict=True)
     }
@@ -236,10 +325,11 @@ def train_bundle(
         # The split only chose the epoch (tree) counts: refit on every training unit for that many.
         used, transform = frame, _fit(settings, frame, config)
         all_xy = _xy(transform, frame, stride)
+        all_weight = _weights(frame, stride)
         windows_used = len(all_xy[0])
         members = [
             trained((f"refit:{m.name}", k), lambda m=m, k=k: refit_member(
-                m, all_xy, seed=k, config=config))
+                m, all_xy, seed=k, config=config, sample_weight=all_weight))
             for m, k in zip(members, seeds, strict=True)
         ]  # fmt: skip
         epochs |= {f"{label} refit": _refit_size(m)
@@ -247,7 +337,8 @@ def train_bundle(
     bundle = TurbofanBundle(
         transform, members, model_name=model_name, smoke=_smoke_histories(used),
         facts={"seed": seed, "train_units": int(used["unit"].nunique()),
-               "val_units": len(val_units), "refit_all": config.refit_all, **like},
+               "val_units": len(val_units), "refit_all": config.refit_all, **like,
+               **({} if fleets is None else {"fleets": fleets})},
         weights=split_bundle.weights,
     )  # fmt: skip
     return TurbofanFit(
@@ -266,6 +357,7 @@ def train_bundle(
         epochs=epochs,
         window_stride=stride,
         train_windows=windows_used,
+        fleets=fleets,
     )
 
 
@@ -280,6 +372,7 @@ def _fit(settings: Settings, frame: pd.DataFrame, config: FitConfig) -> FeatureT
     return fit_transform(
         frame, window=settings.turbofan_window, cap=settings.rul_cap,
         use_cycle=config.use_cycle, smoothing=config.smoothing, max_levels=config.max_levels,
+        sample_weight=fleet_weights(frame),
     )  # fmt: skip
 
 
