@@ -91,7 +91,11 @@ class TurbofanBundle(ModelBundle):
     `setting_1`..`setting_3`, `sensor_1`..`sensor_21` (extra columns are ignored). The LAST row is
     the cycle to score; only the last `window` rows are used, and a shorter history is padded by
     repeating its first row. It returns one dict per history:
-    `{"rul": float, "cycles_in_window": int, "regime": int}` (`rul` in cycles, >= 0).
+    `{"rul": float, "cycles_in_window": int, "regime": int, "novelty": {...}}` (`rul` in
+    cycles, >= 0; `novelty`: `{"novel": bool, "score": float, "reasons": [str]}`, whether the
+    window is outside what training showed, `features.FeatureTransform.novelty`; absent for a
+    bundle saved before novelty thresholds were fitted). A novel unit is still scored: the
+    flag tells the client (and the archive, which keeps the answer) not to trust it blindly.
     The whole batch goes through each estimator in ONE call.
     """
 
@@ -149,12 +153,16 @@ class TurbofanBundle(ModelBundle):
         if len(inputs) == 0:
             return []
         histories = [history_values(h, self.transform.history_cycles) for h in inputs]
-        windows, regimes = self.transform.last_windows(histories)
+        windows, regimes, novelty = self.transform.scored_windows(histories)
         rul = self.predict_windows(windows)
-        return [
+        out = [
             {"rul": float(r), "cycles_in_window": min(len(h), self.window), "regime": int(g)}
             for r, h, g in zip(rul, histories, regimes, strict=True)
         ]
+        if novelty is not None:
+            for answer, found in zip(out, novelty, strict=True):
+                answer["novelty"] = found
+        return out
 
     def smoke_inputs(self) -> list[list[dict[str, Any]]]:
         return [list(h) for h in self.smoke]

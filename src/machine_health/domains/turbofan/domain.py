@@ -222,12 +222,34 @@ class TurbofanCycle(BaseModel):
         })  # fmt: skip
 
 
+class Novelty(BaseModel):
+    """Whether the scored window is outside what the model was trained on (its RUL is still
+    given, but extrapolated): thresholds fitted on the training rows, `features` module doc."""
+
+    novel: bool = Field(
+        description="True when `score` > 1: a cycle of the window is outside every known "
+        "operating regime, or a sensor is outside its training range."
+    )
+    score: float = Field(
+        ge=0, description="Largest distance beyond what training showed, relative to its "
+        "threshold (<= 1: known ground)."
+    )  # fmt: skip
+    reasons: list[str] = Field(
+        default_factory=list, description="What was outside, and at how many of the window's "
+        "cycles (empty when not novel)."
+    )  # fmt: skip
+
+
 class RulPrediction(BaseModel):
     """Remaining useful life of the scored cycle."""
 
     rul: float = Field(ge=0, description="Predicted remaining cycles before failure.")
     cycles_in_window: int = Field(ge=1, description="Known cycles used (<= the model window).")
     regime: int | None = Field(None, description="Operating regime of the cycle (0-based).")
+    novelty: Novelty | None = Field(
+        None, description="Novelty of the unit's window; absent from the answers of models "
+        "trained before novelty thresholds were fitted."
+    )  # fmt: skip
 
 
 class TurbofanDomain(Domain):
