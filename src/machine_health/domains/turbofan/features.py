@@ -122,7 +122,10 @@ class FeatureTransform:
         """Distance of every row of `(n_rows, 3)` settings to the nearest regime centre, in steps
         of `SETTING_RESOLUTION` (the novelty's settings scale, see the module doc)."""
         raw = np.asarray(self.regime_centers) * self.settings_std + self.settings_mean
-        steps = (settings[:, None, :] - raw[None, :, :]) / np.asarray(SETTING_RESOLUTION)
+        # the resolution the thresholds were fitted with (a later change of the constant must
+        # not move a saved model's threshold)
+        step = (self.novelty or {}).get("settings_resolution", SETTING_RESOLUTION)
+        steps = (settings[:, None, :] - raw[None, :, :]) / np.asarray(step)
         return np.sqrt((steps**2).sum(axis=2).min(axis=1))
 
     def transform_rows(self, frame: pd.DataFrame) -> np.ndarray:
