@@ -462,6 +462,13 @@ def ensure_champion(settings: Settings, domain: str, version: str) -> bool:
     return True
 
 
+def first_version(settings: Settings, domain: str) -> str | None:
+    """The oldest version of a domain's model still registered (the gate's baseline), or None."""
+    name = settings.model_name(domain)
+    found = _client(settings).search_model_versions(f"name='{name}'")
+    return min((str(mv.version) for mv in found), key=int, default=None)
+
+
 def list_versions(settings: Settings, domain: str) -> list[dict[str, Any]]:
     """Every version of a domain's model with its aliases, run metrics and creation time."""
     client = _client(settings)

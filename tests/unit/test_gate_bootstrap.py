@@ -111,3 +111,22 @@ def test_a_significant_reference_loss_within_a_spanning_interval_passes_and_says
     # The same loss, no longer significant: inconclusive for noise, as before.
     noisy = judge("reference", "max", 0.736, 0.710, differences + 0.01, 0.02, 12)
     assert noisy["passed"] and "too few groups or too noisy" in noisy["verdict"]
+
+
+def test_losses_within_the_tolerance_cannot_accumulate_past_the_baseline() -> None:
+    # Three promotions, each 1.5 % worse than its champion on the frozen reference slice: every
+    # step is within the 2 % tolerance, but the third challenger is 4.6 % worse than the
+    # lineage's baseline, and the baseline row refuses it.
+    pred, groups = _slice(60, seed=8)
+    baseline = np.abs(pred)
+    versions = [baseline * 1.015**k for k in range(4)]
+    step = judge_slice(
+        "reference", _scores(versions[3], groups), _scores(versions[2], groups), 0.02
+    )
+    assert step[0]["passed"]
+    total = judge_slice(
+        "baseline", _scores(versions[3], groups), _scores(versions[0], groups), 0.02
+    )
+    assert not total[0]["passed"] and total[0]["slice"] == "baseline"
+    assert total[0]["verdict"].startswith("worse than the baseline beyond the tolerance")
+    assert total[0]["allowed_loss"] == 0.02 * total[0]["champion"]

@@ -63,7 +63,10 @@ def paired_differences(
     return {k: np.asarray(v, dtype=float) for k, v in out.items()}, len(members)
 
 
-SliceKind = Literal["reference", "field"]
+SliceKind = Literal["reference", "baseline", "field"]
+#: slices judged with the tolerance: the reference slice against the champion and against the
+#: lineage's baseline version (the same frozen items: the tolerance is a budget, not a step)
+TOLERANT: tuple[SliceKind, ...] = ("reference", "baseline")
 
 
 def judge(
@@ -81,7 +84,7 @@ def judge(
     """
     sign = 1.0 if direction == "min" else -1.0
     difference = challenger - champion
-    allowed = tolerance * abs(champion) if kind == "reference" else 0.0
+    allowed = tolerance * abs(champion) if kind in TOLERANT else 0.0
     finite = differences[np.isfinite(differences)]
     row: dict[str, Any] = {
         "champion": champion, "challenger": challenger, "difference": difference,
@@ -102,9 +105,11 @@ def judge(
     row["interval"] = [low, high]
     width = f"{CONFIDENCE:.0%} bounds of the difference [{low:.4g}, {high:.4g}], {n_groups} groups"
     if loss_low > allowed:
-        worse = "worse beyond the tolerance" if kind == "reference" else "significantly worse"
+        worse = {"reference": "worse beyond the tolerance",
+                 "baseline": "worse than the baseline beyond the tolerance (losses accumulated "
+                             "over promotions)"}.get(kind, "significantly worse")  # fmt: skip
         return row | {"passed": False, "verdict": f"{worse} ({width})"}
-    if kind == "reference":
+    if kind in TOLERANT:
         if loss_high <= allowed:
             return row | {"passed": True, "verdict": f"not worse beyond the tolerance ({width})"}
         if loss_low > 0:  # worse with 95 % confidence, but not shown beyond the tolerance

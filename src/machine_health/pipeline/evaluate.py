@@ -16,6 +16,11 @@ is, whatever the metric's direction) decide:
   spans the tolerance passes, recorded as "inconclusive" -- also when the loss is significant
   (lower bound > 0) but not shown beyond the tolerance, which the verdict then says: a frozen,
   model-independent slice guards against regressions, it must not veto a model on noise;
+- baseline: the reference slice again, the challenger against the lineage's BASELINE (the
+  oldest registered version, `registry.first_version`) when the champion is a later version,
+  with the same rule and tolerance. Per-promotion losses within the tolerance could otherwise
+  add up, promotion after promotion; measured against the baseline the tolerance is a budget
+  for the whole lineage. The reference slice is frozen, so both comparisons use the same items;
 - field: FAIL only when the challenger is significantly worse (the loss's lower bound > 0, no
   tolerance: this is the data the retrain exists for); "better or equal within the noise"
   passes. Fewer than `MIN_FIELD_GROUPS` held-out groups (or a metric the slice cannot define):
@@ -150,8 +155,9 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Gate report: {report['domain']} run {report['run_id']}",
         "",
-        f"Champion: {report['champion_version'] or 'none'}; tolerance "
-        f"{report['tolerance']:.1%} (reference slice); paired bootstrap "
+        f"Champion: {report['champion_version'] or 'none'}; baseline (the lineage's oldest "
+        f"version): {report.get('baseline_version') or 'none'}; tolerance "
+        f"{report['tolerance']:.1%} (reference and baseline rows); paired bootstrap "
         f"({bootstrap.RESAMPLES} resamples, one-sided {bootstrap.CONFIDENCE:.0%}); verdict: "
         f"**{'PASSED' if report['passed'] else 'FAILED'}**",
         "",
@@ -216,6 +222,24 @@ def _slice(
     )
 
 
+def _baseline_rows(
+    settings: Settings,
+    domain: str,
+    reference: EvaluationSet,
+    challenger: ModelBundle,
+    champion_version: str | None,
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """(baseline version, its rows): the challenger against the lineage's oldest registered
+    version on the reference slice; none when the champion is that version (already judged)."""
+    baseline = registry.first_version(settings, domain) if champion_version else None
+    if baseline is None or baseline == champion_version:
+        return baseline, []
+    bundle, _ = registry.load(settings, domain, alias=None, version=baseline)
+    return baseline, _slice(
+        domain, "baseline", reference, challenger, bundle, settings.gate_tolerance
+    )
+
+
 @step("evaluate")
 def run(job: StepRun) -> dict[str, Any]:
     """Smoke-test the challenger, score both models on both slices, write and log the report."""
@@ -235,6 +259,10 @@ def run(job: StepRun) -> dict[str, Any]:
     tolerance = settings.gate_tolerance
     reference = datasets.reference_set(settings, domain)
     rows = _slice(domain, "reference", reference, challenger, champion, tolerance)
+    baseline_version, baseline_rows = _baseline_rows(
+        settings, domain, reference, challenger, champion_version
+    )
+    rows += baseline_rows
     field = datasets.field_set(settings, domain, table)
     if field is None:
         field_facts: dict[str, Any] = {"skipped": "no labelled field rows held out"}
@@ -255,6 +283,7 @@ def run(job: StepRun) -> dict[str, Any]:
         "confidence": bootstrap.CONFIDENCE,
         "resamples": bootstrap.RESAMPLES,
         "champion_version": champion_version,
+        "baseline_version": baseline_version,
         "metrics": rows,
         "reference": {"rule": get_domain(domain).reference_rule, **reference.facts},
         "field": field_facts,
