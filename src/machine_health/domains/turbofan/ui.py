@@ -69,6 +69,16 @@ def test_body() -> dict[str, Any] | None:
     return cycle_body(row, f"upload-{int(row['unit'])}")
 
 
+def show_novelty(output: dict[str, Any]) -> None:
+    """The answer's novelty flag: its RUL is an extrapolation (absent for older models)."""
+    novelty = output.get("novelty") or {}
+    if novelty.get("novel"):
+        reasons = "; ".join(novelty.get("reasons") or [])
+        st.warning(
+            f"Outside what the model was trained on (score {novelty['score']:.1f}): {reasons}"
+        )
+
+
 def show_unit(unit_id: str) -> None:
     try:
         with st.spinner(f"Reading every archived cycle of {unit_id}..."):
@@ -98,6 +108,7 @@ def show_unit(unit_id: str) -> None:
         error = labelled["predicted RUL"] - labelled["true RUL"]
         cols[2].metric("True RUL (last cycle)", f"{labelled['true RUL'].iloc[-1]:.0f}")
         cols[3].metric("RMSE over labelled cycles", f"{float(np.sqrt((error**2).mean())):.2f}")
+    show_novelty(cycles[-1]["output"])
     st.altair_chart(charts.rul_over_cycles(frame), width="stretch")
     chosen = st.multiselect("Sensors", ALL_SENSORS, DEGRADATION_SENSORS, key="unit_sensors")
     if chosen:
@@ -120,7 +131,8 @@ class TurbofanView(DomainView):
     labels_hint: ClassVar[str] = "failures of its units"
 
     def summary(self, output: dict[str, Any]) -> str:
-        return f"RUL {output['rul']:.1f}"
+        novel = (output.get("novelty") or {}).get("novel")
+        return f"RUL {output['rul']:.1f}" + (" (novel unit)" if novel else "")
 
     def show_prediction(self, item: dict[str, Any]) -> None:
         show_unit(item["asset_id"])
@@ -138,6 +150,7 @@ class TurbofanView(DomainView):
             prediction["cycles_in_window"],
             help="Known cycles of the unit in the archive before this one, plus it.",
         )
+        show_novelty(prediction)
 
 
 VIEW = TurbofanView()
