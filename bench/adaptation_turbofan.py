@@ -20,6 +20,7 @@ import hashlib
 import logging
 import secrets
 import time
+import uuid
 from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,8 @@ from tests.support.users import create_user
 logger = logging.getLogger("bench.adaptation.turbofan")
 DOMAIN = "turbofan"
 USER = "adaptation"
+RETRIES = 10
+STORE_TIMEOUT_MS = 30_000
 FILES = ("train_FD001", "test_FD001", "RUL_FD001", "train_FD002", "test_FD002", "RUL_FD002")
 
 
@@ -88,12 +91,26 @@ async def _login(client: httpx.AsyncClient, password: str) -> None:
     client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
 
 
-async def _fail(client: httpx.AsyncClient, unit_id: str, last_cycle: int) -> None:
+async def _post(client: httpx.AsyncClient, path: str, tally: Counter[str], **kw: Any) -> Any:
+    """POST, retried on 503 (the API's "store busy or down, try again"; a first full run lost a
+    failure post to one) with the same body and Idempotency-Key, so a retry never scores twice."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    for attempt in range(RETRIES):
+        answer = await client.post(path, headers=headers, **kw)
+        if answer.status_code != 503 or attempt == RETRIES - 1:
+            break
+        tally["retries_503"] += 1
+        logger.warning("%s: 503 %s; retrying", path, answer.text[:200])
+        await asyncio.sleep(min(2.0 * (attempt + 1), 10.0))
+    if answer.status_code != 200:
+        raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:300]}")
+    return answer.json()
+
+
+async def _fail(client: httpx.AsyncClient, unit_id: str, last_cycle: int, tally: Counter) -> None:
     """A training unit's series ends at its failure (RUL 0 there): post it, as the demo does."""
-    answer = await client.post(
-        f"/assets/{unit_id}/failure", params={"domain": DOMAIN}, json={"failure_cycle": last_cycle}
-    )
-    answer.raise_for_status()
+    path, body = f"/assets/{unit_id}/failure", {"failure_cycle": last_cycle}
+    await _post(client, path, tally, params={"domain": DOMAIN}, json=body)
 
 
 async def _replay(urls: list[str], password: str, units: list[tuple[str, list[dict]]],
@@ -113,16 +130,14 @@ async def _replay(urls: list[str], password: str, units: list[tuple[str, list[di
                 while pending and len(active) < per_call:
                     active.append([*pending.popleft(), 0])
                 body = {"items": [items[i] for _, items, i in active]}
-                answer = await client.post(f"/predict/{DOMAIN}/batch", json=body)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"batch refused: {answer.status_code} {answer.text[:300]}")
+                answer = await _post(client, f"/predict/{DOMAIN}/batch", tally, json=body)
                 tally["cycles"] += len(body["items"])
-                for entry, out in zip(active, answer.json()["items"], strict=True):
+                for entry, out in zip(active, answer["items"], strict=True):
                     entry[2] += 1
                     if entry[2] == len(entry[1]):
                         last[entry[0]] = float(out["prediction"]["rul"])
                         if failures:
-                            await _fail(client, entry[0], entry[1][-1]["cycle"])
+                            await _fail(client, entry[0], entry[1][-1]["cycle"], tally)
                             tally["failures"] += 1
                 active = [a for a in active if a[2] < len(a[1])]
 
@@ -131,7 +146,7 @@ async def _replay(urls: list[str], password: str, units: list[tuple[str, list[di
     seconds = time.perf_counter() - started
     return {"units": len(units), "cycles": tally["cycles"], "failures_posted": tally["failures"],
             "seconds": round(seconds, 1), "cycles_per_s": round(tally["cycles"] / seconds, 1),
-            "last_rul": last}  # fmt: skip
+            "retries_503": tally["retries_503"], "last_rul": last}  # fmt: skip
 
 
 def _scores(bundle: Any, data: Any) -> dict[str, float]:
@@ -201,6 +216,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             mongodb_uri=f"mongodb://127.0.0.1:{port}/", mongodb_db="adaptation",
             jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
             retrain_min_new_labels=1, reload_timeout_s=180,
+            # The embedded store, single-threaded on a shared 2-core machine, took over the
+            # default 2 s to answer a unit's failure back-fill under replay load: every try
+            # of one failure post was a 503 and the run was lost (twice). MH_STORE_TIMEOUT_MS.
+            store_timeout_ms=STORE_TIMEOUT_MS,
         )  # fmt: skip
         if args.model:
             settings = settings.model_copy(update={"retrain_turbofan_model": args.model})
@@ -272,6 +291,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                           "direct_train": round(direct_s, 1)},
             "training_facts": {k: v for k, v in steps["rescale"].items()
                                if k.startswith(("archived", "base"))},
+            "store_timeout_ms": STORE_TIMEOUT_MS,
             "models": {"name": settings.retrain_turbofan_model, "cap": after.cap,
                        "window": after.window, "epochs": settings.retrain_epochs,
                        "max_windows": settings.retrain_max_windows,
