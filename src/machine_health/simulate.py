@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 from rich.progress import Progress
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,29 @@ async def post_prediction(
     tally.acknowledged += 1
     tally.archive[str(answer.get("archived"))] += 1
     return answer
+
+
+#: statuses a label post is retried on: 503 (the store is unreachable: the API answered from its
+#: spool) and 404 (the prediction it labels is still in a replica's spool, not yet stored)
+_RETRY_LABEL = {503, 404}
+
+
+async def post_label(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], tally: Tally, kind: str
+) -> None:
+    """POST a label (`/feedback`, `/assets/{unit}/failure`), retried while the archive catches
+    up, so the demo's labels are not lost to a store outage; the final status is counted."""
+    retrying = AsyncRetrying(
+        retry=retry_if_result(lambda r: r.status_code in _RETRY_LABEL),
+        stop=stop_after_attempt(6),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        retry_error_callback=lambda state: state.outcome.result(),
+    )
+    response = await retrying(client.post, url, json=body)
+    tally.statuses[f"{kind}:{response.status_code}"] += 1
+    tally.labels_sent += int(response.status_code == 200)
+    if response.status_code != 200:
+        logger.warning("%s %s: %s %s", kind, url, response.status_code, response.text[:200])
 
 
 async def simulate(

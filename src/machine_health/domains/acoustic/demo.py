@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from machine_health.domains.acoustic.data import Clip, read_manifest, resolve_dataset_dir
 from machine_health.domains.base import round_robin
-from machine_health.simulate import ReplayOptions, Tally, post_prediction
+from machine_health.simulate import ReplayOptions, Tally, post_label, post_prediction
 
 DOMAIN = "acoustic"
 #: every HELD_OUT-th clip of a group is never replayed (kept for the retrain gate)
@@ -56,9 +56,7 @@ async def replay(
             answer = await post_prediction(client, DOMAIN, clip_body(directory, clip), tally)
             if answer is not None:
                 body = {"prediction_id": answer["prediction_id"], "label": clip.label}
-                response = await client.post("/feedback", json=body)
-                tally.statuses[f"feedback:{response.status_code}"] += 1
-                tally.labels_sent += int(response.status_code == 200)
+                await post_label(client, "/feedback", body, tally, "feedback")
             progress.advance(task)
 
     await asyncio.gather(*(one(clip) for clip in clips))

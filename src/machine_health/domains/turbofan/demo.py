@@ -12,7 +12,7 @@ import httpx
 from rich.progress import Progress
 
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
-from machine_health.simulate import ReplayOptions, Tally, post_prediction
+from machine_health.simulate import ReplayOptions, Tally, post_label, post_prediction
 
 DOMAIN = "turbofan"
 
@@ -49,8 +49,6 @@ async def replay(
             last_cycle = int(row.cycle)
             progress.advance(task)
         failure = {"failure_cycle": last_cycle + int(true_rul)}
-        response = await client.post(f"/assets/{unit_id}/failure", json=failure)
-        tally.statuses[f"failure:{response.status_code}"] += 1
-        tally.labels_sent += int(response.status_code == 200)
+        await post_label(client, f"/assets/{unit_id}/failure", failure, tally, "failure")
 
     await asyncio.gather(*(one_unit(u, rows, rul) for u, rows, rul in chosen))

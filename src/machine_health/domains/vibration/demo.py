@@ -14,7 +14,7 @@ from rich.progress import Progress
 
 from machine_health.domains.base import round_robin
 from machine_health.domains.vibration.data import load_manifest, make_windows, resolve_manifest_dir
-from machine_health.simulate import ReplayOptions, Tally, post_prediction
+from machine_health.simulate import ReplayOptions, Tally, post_label, post_prediction
 
 DOMAIN = "vibration"
 
@@ -60,9 +60,7 @@ async def replay(
             answer = await post_prediction(client, DOMAIN, item["body"], tally)
             if answer is not None:
                 body = {"prediction_id": answer["prediction_id"], "label": item["label"]}
-                response = await client.post("/feedback", json=body)
-                tally.statuses[f"feedback:{response.status_code}"] += 1
-                tally.labels_sent += int(response.status_code == 200)
+                await post_label(client, "/feedback", body, tally, "feedback")
             progress.advance(task)
 
     await asyncio.gather(*(one(item) for item in items))
