@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from bench._stack import bench_settings
 from machine_health import embedded_store, registry
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, find_file, load_subset
@@ -211,16 +212,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     store = embedded_store.launch("127.0.0.1", port, work / "store", work / "store.log")
     replicas: list[Any] = []
     try:
-        settings = Settings(
-            _env_file=None, env="test", var_dir=work, data_dir=DATA_DIR,
-            mongodb_uri=f"mongodb://127.0.0.1:{port}/", mongodb_db="adaptation",
-            jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
-            retrain_min_new_labels=1, reload_timeout_s=180,
+        settings = bench_settings(
+            port,
+            work,
+            "adaptation",
+            data_dir=DATA_DIR,
+            retrain_min_new_labels=1,
+            reload_timeout_s=180,
             # The embedded store, single-threaded on a shared 2-core machine, took over the
             # default 2 s to answer a unit's failure back-fill under replay load: every try
             # of one failure post was a 503 and the run was lost (twice). MH_STORE_TIMEOUT_MS.
             store_timeout_ms=STORE_TIMEOUT_MS,
-        )  # fmt: skip
+        )
         if args.model:
             settings = settings.model_copy(update={"retrain_turbofan_model": args.model})
         if args.epochs:

@@ -44,7 +44,6 @@ import argparse
 import csv
 import json
 import logging
-import secrets
 import sys
 import tempfile
 import time
@@ -56,9 +55,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench._stack import bench_settings
 from bench.provenance import commit, provenance
 from machine_health import embedded_store
-from machine_health.config import Settings
 from machine_health.domains.base import round_robin
 from machine_health.domains.vibration import workflow
 from machine_health.domains.vibration.data import (
@@ -297,12 +296,7 @@ def run_direction(args: argparse.Namespace, champion_size: str, work: Path) -> d
     store = embedded_store.launch("127.0.0.1", port, embedded_store.MEMORY, var / "store.log")
     replicas: list[Server] = []
     try:
-        settings = Settings(
-            _env_file=None, env="test", var_dir=var, data_dir=manifest,
-            mongodb_uri=f"mongodb://127.0.0.1:{port}/", mongodb_db="adaptation",
-            jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
-            reload_timeout_s=180,
-        )  # fmt: skip
+        settings = bench_settings(port, var, "adaptation", data_dir=manifest, reload_timeout_s=180)
         started = time.perf_counter()
         trained = workflow.train_and_register(settings)
         champion_s = time.perf_counter() - started

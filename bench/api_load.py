@@ -54,6 +54,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench._stack import bench_settings
 from machine_health import embedded_store, heap
 from machine_health.config import Settings
 
@@ -372,11 +373,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store = embedded_store.launch("127.0.0.1", store_port, "memory", work / "store.log")
         api = None
         try:
-            settings = Settings(
-                _env_file=None, env="test", var_dir=work / "var",
-                mongodb_uri=f"mongodb://127.0.0.1:{store_port}/", mongodb_db="bench",
-                jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
-                mlflow_tracking_uri=args.tracking_uri, bench_routes=True, log_level="WARNING",
+            settings = bench_settings(
+                store_port, work / "var", mlflow_tracking_uri=args.tracking_uri,
+                bench_routes=True, log_level="WARNING",
             )  # fmt: skip
             if args.tracking_uri is None:
                 logger.info("training both domains into a temporary registry")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import secrets
 import tempfile
 import time
 import uuid
@@ -27,6 +26,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from bench._stack import bench_settings
 from machine_health import embedded_store
 from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
 from machine_health.archive.records import encode_samples
@@ -125,12 +125,9 @@ def run_case(domain: str, n: int, var: Path) -> dict[str, Any]:
     store = embedded_store.launch("127.0.0.1", port, embedded_store.MEMORY, var / "store.log")
     replicas = []
     try:
-        settings = Settings(
-            _env_file=None, env="test", var_dir=var, data_dir=DATA_DIR,
-            mongodb_uri=f"mongodb://127.0.0.1:{port}/", mongodb_db="bench",
-            jwt_secret=secrets.token_urlsafe(48), service_token=secrets.token_urlsafe(48),
-            retrain_min_new_labels=1, reload_timeout_s=120,
-        )  # fmt: skip
+        settings = bench_settings(
+            port, var, data_dir=DATA_DIR, retrain_min_new_labels=1, reload_timeout_s=120
+        )
         champion = train_champion(settings, domain)
         insert_s = insert(settings, domain, n)
         replicas = [start_uvicorn(settings, var / "logs", timeout_s=180) for _ in range(2)]

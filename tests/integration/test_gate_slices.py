@@ -64,18 +64,8 @@ def test_the_numpy_auc_is_scikit_learns() -> None:
         )
 
 
-class Degraded(ModelBundle):
-    """A real bundle whose anomaly scores are perturbed: a model that got worse."""
-
-    domain = ACOUSTIC
-
-    def __init__(self, inner: ModelBundle, noise: float) -> None:
-        self.inner, self.noise = inner, noise
-
-    def score_spectrograms(self, spectra: Sequence[np.ndarray]) -> np.ndarray:
-        scores = self.inner.score_spectrograms(spectra)  # type: ignore[attr-defined]
-        rng = np.random.default_rng(0)
-        return scores + rng.normal(0.0, self.noise * scores.std(), len(scores))
+class Scored(ModelBundle):
+    """A wrapper the gate only scores: never saved, loaded or served."""
 
     def save_files(self, path):  # type: ignore[no-untyped-def]  # never saved
         raise NotImplementedError
@@ -89,6 +79,20 @@ class Degraded(ModelBundle):
 
     def smoke_inputs(self):  # type: ignore[no-untyped-def]
         raise NotImplementedError
+
+
+class Degraded(Scored):
+    """A real bundle whose anomaly scores are perturbed: a model that got worse."""
+
+    domain = ACOUSTIC
+
+    def __init__(self, inner: ModelBundle, noise: float) -> None:
+        self.inner, self.noise = inner, noise
+
+    def score_spectrograms(self, spectra: Sequence[np.ndarray]) -> np.ndarray:
+        scores = self.inner.score_spectrograms(spectra)  # type: ignore[attr-defined]
+        rng = np.random.default_rng(0)
+        return scores + rng.normal(0.0, self.noise * scores.std(), len(scores))
 
 
 def test_a_challenger_that_learned_field_data_passes_a_degraded_one_does_not(
@@ -174,7 +178,7 @@ def test_the_field_slice_is_the_latest_fifth_of_each_asset_held_out_of_training(
 
 
 # --- turbofan: a challenger that learned archived units of a new fleet ------------------------
-class DegradedRul(ModelBundle):
+class DegradedRul(Scored):
     """A real turbofan bundle whose RUL predictions are perturbed: a model that got worse."""
 
     domain = TURBOFAN
@@ -187,19 +191,6 @@ class DegradedRul(ModelBundle):
         rul = self.inner.predict_windows(windows)  # type: ignore[attr-defined]
         rng = np.random.default_rng(0)
         return np.clip(rul + rng.normal(0.0, self.noise, len(rul)), 0.0, None)
-
-    def save_files(self, path):  # type: ignore[no-untyped-def]  # never saved
-        raise NotImplementedError
-
-    @classmethod
-    def load_files(cls, path):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def predict(self, inputs):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def smoke_inputs(self):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
 
 
 def _archived_units(histories: pd.DataFrame) -> pa.Table:
