@@ -18,8 +18,9 @@ from machine_health.domains.turbofan.features import (
     VALUE_COLUMNS,
     FeatureTransform,
     fit_transform,
+    rolling_features,
 )
-from machine_health.domains.turbofan.models import FitConfig
+from machine_health.domains.turbofan.models import FitConfig, bin_codes, predict_member
 from machine_health.domains.turbofan.reference import fit_units
 from machine_health.domains.turbofan.training import (
     MAX_UPWEIGHT,
@@ -242,3 +243,19 @@ def test_training_with_an_archived_fleet_records_its_weights(
     assert np.mean([a["novelty"]["novel"] for a in answers]) < 0.05
     # the smoke histories stay plain C-MAPSS rows (no fleet column)
     assert all("fleet" not in row for history in fit.bundle.smoke for row in history)
+    # fleet-weighted hgb is fitted on bin codes (scikit-learn's weighted binning is ~10x the
+    # fit): the member carries its edges, and the bundle scores raw windows through them
+    (member,) = [m for m in fit.bundle.members if m.name == "hgb"]
+    edges = [np.asarray(e) for e in member.params["bin_edges"]]
+    windows, _ = fit.bundle.transform.last_windows(_histories(held))
+    coded = bin_codes(rolling_features(windows, tuple(member.params["scales"])), edges)
+    assert all(len(e) <= 254 for e in edges) and coded.max() <= 254
+    assert np.allclose(predict_member(member, windows), member.estimator.predict(coded))
+
+
+def test_unweighted_hgb_is_fitted_on_the_raw_features(
+    small_settings: Settings, fd001: Subset
+) -> None:
+    config = FitConfig(hgb_max_iter=20, refit_all=False, max_windows=5_000)
+    fit = train_bundle(small_settings, fit_units(fd001.train), model_name="hgb", config=config)
+    assert all("bin_edges" not in m.params for m in fit.bundle.members)
