@@ -4,6 +4,8 @@ deployment (a fresh embedded store on `port`, fresh secrets, its own var/)."""
 from __future__ import annotations
 
 import secrets
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,11 @@ def bench_settings(
     if port is not None:
         values |= {"mongodb_uri": f"mongodb://127.0.0.1:{port}/", "mongodb_db": db}
     return Settings(_env_file=None, **(values | overrides))
+
+
+def stop(replicas: Iterable[Any], store: subprocess.Popen) -> None:
+    """Stop a benchmark's API replicas, then its store (each waited for)."""
+    for replica in replicas:
+        replica.stop()
+    store.terminate()
+    store.wait(10)

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench._stack import bench_settings
+from bench._stack import bench_settings, stop
 from machine_health import embedded_store, registry
 from machine_health.config import Settings
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, find_file, load_subset
@@ -303,10 +303,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "data": {p.name: _sha256(p) for p in files.values()},
         }  # fmt: skip
     finally:
-        for replica in replicas:
-            replica.stop()
-        store.terminate()
-        store.wait(10)
+        stop(replicas, store)
 
 
 def _api_check(urls: list[str], password: str, fd2: Any, after: Any,

@@ -55,7 +55,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench._stack import bench_settings
+from bench._stack import bench_settings, stop
 from bench.provenance import commit, provenance
 from machine_health import embedded_store
 from machine_health.domains.base import round_robin
@@ -406,10 +406,7 @@ def run_direction(args: argparse.Namespace, champion_size: str, work: Path) -> d
             "replicas": len(urls),
         }
     finally:
-        for replica in replicas:
-            replica.stop()
-        store.terminate()
-        store.wait(10)
+        stop(replicas, store)
 
 
 # --- entry points -----------------------------------------------------------------------------

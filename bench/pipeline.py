@@ -26,7 +26,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from bench._stack import bench_settings
+from bench._stack import bench_settings, stop
 from machine_health import embedded_store
 from machine_health.archive.client import PREDICTIONS, ensure_indexes_sync
 from machine_health.archive.records import encode_samples
@@ -157,10 +157,7 @@ def run_case(domain: str, n: int, var: Path) -> dict[str, Any]:
                                if k.startswith(("archived", "base"))},
         }  # fmt: skip
     finally:
-        for replica in replicas:
-            replica.stop()
-        store.terminate()
-        store.wait(10)
+        stop(replicas, store)
 
 
 def main(argv: list[str]) -> None:

@@ -5,6 +5,7 @@ of a new machine; turbofan: engines of a new fleet, FD002 after FD001)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,23 @@ def test_the_numpy_auc_is_scikit_learns() -> None:
         )
 
 
+def judged_on(
+    domain: Any,
+    slices: dict[str, EvaluationSet],
+    bundle: ModelBundle,
+    champion: ModelBundle,
+    tolerance: float,
+) -> list[dict]:
+    """The gate's rows of `bundle` against `champion` on each slice, as the evaluate step
+    judges them."""
+    rows = []
+    for kind, data in slices.items():
+        rows += judge_slice(
+            kind, domain.item_scores(bundle, data), domain.item_scores(champion, data), tolerance
+        )  # type: ignore[arg-type]
+    return rows
+
+
 class Scored(ModelBundle):
     """A wrapper the gate only scores: never saved, loaded or served."""
 
@@ -120,13 +138,8 @@ def test_a_challenger_that_learned_field_data_passes_a_degraded_one_does_not(
     reference = domain.reference_set(settings)
 
     def judged(bundle: ModelBundle) -> list[dict]:
-        rows = []
-        for kind, data in (("reference", reference), ("field", field)):
-            rows += judge_slice(
-                kind, domain.item_scores(bundle, data), domain.item_scores(champion, data),
-                settings.gate_tolerance,
-            )  # fmt: skip
-        return rows
+        return judged_on(domain, {"reference": reference, "field": field}, bundle, champion,
+                         settings.gate_tolerance)  # fmt: skip
 
     # The challenger did learn the clips: its field scores are not the champion's.
     mine, theirs = domain.item_scores(challenger, field), domain.item_scores(champion, field)
@@ -260,13 +273,8 @@ def test_a_turbofan_challenger_that_learned_a_new_fleet_passes_a_degraded_one_do
     reference = domain.reference_set(settings)
 
     def judged(bundle: ModelBundle) -> list[dict]:
-        rows = []
-        for kind, data in (("reference", reference), ("field", field)):
-            rows += judge_slice(
-                kind, domain.item_scores(bundle, data), domain.item_scores(champion, data),
-                settings.gate_tolerance,
-            )  # fmt: skip
-        return rows
+        return judged_on(domain, {"reference": reference, "field": field}, bundle, champion,
+                         settings.gate_tolerance)  # fmt: skip
 
     learned = judged(challenger)
     assert {(r["slice"], r["metric"]) for r in learned} == {
