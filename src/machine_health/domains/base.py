@@ -166,8 +166,8 @@ class ItemScores:
     Champion and challenger are scored on the same items in the same order, so one resample of
     the groups indexes both."""
 
-    #: per item: the resampling unit (a turbofan unit, a recording or asset, a clip); items of one
-    #: group are correlated (windows of one recording), so whole groups are drawn
+    #: per item: the resampling unit (a turbofan unit, a block of a recording or asset, a clip);
+    #: items of one group are correlated (overlapping windows), so whole groups are drawn
     groups: np.ndarray
     #: per-item arrays (truth, prediction, score...) that `metrics` reads
     columns: dict[str, np.ndarray]

@@ -1,8 +1,8 @@
 """The gate's statistics: a paired bootstrap of challenger - champion over a slice's groups.
 
 Champion and challenger are scored on the SAME items (`ItemScores` from `Domain.item_scores`);
-one resample draws the slice's groups (turbofan units, vibration recordings or assets, acoustic
-clips) with replacement, within their stratum (class balance stays that of the slice), and
+one resample draws the slice's groups (turbofan units, blocks of a vibration recording or
+asset, acoustic clips) with replacement, within their stratum (class balance stays that of the slice), and
 recomputes each metric of both models on those items: the spread of the difference is the
 slice's sampling noise, paired so that what both models get right or wrong alike cancels.
 
