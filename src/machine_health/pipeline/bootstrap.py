@@ -2,9 +2,10 @@
 
 Champion and challenger are scored on the SAME items (`ItemScores` from `Domain.item_scores`);
 one resample draws the slice's groups (turbofan units, blocks of a vibration recording or
-asset, acoustic clips) with replacement, within their stratum (class balance stays that of the slice), and
-recomputes each metric of both models on those items: the spread of the difference is the
-slice's sampling noise, paired so that what both models get right or wrong alike cancels.
+asset, acoustic clips) with replacement, within their stratum (class balance stays that of the
+slice), and recomputes each metric of both models on those items: the spread of the difference
+is the slice's sampling noise, paired so that what both models get right or wrong alike
+cancels.
 
 `judge` turns one metric's resampled differences into a verdict (the rule is stated in
 `pipeline.evaluate`). numpy only, fixed seed: the same scores always give the same report.
