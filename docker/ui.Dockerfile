@@ -15,7 +15,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt ./
 # Keep in sync with what src/machine_health/ui imports (tests/helm/test_docker.py checks it).
-ARG UI_PACKAGES="streamlit altair httpx pandas pyarrow scipy pydantic-settings typer rich"
+ARG UI_PACKAGES="streamlit altair httpx pandas pyarrow scipy pydantic-settings typer rich tenacity"
 RUN pip install --no-cache-dir -c requirements.txt ${UI_PACKAGES}
 COPY pyproject.toml README.md ./
 COPY src ./src
