@@ -70,6 +70,7 @@ from machine_health.domains.vibration.data import (
     resolve_manifest_dir,
 )
 from machine_health.pipeline import STEPS, step_function
+from research.vibration_generalisation import block_bootstrap, macro_accuracy, type_predictions
 from tests.support.paths import DATA_DIR
 from tests.support.servers import Server, free_port, start_uvicorn
 from tests.support.users import create_users, login
@@ -80,7 +81,6 @@ KEY = "vibration"
 FAULTS = ("ball", "inner_race", "outer_race")
 SIZES = ("0.007", "0.014")
 SIZE_COLUMN = "fault_diameter_in"
-N_BOOT = 1000
 DEFAULTS: dict[str, Any] = {
     "champion_size": list(SIZES),  # one direction per champion size
     "feed_hop": workflow.WINDOW,  # non-overlapping fed windows
@@ -196,38 +196,13 @@ def score_held_out(
 
 
 # --- figures ----------------------------------------------------------------------------------
-def type_predictions(proba: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(argmax over the fault classes only, plain argmax over every class)."""
-    names = np.asarray(labels)
-    cols = np.array([i for i, n in enumerate(labels) if n in FAULTS])
-    return names[cols[proba[:, cols].argmax(axis=1)]], names[proba.argmax(axis=1)]
-
-
-def _macro(truth: np.ndarray, picked: np.ndarray, classes: Sequence[str]) -> float:
-    return float(np.mean([np.mean(picked[truth == c] == c) for c in classes if (truth == c).any()]))
-
-
 def block_interval(
     truth: np.ndarray, picked: np.ndarray, sources: np.ndarray, block: int, seed: int = 0
 ) -> list[float]:
     """95 % moving-block bootstrap interval of the type macro accuracy (blocks resampled within
     each recording; one recording per class, so within-recording spread only)."""
-    rng = np.random.default_rng(seed)
-    hits = {}
-    for source in np.unique(sources):
-        rows = sources == source
-        hits[source] = ((picked[rows] == truth[rows]).astype(float), str(truth[rows][0]))
-    stats = []
-    for _ in range(N_BOOT):
-        per_class: dict[str, list[float]] = {}
-        for values, label in hits.values():
-            n_blocks = max(1, len(values) // block)
-            starts = rng.integers(0, max(1, len(values) - block + 1), n_blocks)
-            sample = np.concatenate([values[s : s + block] for s in starts])
-            per_class.setdefault(label, []).append(float(sample.mean()))
-        stats.append(np.mean([np.mean(v) for v in per_class.values()]))
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return [round(float(lo), 4), round(float(hi), 4)]
+    low, high = block_bootstrap(truth, picked, sources, np.random.default_rng(seed), block)
+    return [round(low, 4), round(high, 4)]
 
 
 def size_figures(
@@ -244,7 +219,7 @@ def size_figures(
         "n_fault_windows": int(fault.sum()),
         "n_fault_windows_by_class": {c: int((fault & (truth == c)).sum()) for c in FAULTS},
         "n_normal_windows": int(normal.sum()),
-        "type_macro_accuracy": round(_macro(truth[fault], type_pick[fault], FAULTS), 4),
+        "type_macro_accuracy": round(macro_accuracy(truth[fault], type_pick[fault], FAULTS), 4),
         "type_interval_95": block_interval(
             truth[fault], type_pick[fault], windows.sources[fault], block
         ),
@@ -256,7 +231,9 @@ def size_figures(
             for c in FAULTS
         },
         "accuracy_4class": round(float(np.mean(all_pick[four] == truth[four])), 4),
-        "macro_accuracy_4class": round(_macro(truth[four], all_pick[four], (*FAULTS, NORMAL)), 4),
+        "macro_accuracy_4class": round(
+            macro_accuracy(truth[four], all_pick[four], (*FAULTS, NORMAL)), 4
+        ),
         "recall_at_threshold": round(float(flagged[fault].mean()), 4),
         "false_alarm_rate": round(float(flagged[normal].mean()), 4),
     }
@@ -370,7 +347,7 @@ def run_direction(args: argparse.Namespace, champion_size: str, work: Path) -> d
                 "assets": len({i["body"]["asset_id"] for i in items}),
                 "hop": int(_arg(args, "feed_hop")),
                 "champion_on_fed": {
-                    "type_macro_accuracy": round(_macro(fed_truth, fed_type, FAULTS), 4),
+                    "type_macro_accuracy": round(macro_accuracy(fed_truth, fed_type, FAULTS), 4),
                     "accuracy_4class": round(float(np.mean(fed_all == fed_truth)), 4),
                 },
                 "predict_windows_per_s": round(len(items) / predict_s, 1),

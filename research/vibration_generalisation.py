@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,7 +168,7 @@ def _of_size(windows: WindowSet, size: str, meta: dict[str, str]) -> WindowSet:
     return windows.subset(keep)
 
 
-def _type_predictions(proba: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def type_predictions(proba: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(fault-type argmax over the fault classes only, plain argmax over all classes)."""
     names = np.asarray(labels)
     fault_cols = [i for i, n in enumerate(labels) if n in FAULTS]
@@ -175,12 +176,19 @@ def _type_predictions(proba: np.ndarray, labels: list[str]) -> tuple[np.ndarray,
     return fault_pick, names[proba.argmax(axis=1)]
 
 
-def _macro(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> float:
-    return float(np.mean([np.mean(predicted[truth == c] == c) for c in classes]))
+def macro_accuracy(truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str]) -> float:
+    """Mean over the `classes` present in `truth` of the share of their rows named right."""
+    return float(
+        np.mean([np.mean(predicted[truth == c] == c) for c in classes if (truth == c).any()])
+    )
 
 
-def _block_bootstrap(
-    truth: np.ndarray, predicted: np.ndarray, sources: np.ndarray, rng: np.random.Generator
+def block_bootstrap(
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    sources: np.ndarray,
+    rng: np.random.Generator,
+    block: int = BLOCK,
 ) -> tuple[float, float]:
     """95 % interval of the fault-type macro accuracy, blocks of windows resampled per recording."""
     correct = {}
@@ -191,9 +199,9 @@ def _block_bootstrap(
     for _ in range(N_BOOT):
         per_class: dict[str, list[float]] = {}
         for hits, label in correct.values():
-            n_blocks = max(1, len(hits) // BLOCK)
-            starts = rng.integers(0, max(1, len(hits) - BLOCK + 1), n_blocks)
-            sample = np.concatenate([hits[s : s + BLOCK] for s in starts])
+            n_blocks = max(1, len(hits) // block)
+            starts = rng.integers(0, max(1, len(hits) - block + 1), n_blocks)
+            sample = np.concatenate([hits[s : s + block] for s in starts])
             per_class.setdefault(label, []).append(sample.mean())
         stats.append(np.mean([np.mean(v) for v in per_class.values()]))
     lo, hi = np.percentile(stats, [2.5, 97.5])
@@ -226,10 +234,12 @@ def _evaluate(train: WindowSet, test: WindowSet, kind: str, seed: int) -> dict:
     else:
         fit = train_bundle(settings, train, seed=seed, features=f_train)
         scores, proba = fit.bundle.score_features(f_test)
-        type_pick, all_pick = _type_predictions(proba, fit.bundle.labels)
+        type_pick, all_pick = type_predictions(proba, fit.bundle.labels)
         flagged = scores > fit.bundle.threshold
         extra = {
-            "macro_accuracy_4class": round(_macro(test.labels, all_pick, (*FAULTS, NORMAL)), 4),
+            "macro_accuracy_4class": round(
+                macro_accuracy(test.labels, all_pick, (*FAULTS, NORMAL)), 4
+            ),
             "anomaly_auroc": round(float(roc_auc_score(test.is_fault, scores)), 4),
             "recall_at_threshold": round(float(flagged[faulty].mean()), 4),
             "false_alarm_rate": round(float(flagged[~test.is_fault].mean()), 4),
@@ -242,7 +252,7 @@ def _evaluate(train: WindowSet, test: WindowSet, kind: str, seed: int) -> dict:
     confusion = {
         c: {p: int(np.sum((test.labels == c) & (type_pick == p))) for p in FAULTS} for c in FAULTS
     }
-    lo, hi = _block_bootstrap(test.labels, type_pick, test.sources, np.random.default_rng(seed))
+    lo, hi = block_bootstrap(test.labels, type_pick, test.sources, np.random.default_rng(seed))
     return {
         "features": kind,
         "window": int(train.windows.shape[1]),
@@ -251,7 +261,7 @@ def _evaluate(train: WindowSet, test: WindowSet, kind: str, seed: int) -> dict:
         "n_features": int(f_train.shape[1]),
         "n_train": len(train),
         "n_test_fault": int(faulty.sum()),
-        "type_macro_accuracy": round(_macro(test.labels, type_pick, FAULTS), 4),
+        "type_macro_accuracy": round(macro_accuracy(test.labels, type_pick, FAULTS), 4),
         "type_interval_95": [round(lo, 4), round(hi, 4)],
         "per_recording": per_recording,
         "confusion": confusion,
