@@ -25,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from machine_health.archive.keys import KEY_FIELDS
 from machine_health.config import Settings
 from machine_health.errors import StoreError
 
@@ -41,9 +42,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     PREDICTIONS: [
         IndexModel([("prediction_id", ASCENDING)], name="prediction_id_unique", unique=True),
         IndexModel([("idempotency_key", ASCENDING)], name="idempotency_key"),
-        IndexModel([("domain", ASCENDING), ("created_at", DESCENDING)], name="domain_time"),
-        IndexModel([("domain", ASCENDING), ("asset_id", ASCENDING)], name="domain_asset"),
-        IndexModel([("model_version", ASCENDING)], name="model_version"),
+        # One single-field index per sort key (archive/keys.py): every read is a range on one.
+        *(IndexModel([(key, ASCENDING)], name=key) for key in KEY_FIELDS),
         IndexModel([("labelled_at", ASCENDING)], name="labelled_at"),
     ],
     USERS: [IndexModel([("username", ASCENDING)], name="username_unique", unique=True)],

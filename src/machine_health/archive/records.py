@@ -17,6 +17,7 @@ little-endian float32 bytes with its sample rate and rpm.
     labelled_at     datetime | None               when the label arrived (extract keys on it)
     label_source    "feedback" | "failure" | "import" | None   how the label arrived
     labelled_by     str | None                    who gave it (the API user, or who ran an import)
+    domain_time_key, asset_time_key, cycle_key, label_key   str   sort keys (archive/keys.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from machine_health.archive.keys import record_keys
 
 # How `input.samples` is stored; imported from here by the archive's callers.
 from machine_health.samples import decode_samples as decode_samples
@@ -57,4 +60,7 @@ class PredictionRecord(BaseModel):
     labelled_by: str | None = None
 
     def to_document(self) -> dict[str, Any]:
-        return self.model_dump()
+        """The stored document: the fields, and the sort keys every read ranges on."""
+        doc = self.model_dump()
+        doc.update(record_keys(doc))
+        return doc
