@@ -168,7 +168,7 @@ def test_incremental_extracts_equal_full_ones_over_three_runs(
     # read: the 12 new rows, the late one and the relabel in (T1 - OVERLAP, T2]; and the rows
     # labelled after T2 (the relabel and the future row)
     assert second["new_rows"] == _in_range(store, T1 - OVERLAP, T2) == 14
-    assert second["relabelled_after_end"] == 2
+    assert second["labelled_after_end"] == 2
     got = _snapshot(second)
     assert got == _expected(store, T2)
     assert got[old[0]["prediction_id"]] == "outer_race" and late["prediction_id"] in got
@@ -281,5 +281,5 @@ def test_an_incremental_extract_reads_the_new_rows_not_the_archive(
     second = _extract(settings, "r2", T2)
     assert second["mode"] == "incremental" and second["rows"] == 3055
     assert second["new_rows"] == 50 + 5  # the new rows and the overlap's, not 3055
-    assert second["relabelled_after_end"] == 0
+    assert second["labelled_after_end"] == 0
     assert second["sha256"] == _full(settings, store, "f2", T2)["sha256"]

@@ -323,9 +323,10 @@ def run(job: StepRun) -> dict[str, Any]:
         "docs_per_s": round(rows / seconds, 1) if seconds > 0 else None,
         **({"labels": labels} if labels else {}),
         "mode": mode,
-        # documents read from the store: labelled in the range read, then after the interval
+        # documents read from the store: labelled in the range read; labelled (or relabelled)
+        # after the interval end (their rows leave the cumulative snapshot)
         "new_rows": streamed.docs,
-        "relabelled_after_end": len(later),
+        "labelled_after_end": len(later),
         "read": read,
         "checkpoint": used,
         **({"full_because": fallback} if fallback else {}),
