@@ -95,6 +95,9 @@ class Fitted:
     history: dict[str, list[float]]
     #: what scoring needs besides the estimator (hgb: its feature `scales`), saved in the bundle
     params: dict[str, Any] = field(default_factory=dict)
+    #: a Keras member's model as one traced function of any batch size (`keras_call`), built
+    #: at its first prediction
+    call: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 def members_of(model_name: str) -> tuple[str, ...]:
@@ -371,5 +374,26 @@ def predict_member(
         if "bin_edges" in member.params:  # fitted on bin codes (`fit_hgb`, weighted)
             x = bin_codes(x, [np.asarray(e) for e in member.params["bin_edges"]])
         return trees.predict(member.estimator, x)
-    out = member.estimator.predict_on_batch(x)
+    out = keras_call(member)(np.asarray(x, dtype=member.estimator.inputs[0].dtype))
     return np.asarray(out, dtype="float64").reshape(-1)
+
+
+def keras_call(member: Fitted) -> Any:
+    """The Keras member's `model(x, training=False)` traced ONCE for any batch size.
+
+    Not `predict_on_batch`: its tf.function traces on the first call and again when the batch
+    size changes, per member and per loaded bundle, and TensorFlow counts those traces together
+    (by the function's code): serving, where a request scores 1 unit or a batch, logged "N out of
+    the last N calls ... triggered tf.function retracing". An input signature with a None batch
+    dimension is traced once, and its concrete function never retraces. Same graph as
+    `predict_on_batch` (its `predict_step` calls `model(x, training=False)`), same outputs.
+    """
+    if member.call is None:
+        import tensorflow as tf
+
+        model = member.estimator
+        spec = model.inputs[0]
+        signature = [tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)]
+        traced = tf.function(lambda x: model(x, training=False), input_signature=signature)
+        member.call = traced.get_concrete_function()
+    return member.call
