@@ -1,10 +1,10 @@
 """GET /stats/overview (archive aggregates for the UI) and GET /projection/{domain} (PCA).
 
-What one request reads is bounded: the all-time overview is counted by the store (aggregates,
-a few rows back); a time window is at most MH_STATS_MAX_DAYS wide (a wider one is a 422, not
-silently clamped: the counts of a clamped window would answer another question than the one
-asked) and reads at most MH_STATS_MAX_ROWS predictions per domain (the newest; `truncated`
-says so); a projection reads at most 1000.
+What one request reads is bounded: the all-time overview sums pre-aggregated counters (one
+document per domain and hour, archive/counters.py); a time window is at most MH_STATS_MAX_DAYS
+wide (a wider one is a 422, not silently clamped: the counts of a clamped window would answer
+another question than the one asked) and reads at most MH_STATS_MAX_ROWS predictions per domain
+(the newest; `truncated` says so); a projection reads at most 1000.
 """
 
 from __future__ import annotations
@@ -22,14 +22,9 @@ from machine_health.api import projection
 from machine_health.api.deps import DbDep, Reader, StateDep
 from machine_health.api.json_body import api_router
 from machine_health.api.schemas import ClientDatetime
+from machine_health.archive import counters
 from machine_health.archive.predictions import find_predictions
-from machine_health.archive.stats import (
-    count_archived,
-    count_by,
-    count_by_time,
-    rul_histogram,
-    window_rows,
-)
+from machine_health.archive.stats import window_rows
 from machine_health.errors import InputError, NotFound
 
 router = api_router(tags=["stats"])
@@ -50,22 +45,16 @@ def _rul_edges(cap: int) -> list[float]:
 
 
 async def _domain_stats(db: Any, domain: Any, bucket: str, cap: int) -> dict[str, Any]:
-    """All-time figures of a domain, aggregated by the store."""
-    name = domain.name
-    stats: dict[str, Any] = {
-        "total": await count_archived(db, name),
-        "labelled": await count_archived(db, name, labelled=True),
-        "assets": len(await count_by(db, name, "asset_id")),
-        "over_time": await count_by_time(db, name, bucket=bucket),
-        "by_model_version": await count_by(db, name, "model_version"),
-        "truncated": False,  # the store counted every document: the same shape as a window's
-    }
+    """All-time figures of a domain, from its pre-aggregated counters (archive/counters.py)."""
     fields = domain.output_model.model_fields
-    if "is_anomaly" in fields:
-        stats["anomalies"] = (await count_by(db, name, "is_anomaly")).get("true", 0)
-        stats["by_fault_class"] = await count_by(db, name, "fault_class")
-    if "rul" in fields:
-        stats["rul_histogram"] = await rul_histogram(db, _rul_edges(cap), domain=name)
+    stats = await counters.overview(
+        db,
+        domain.name,
+        bucket=bucket,
+        rul_edges=_rul_edges(cap) if "rul" in fields else None,
+        anomalies="is_anomaly" in fields,
+    )
+    stats["truncated"] = False  # every prediction is counted: the same shape as a window's
     return _with_rate(stats)
 
 
@@ -153,7 +142,7 @@ async def read_overview(
 ) -> dict[str, Any]:
     """Per domain: counts over time, labels, anomaly rate / RUL histogram; archive health.
 
-    Without since/until: all-time counts (aggregated by the store). With either: the window's
+    Without since/until: all-time counts (from the archive counters). With either: the window's
     counts, at most MH_STATS_MAX_DAYS wide (until defaults to now, since to until minus that).
     """
     settings = state.settings
