@@ -49,7 +49,8 @@ ARCHIVE_BATCH_SIZE = Histogram(
 ARCHIVE_FAILURES = Counter(
     "machine_health_archive_failures_total",
     "Archive writes that did not reach the store, by reason (store_down, spool_full, error, "
-    "invalid_record, write_concern, unit_state).",
+    "invalid_record, write_concern, unit_state; counters and labels: a pre-aggregated count "
+    "or a replayed cycle's label not updated, the record itself archived).",
     ["reason"],
 )
 GC_PAUSE = Histogram(

@@ -298,13 +298,16 @@ def test_listing_filters_and_paginates(
         )
     viewer = login(server.url, "viewer")
     params = {"domain": "vibration", "asset_id": asset, "limit": 2}
-    pages, offset = [], 0
-    while offset is not None:
+    pages, cursor = [], None
+    while True:
         page = httpx.get(
-            f"{server.url}/predictions", params={**params, "offset": offset}, headers=viewer
+            f"{server.url}/predictions",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+            headers=viewer,
         ).json()
         pages.extend(page["items"])
-        offset = page["next_offset"]
+        if (cursor := page["next_cursor"]) is None:
+            break
     assert [p["prediction_id"] for p in pages] == ids[::-1]  # newest first
     assert pages[0]["input"]["samples_encoding"] == "float32-le-base64"
     one = httpx.get(f"{server.url}/predictions/{ids[0]}", headers=viewer).json()

@@ -119,16 +119,18 @@ def test_self_registration_creates_viewers_only(api: tuple[Server, Settings]) ->
 def _listing(url: str, headers: dict[str, str], **params: Any) -> list[str]:
     """Every prediction id the listing returns for the filters (all pages)."""
     ids: list[str] = []
-    offset: int | None = 0
+    cursor: str | None = None
     params = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
-    while offset is not None:
+    while True:
         page = httpx.get(
-            f"{url}/predictions", params={**params, "limit": 3, "offset": offset}, headers=headers
+            f"{url}/predictions",
+            params={**params, "limit": 3, **({"cursor": cursor} if cursor else {})},
+            headers=headers,
         )
         assert page.status_code == 200, page.text
         ids += [item["prediction_id"] for item in page.json()["items"]]
-        offset = page.json()["next_offset"]
-    return ids
+        if (cursor := page.json()["next_cursor"]) is None:
+            return ids
 
 
 def test_listing_until_and_model_version_filters_match_the_archive(

@@ -164,6 +164,7 @@ def test_sub_second_time_windows_are_exact_through_the_archive_queries(
     """`GET /predictions?since=&until=` takes the answers' millisecond timestamps: the listing
     must be exact at that precision, page by page (nx-27017 compares dates at whole seconds)."""
     from machine_health.archive import predictions, stats
+    from machine_health.archive.keys import record_keys
 
     archive_client.ensure_indexes_sync(db)
     t0 = datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
@@ -172,6 +173,8 @@ def test_sub_second_time_windows_are_exact_through_the_archive_queries(
          "model_version": "1", "created_at": t0 + timedelta(milliseconds=97 * i)}
         for i in range(40)
     ]  # fmt: skip
+    for doc in docs:  # the sort keys every archived prediction carries (window_rows ranges on one)
+        doc.update(record_keys(doc))
     db[archive_client.PREDICTIONS].insert_many([dict(d) for d in docs])
     at = [d["created_at"] for d in docs]
     windows = [
@@ -207,12 +210,14 @@ def test_sub_second_time_windows_are_exact_through_the_archive_queries(
         try:
             adb = client[settings.mongodb_db]
             pages: list[str] = []
-            for skip in range(0, 40, 4):
-                page = await predictions.find_predictions(
-                    adb, asset_id=asset, since=since, until=until, skip=skip, limit=4
-                )
+            cursor: str | None = None
+            for _ in range(12):  # keyset pages of 4 (archive/keys.py)
+                page, cursor = await predictions.find_page(
+                    adb, domains=["vibration"], asset_id=asset, since=since, until=until,
+                    after=cursor, limit=4,
+                )  # fmt: skip
                 pages += [d["prediction_id"] for d in page]
-                if len(page) < 4:
+                if cursor is None:
                     break
             rows = await stats.window_rows(adb, "vibration", since=since, until=until)
             return pages, sorted((r["created_at"] for r in rows), reverse=True)

@@ -163,9 +163,10 @@ class PurgeResponse(BaseModel):
 
 class PredictionPage(BaseModel):
     items: list[dict[str, Any]]
-    offset: int
     limit: int
-    next_offset: int | None
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null: this was the last."
+    )
 
 
 class ReloadRequest(BaseModel):

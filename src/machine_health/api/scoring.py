@@ -46,6 +46,7 @@ from machine_health.api.serving import (
     _non_finite,
 )
 from machine_health.archive import predictions, unit_state
+from machine_health.archive.keys import KEY_FIELDS
 from machine_health.archive.records import PredictionRecord
 from machine_health.archive.unit_state import UnitState
 from machine_health.archive.writer import ArchiveWriter
@@ -111,7 +112,7 @@ def archived_input(item: BaseModel, domain: Domain) -> dict[str, Any]:
 
 def public_document(doc: dict[str, Any]) -> dict[str, Any]:
     """An archived document as JSON-able data (bytes as base64, named by `samples_encoding`)."""
-    doc = {k: v for k, v in doc.items() if k != "_id"}
+    doc = {k: v for k, v in doc.items() if k != "_id" and k not in KEY_FIELDS}
     data = dict(doc.get("input") or {})
     if isinstance(data.get("samples"), bytes | bytearray):
         data["samples"] = base64.b64encode(bytes(data["samples"])).decode()

@@ -82,9 +82,13 @@ def async_client(settings: Settings) -> AsyncMongoClient:
 
 def ensure_indexes_sync(db: Database) -> None:
     """Create every index (idempotent); raise StoreError when the store cannot be reached."""
+    # imported here: the upgrade reads the collection names this module defines
+    from machine_health.archive.upgrade import add_sort_keys
+
     try:
         for name, indexes in INDEXES.items():
             db[name].create_indexes(indexes)
+        add_sort_keys(db, PREDICTIONS)
     except PyMongoError as exc:
         raise StoreError(f"cannot create indexes in {db.name!r}: {exc}") from exc
 
@@ -106,7 +110,8 @@ def open_db(settings: Settings) -> Iterator[Database]:
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
-    """Async twin of `ensure_indexes_sync`, run at API startup."""
+    """Async twin of `ensure_indexes_sync`, run at API startup (without the one-off upgrade
+    of an earlier archive: the API runs `ensure_indexes_sync` for it in a thread)."""
     try:
         for name, indexes in INDEXES.items():
             await db[name].create_indexes(indexes)

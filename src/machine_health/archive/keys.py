@@ -91,3 +91,14 @@ def time_range(
     low = prefix + ms_text(epoch_ms(since)) if since is not None else prefix
     high = prefix + ms_text(epoch_ms(until)) if until is not None else prefix + END
     return {"$gte": low, "$lt": high}
+
+
+def with_keys(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` (an archived prediction) given its `_id` and sort keys where it lacks them (a
+    record spooled or archived by an earlier version); changed in place and returned."""
+    whole = all(doc.get(f) is not None for f in ("domain", "asset_id", "prediction_id"))
+    if whole and "domain_time_key" not in doc and isinstance(doc.get("created_at"), datetime):
+        doc.update(record_keys(doc))
+    if doc.get("prediction_id") is not None:
+        doc.setdefault("_id", str(doc["prediction_id"]))
+    return doc

@@ -11,13 +11,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from machine_health.archive import keys
 from machine_health.archive.client import PREDICTIONS
 from machine_health.archive.filters import clean, in_window, prediction_filter, utc_ms
+from machine_health.archive.labels import labelled_filter
 from machine_health.errors import NotFound, StoreError
 
 _NAMESPACE = uuid.UUID("6f1c1a52-4f7e-4d4e-9a51-8f3a3b7c2d10")
@@ -47,47 +49,121 @@ def new_prediction_id(user: str, idempotency_key: str | None) -> str:
 
 
 # --- async (API) ---------------------------------------------------------------------------
-async def find_predictions(
+#: how many index entries a filtered listing walks per page before it returns what it found
+#: (with a cursor to go on): a rare model version never makes one request read the archive
+_WALK_ROWS = 5000
+
+
+def _listing_ranges(
+    domains: list[str],
+    asset_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: str | None,
+) -> tuple[str, list[tuple[str, dict[str, str]]]]:
+    """The key field a listing walks and, per domain, its range (newest first from `after`)."""
+    field = "asset_time_key" if asset_id is not None else "domain_time_key"
+    ranges = []
+    for domain in domains:
+        prefix = keys.asset_prefix(domain, asset_id) if asset_id else keys.domain_prefix(domain)
+        bounds = keys.time_range(prefix, since, until)
+        if after is not None:
+            bounds["$lt"] = min(bounds["$lt"], prefix + after)
+        ranges.append((prefix, bounds))
+    return field, ranges
+
+
+async def find_page(
     db: AsyncDatabase,
     *,
-    domain: str | None = None,
+    domains: list[str],
     asset_id: str | None = None,
     model_version: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    skip: int = 0,
+    after: str | None = None,
     limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Archived predictions matching the filters, newest first, one page.
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of archived predictions of `domains`, newest first, created in
+    `[since, until)`, after the cursor `after`; and the cursor of the next page (None: no more).
 
-    The store is asked for whole-second bounds (see `filters.prediction_filter`). Newest first,
-    the records it adds after a sub-second `until` come first: they are counted and skipped;
-    those it adds before a sub-second `since` come last: they are dropped from the page, which
-    then ends the listing.
+    Keyset pagination: each domain's page is a range on one indexed key (archive/keys.py),
+    whatever the archive's size or the page's depth; pages of several domains are merged by
+    time. With a `model_version` filter at most `_WALK_ROWS` entries per domain are walked:
+    the page may then hold fewer than `limit` items and still have a next cursor.
     """
-    since, until = utc_ms(since), utc_ms(until)
-    others = {"domain": domain, "asset_id": asset_id, "model_version": model_version}
-    query = prediction_filter(**others, since=since, until=until)
+    field, ranges = _listing_ranges(domains, asset_id, utc_ms(since), utc_ms(until), after)
+    found: list[tuple[str, dict[str, Any]]] = []
+    stops: list[str] = []
     try:
-        extra = 0
-        if until is not None and until.microsecond:
-            start = until.replace(microsecond=0)
-            if since is not None:
-                start = max(start, since.replace(microsecond=0))
-            second = db[PREDICTIONS].find(
-                prediction_filter(**others, since=start, until=until), {"created_at": 1, "_id": 0}
-            )
-            extra = len([doc async for doc in second if not in_window(doc, None, until)])
-        cursor = (
-            db[PREDICTIONS]
-            .find(query)
-            .sort([("created_at", DESCENDING), ("prediction_id", ASCENDING)])
-            .skip(int(skip) + extra)
-            .limit(int(limit))
-        )
-        return [clean(doc) async for doc in cursor if in_window(doc, since, until)]
+        for prefix, bounds in ranges:
+            rows, stopped_at = await _walk(db, field, bounds, model_version, limit)
+            found += [(doc[field][len(prefix) :], doc) for doc in rows]
+            if stopped_at is not None:
+                stops.append(stopped_at[len(prefix) :])
     except PyMongoError as exc:
         raise StoreError(f"cannot read the archive: {exc}") from exc
+    # A walk that stopped short covered its domain down to its stop only: this page holds
+    # what lies above the highest stop, and the next page starts there.
+    floor = max(stops, default=None)
+    if floor is not None:
+        found = [pair for pair in found if pair[0] >= floor]
+    found.sort(key=lambda pair: pair[0], reverse=True)
+    page = found[:limit]
+    cursor = page[-1][0] if len(found) > limit else floor
+    return [clean(doc) for _, doc in page], cursor
+
+
+async def _walk(
+    db: AsyncDatabase,
+    field: str,
+    bounds: dict[str, str],
+    model_version: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `limit` + 1 documents in `bounds`, newest first; with `model_version`, those of
+    it among at most `_WALK_ROWS` entries walked. The last key walked when the walk stopped
+    short of the range's end and of `limit` + 1 matches, else None."""
+    coll = db[PREDICTIONS]
+    if model_version is None:
+        cursor = coll.find({field: bounds}).sort(field, DESCENDING).limit(limit + 1)
+        return [doc async for doc in cursor], None
+    wanted: list[Any] = []
+    walked, bounds, stopped_at = 0, dict(bounds), None
+    while len(wanted) <= limit:
+        if walked >= _WALK_ROWS:
+            stopped_at = bounds["$lt"]
+            break
+        step = min(4 * (limit + 1), _WALK_ROWS - walked)
+        cursor = (
+            coll.find({field: bounds}, {field: 1, "model_version": 1})
+            .sort(field, DESCENDING)
+            .limit(step)
+        )
+        entries = [doc async for doc in cursor]
+        walked += len(entries)
+        wanted += [e["_id"] for e in entries if e.get("model_version") == str(model_version)]
+        if len(entries) < step:
+            break
+        bounds["$lt"] = entries[-1][field]
+    docs = [doc async for doc in coll.find({"_id": {"$in": wanted[: limit + 1]}})]
+    return sorted(docs, key=lambda d: d[field], reverse=True), stopped_at
+
+
+async def find_predictions(
+    db: AsyncDatabase,
+    *,
+    domain: str,
+    model_version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The newest `limit` archived predictions of a domain (`find_page`'s first page)."""
+    page, _ = await find_page(
+        db, domains=[domain], model_version=model_version, since=since, until=until, limit=limit
+    )
+    return page
 
 
 async def get_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, Any]:
@@ -110,15 +186,13 @@ async def find_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, An
 async def unit_history(
     db: AsyncDatabase, unit_id: str, limit: int, *, domain: str
 ) -> list[dict[str, Any]]:
-    """The last `limit` archived cycles of a unit, oldest first."""
+    """The last `limit` archived cycles of a unit, oldest first (a range on `cycle_key`)."""
+    query = {"cycle_key": keys.prefix_range(keys.asset_prefix(domain, str(unit_id)))}
     try:
         cursor = (
             db[PREDICTIONS]
-            .find(
-                {"domain": domain, "asset_id": str(unit_id)},
-                {"cycle": 1, "input": 1, "_id": 0},
-            )
-            .sort([("cycle", DESCENDING)])
+            .find(query, {"cycle": 1, "input": 1, "_id": 0})
+            .sort("cycle_key", DESCENDING)
             .limit(int(limit))
         )
         rows = [doc async for doc in cursor]
@@ -129,10 +203,18 @@ async def unit_history(
 
 # --- repairing a unit (admin; audited by the caller, archive/audit.py) --------------------------
 def _unit_cycles(domain: str, unit_id: str, from_cycle: int | None = None) -> dict[str, Any]:
-    query: dict[str, Any] = {"domain": str(domain), "asset_id": str(unit_id)}
+    """A unit's cycles (from `from_cycle` on), as a range on `cycle_key`."""
+    prefix = keys.asset_prefix(str(domain), str(unit_id))
+    bounds = keys.prefix_range(prefix)
     if from_cycle is not None:
-        query["cycle"] = {"$gte": int(from_cycle)}
-    return query
+        bounds = {
+            "$gte": keys.cycle_key(domain, unit_id, max(int(from_cycle), 0)),
+            "$lt": bounds["$lt"],
+        }
+    return {"cycle_key": bounds}
+
+
+_LAST = {"projection": {"cycle": 1, "_id": 0}, "sort": [("cycle_key", DESCENDING)]}
 
 
 async def purge_unit_cycles(
@@ -143,9 +225,7 @@ async def purge_unit_cycles(
     coll = db[PREDICTIONS]
     try:
         result = await coll.delete_many(_unit_cycles(domain, unit_id, from_cycle))
-        last = await coll.find_one(
-            _unit_cycles(domain, unit_id), {"cycle": 1, "_id": 0}, sort=[("cycle", DESCENDING)]
-        )
+        last = await coll.find_one(_unit_cycles(domain, unit_id), **_LAST)
     except PyMongoError as exc:
         raise StoreError(f"cannot purge the cycles of unit {unit_id!r}: {exc}") from exc
     return {"deleted": int(result.deleted_count), "last_cycle": (last or {}).get("cycle")}
@@ -158,9 +238,7 @@ def purge_unit_cycles_sync(
     coll = db[PREDICTIONS]
     try:
         result = coll.delete_many(_unit_cycles(domain, unit_id, from_cycle))
-        last = coll.find_one(
-            _unit_cycles(domain, unit_id), {"cycle": 1, "_id": 0}, sort=[("cycle", DESCENDING)]
-        )
+        last = coll.find_one(_unit_cycles(domain, unit_id), **_LAST)
     except PyMongoError as exc:
         raise StoreError(f"cannot purge the cycles of unit {unit_id!r}: {exc}") from exc
     return {"deleted": int(result.deleted_count), "last_cycle": (last or {}).get("cycle")}
@@ -198,24 +276,27 @@ def recent_predictions(
     """Archived predictions of `domain` created in `[start, end)`, newest first, at most `limit`
     (what drift and live-performance reports are made from); with `labelled`, only those whose
     label arrived (before `end`, when given: then `end` bounds the label, not the creation)."""
-    query: dict[str, Any] = {"domain": str(domain)}
-    created: dict[str, Any] = {}
-    if start is not None:
-        created["$gte"] = start
-    if end is not None and not labelled:
-        created["$lt"] = end
-    if created:
-        query["created_at"] = created
-    if labelled:
-        query["labelled_at"] = {"$lt": end} if end is not None else {"$ne": None}
+    if labelled:  # newest labels first, labelled by `end`; their creation from `start`
+        query: dict[str, Any] = (
+            labelled_filter(domain, end)
+            if end is not None
+            else {"label_key": keys.prefix_range(keys.domain_prefix(domain))}
+        )
+        field = "label_key"
+    else:
+        query = {"domain_time_key": keys.time_range(keys.domain_prefix(domain), start, end)}
+        field = "domain_time_key"
     fields = [*_MONITORED, "created_at", *(["input"] if with_input else [])]
     try:
         cursor = (
             db[PREDICTIONS]
             .find(query, dict.fromkeys(fields, 1))
-            .sort("created_at", DESCENDING)
+            .sort(field, DESCENDING)
             .limit(int(limit))
         )
-        return list(cursor)
+        rows = list(cursor)
+        if labelled and start is not None:
+            rows = [r for r in rows if in_window(r, utc_ms(start), None)]
+        return rows
     except PyMongoError as exc:
         raise StoreError(f"cannot read archived {domain} predictions: {exc}") from exc

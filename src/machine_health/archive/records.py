@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from machine_health.archive.keys import record_keys
+from machine_health.archive.keys import with_keys
 
 # How `input.samples` is stored; imported from here by the archive's callers.
 from machine_health.samples import decode_samples as decode_samples
@@ -61,6 +61,6 @@ class PredictionRecord(BaseModel):
 
     def to_document(self) -> dict[str, Any]:
         """The stored document: the fields, and the sort keys every read ranges on."""
-        doc = self.model_dump()
-        doc.update(record_keys(doc))
-        return doc
+        # `_id` is the prediction id: the embedded store updates by `_id` in ~1 ms and scans the
+        # collection for an update on any other field (archive/labels.py).
+        return with_keys(self.model_dump())

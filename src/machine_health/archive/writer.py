@@ -44,7 +44,8 @@ from pymongo.errors import (
 )
 
 from machine_health import telemetry
-from machine_health.archive import unit_state
+from machine_health.archive import counters, labels, unit_state
+from machine_health.archive.keys import with_keys
 from machine_health.archive.spool import DeadLetters, Spool, SpoolFile
 from machine_health.errors import InputError, SpoolFull, StoreError
 from machine_health.tasks import cancel_and_wait, take_batch
@@ -270,6 +271,10 @@ class ArchiveWriter:
             telemetry.ARCHIVE_FAILURES.labels(reason="store_down").inc(len(docs))
             return None
         self.store_ok = True
+        inserted = [
+            doc for doc, outcome in zip(docs, outcomes, strict=True) if outcome == "archived"
+        ]
+        await counters.count_inserted(self.collection.database, inserted)
         telemetry.ARCHIVE_WRITE_LATENCY.observe(time.perf_counter() - started)
         telemetry.ARCHIVE_BATCH_SIZE.observe(len(docs))
         return outcomes
@@ -315,17 +320,21 @@ class ArchiveWriter:
             docs: list[dict[str, Any]] = []
             lines: list[bytes] = []
             for doc, line in zip(chunk.docs, chunk.lines, strict=True):
+                with_keys(doc)  # spooled by an earlier version: without sort keys
                 reason = unstorable(doc)
                 if reason is None:
                     docs.append(doc)
                     lines.append(line)
                 else:
                     dead.append((line, "unencodable", reason))
-            refused = await self._replay_insert(docs) if docs else {}
-            if refused is None:
+            answer = await self._replay_insert(docs) if docs else ({}, set())
+            if answer is None:
                 return False
+            refused, duplicates = answer
             dead += [(lines[i], kind, reason) for i, (kind, reason) in refused.items()]
             stored = [doc for i, doc in enumerate(docs) if i not in refused]
+            inserted = [d for i, d in enumerate(docs) if i not in refused and i not in duplicates]
+            await counters.count_inserted(self.collection.database, inserted)
             try:  # the units' serving state never saw these cycles: add them before commit
                 await unit_state.absorb(self.collection.database, stored)
             except StoreError as exc:
@@ -334,6 +343,11 @@ class ArchiveWriter:
             except Exception:  # archived all the same; their units' state is rebuilt later
                 logger.exception("replayed records not added to their units' serving state")
                 telemetry.ARCHIVE_FAILURES.labels(reason="unit_state").inc()
+            try:  # a failure posted while these cycles were spooled did not label them
+                await labels.label_replayed(self.collection.database, stored)
+            except Exception:  # archived all the same; the next failure post labels them
+                logger.exception("replayed cycles of failed units not labelled")
+                telemetry.ARCHIVE_FAILURES.labels(reason="labels").inc()
             if dead:
                 await self._dead_letter(dead, spool_file)
             if stored:
@@ -345,10 +359,14 @@ class ArchiveWriter:
             telemetry.SPOOL_DEPTH.set(self.spool.depth)
             logger.info("replayed %d spooled records (%d left)", len(stored), self.spool.depth)
 
-    async def _replay_insert(self, docs: list[dict[str, Any]]) -> dict[int, tuple[str, str]] | None:
-        """Insert replayed records; {index: (kind, reason)} of those that can never be stored,
-        or None when the store is not ready (down, or the write concern not met)."""
+    async def _replay_insert(
+        self, docs: list[dict[str, Any]]
+    ) -> tuple[dict[int, tuple[str, str]], set[int]] | None:
+        """Insert replayed records: {index: (kind, reason)} of those that can never be stored
+        and the indexes of those stored already (duplicates), or None when the store is not
+        ready (down, or the write concern not met)."""
         refused: dict[int, tuple[str, str]] = {}
+        duplicates: set[int] = set()
         try:
             await self.collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
@@ -356,7 +374,9 @@ class ArchiveWriter:
                 logger.debug("replay waits for the write concern: %s", exc.details)
                 return None
             for index, err in _write_errors(exc).items():
-                if err.get("code") != DUPLICATE_KEY:  # retrying cannot fix it
+                if err.get("code") == DUPLICATE_KEY:
+                    duplicates.add(index)
+                else:  # retrying cannot fix it
                     refused[index] = ("refused", f"the store refused it: {err.get('errmsg')}")
         except PyMongoError as exc:  # ConnectionFailure included: the store, not the records
             logger.debug("replay waits for the store: %s", exc)
@@ -367,7 +387,7 @@ class ArchiveWriter:
                 try:
                     await self.collection.insert_one(doc)
                 except DuplicateKeyError:
-                    pass
+                    duplicates.add(index)
                 except WriteError as one:
                     refused[index] = ("refused", f"the store refused it: {one}")
                 except PyMongoError as one:
@@ -375,7 +395,7 @@ class ArchiveWriter:
                     return None
                 except Exception as one:
                     refused[index] = ("unencodable", f"{type(one).__name__}: {one}")
-        return refused
+        return refused, duplicates
 
     async def _dead_letter(self, dead: list[tuple[bytes, str, str]], spool_file: SpoolFile) -> None:
         await asyncio.to_thread(

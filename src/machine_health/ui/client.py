@@ -71,11 +71,11 @@ class ApiClient:
     def list_all(self, path: str, *, limit: int = 500, most: int = 5_000, **params: Any) -> list:
         """Every item of a paginated listing (GET /predictions), up to `most`."""
         items: list[dict[str, Any]] = []
-        offset: int | None = 0
-        while offset is not None and len(items) < most:
-            page = self.get(path, offset=offset, limit=limit, **params)
+        page = self.get(path, limit=limit, **params)
+        items += page["items"]
+        while page.get("next_cursor") and len(items) < most:
+            page = self.get(path, cursor=page["next_cursor"], limit=limit, **params)
             items += page["items"]
-            offset = page.get("next_offset")
         return items[:most]
 
 

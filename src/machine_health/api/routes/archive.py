@@ -25,7 +25,8 @@ from machine_health.api.scoring import is_sequence_domain, public_document
 from machine_health.archive import unit_state
 from machine_health.archive.audit import audit_entry, record_audit
 from machine_health.archive.labels import backfill_failure, set_label
-from machine_health.archive.predictions import find_predictions, get_prediction, purge_unit_cycles
+from machine_health.archive.predictions import find_page, get_prediction, purge_unit_cycles
+from machine_health.domains import DOMAINS
 from machine_health.domains.base import Domain
 from machine_health.errors import Forbidden, InputError, NotFound
 
@@ -63,19 +64,21 @@ async def list_predictions(
     model_version: Annotated[str | None, Query(max_length=16, pattern=_SAFE)] = None,
     since: ClientDatetime | None = None,
     until: ClientDatetime | None = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9]{13}/[A-Za-z0-9]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """Archived predictions, newest first, filtered and paginated."""
-    docs = await find_predictions(
-        db, domain=domain, asset_id=asset_id, model_version=model_version,
-        since=since, until=until, skip=offset, limit=limit,
+    """Archived predictions, newest first, filtered, one page at a time: `cursor` is the
+    previous page's `next_cursor` (keyset pagination: every page costs the same, however
+    deep)."""
+    domains = [domain] if domain is not None else sorted(DOMAINS)
+    docs, next_cursor = await find_page(
+        db, domains=domains, asset_id=asset_id, model_version=model_version,
+        since=since, until=until, after=cursor, limit=limit,
     )  # fmt: skip
     return {
         "items": [public_document(d) for d in docs],
-        "offset": offset,
         "limit": limit,
-        "next_offset": offset + limit if len(docs) == limit else None,
+        "next_cursor": next_cursor,
     }
 
 

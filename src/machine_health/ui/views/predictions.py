@@ -71,19 +71,30 @@ def render() -> None:
         key=int,
     )
     version = cols[3].selectbox("Model version", ["any", *versions], key="pred_version")
-    page = st.number_input("Page", min_value=1, value=1, step=1, key="pred_page")
+    filters = {
+        "domain": None if domain == "all" else domain,
+        "asset_id": asset or None,
+        "model_version": None if version == "any" else version,
+        "since": common.iso(since),
+    }
+    # Pages are walked by cursor (keyset pagination): the cursors of the pages shown so far,
+    # kept while the filters stay the same.
+    if st.session_state.get("pred_filters") != filters:
+        st.session_state["pred_filters"], st.session_state["pred_cursors"] = filters, [None]
+    cursors: list[str | None] = st.session_state["pred_cursors"]
     listing = common.fetch(
-        "/predictions",
-        "Querying the archive...",
-        domain=None if domain == "all" else domain,
-        asset_id=asset or None,
-        model_version=None if version == "any" else version,
-        since=common.iso(since),
-        offset=(int(page) - 1) * PAGE_SIZE,
-        limit=PAGE_SIZE,
+        "/predictions", "Querying the archive...", **filters, cursor=cursors[-1], limit=PAGE_SIZE
     )
     if listing is None:
         return
+    page = len(cursors)
+    nav = st.columns(2)
+    if page > 1 and nav[0].button("Newest page", key="pred_first"):
+        st.session_state["pred_cursors"] = [None]
+        st.rerun()
+    if listing.get("next_cursor") and nav[1].button("Older page", key="pred_next"):
+        cursors.append(listing["next_cursor"])
+        st.rerun()
     items = listing["items"]
     if not items:
         st.info(
@@ -91,7 +102,7 @@ def render() -> None:
             "asset id, or send traffic (`machine-health simulate --api-url <API URL>`)."
         )
         return
-    more = " (more on the next page)" if listing.get("next_offset") else ""
+    more = " (more on the next page)" if listing.get("next_cursor") else ""
     st.caption(f"{len(items)} predictions on page {int(page)}, newest first{more}")
     st.dataframe(table(items), hide_index=True, key="pred_table")
     st.subheader("Details")
