@@ -45,8 +45,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from machine_health.archive.client import open_db
-from machine_health.archive.keys import SEP, domain_prefix, epoch_ms, ms_text
-from machine_health.archive.labels import count_labelled, stream_labelled_range
+from machine_health.archive.keys import SEP
+from machine_health.archive.labels import count_labelled, labelled_filter, stream_labelled_range
 from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
 from machine_health.errors import DataError
@@ -238,18 +238,6 @@ class _Merged:
         return part.take(pa.array(back, pa.int64())).to_batches()[0]
 
 
-def snapshot_query(domain: str, until: datetime) -> dict[str, Any]:
-    """THE definition of a snapshot's rows (recorded in its manifest): label keys of `domain`
-    up to `until`, to the millisecond, whatever way they were read."""
-    return {
-        "label_key": {
-            "$gt": domain_prefix(domain),
-            "$lt": domain_prefix(domain) + ms_text(epoch_ms(until) + 1),
-        },
-        "label": {"$ne": None},
-    }
-
-
 @step("extract")
 def run(job: StepRun) -> dict[str, Any]:
     """Write `snapshot.parquet` + `snapshot.json` (query, interval, rows, sha256) for the run,
@@ -302,7 +290,7 @@ def run(job: StepRun) -> dict[str, Any]:
         "domain": domain,
         "run_id": run_id,
         "interval": ws.interval,
-        "query": _jsonable(snapshot_query(domain, until)),
+        "query": _jsonable(labelled_filter(domain, until)),
         "rows": rows,
         "rows_labelled_in_interval": in_interval,
         "sha256": digest,
