@@ -67,7 +67,8 @@ def label_key(domain: str, labelled_ms: int, prediction_id: str) -> str:
 
 
 def record_keys(doc: dict[str, Any]) -> dict[str, str]:
-    """The sort keys of an archived prediction document (cycle_key only with a cycle)."""
+    """The sort keys of an archived prediction document (cycle_key only with a cycle, label_key
+    only with a label and its time)."""
     domain, asset = str(doc["domain"]), str(doc["asset_id"])
     part = time_part(doc["created_at"], str(doc["prediction_id"]))
     keys = {
@@ -76,6 +77,9 @@ def record_keys(doc: dict[str, Any]) -> dict[str, str]:
     }
     if doc.get("cycle") is not None:
         keys["cycle_key"] = cycle_key(domain, asset, int(doc["cycle"]))
+    labelled = doc.get("labelled_at")
+    if doc.get("label") is not None and isinstance(labelled, datetime):  # imported with a label
+        keys["label_key"] = label_key(domain, epoch_ms(labelled), str(doc["prediction_id"]))
     return keys
 
 

@@ -42,13 +42,10 @@ def _keys_of(doc: dict[str, Any]) -> dict[str, str] | None:
     created = _time(doc.get("created_at"))
     if created is None or not doc.get("prediction_id") or not doc.get("domain"):
         return None  # not a prediction this version wrote: left for validation to report
-    found = keys.record_keys({**doc, "created_at": created, "asset_id": doc.get("asset_id", "")})
-    labelled = _time(doc.get("labelled_at"))
-    if doc.get("label") is not None and labelled is not None:
-        found["label_key"] = keys.label_key(
-            str(doc["domain"]), keys.epoch_ms(labelled), str(doc["prediction_id"])
-        )
-    return found
+    return keys.record_keys(
+        {**doc, "created_at": created, "asset_id": doc.get("asset_id", ""),
+         "labelled_at": _time(doc.get("labelled_at"))}
+    )  # fmt: skip
 
 
 def add_sort_keys(db: Database, collection: str) -> int:
