@@ -427,6 +427,51 @@ def test_batch_scores_every_item_within_the_limit(
     assert response.status_code == 422
 
 
+def test_a_batch_scores_each_units_cycles_as_one_run_with_the_same_answers(
+    api: tuple[Server, Settings], archive: Database, operator: dict[str, str], examples: Any
+) -> None:
+    """A batch's cycles of one unit are scored as a run (one state read, one claim, one group
+    commit): each answer equals the same cycle sent alone, and a retry under the same
+    Idempotency-Key gets the first answers without archiving anything again."""
+    server, _ = api
+    tag = secrets.token_hex(3)
+    sensors = examples["turbofan"]["sensors"]
+
+    def cycle(unit: str, c: int) -> dict[str, Any]:  # the sensors drift with the cycle
+        return {**examples["turbofan"], "unit_id": unit, "cycle": c,
+                "sensors": [v * (1 + 0.002 * c) for v in sensors]}  # fmt: skip
+
+    units = [f"run-{tag}-{u}" for u in range(3)]
+    items = [cycle(u, c) for c in range(1, 7) for u in units]  # interleaved, as a fleet sends
+    headers = {**operator, "Idempotency-Key": f"runs-{tag}"}
+    response = httpx.post(f"{server.url}/predict/turbofan/batch", json={"items": items},
+                          headers=headers)  # fmt: skip
+    assert response.status_code == 200, response.text
+    answers = response.json()["items"]
+    alone = [
+        httpx.post(
+            f"{server.url}/predict/turbofan", json=cycle(f"alone-{tag}", c), headers=operator
+        ).json()
+        for c in range(1, 7)
+    ]
+    for index, answer in enumerate(answers):
+        assert answer["cycle"] == items[index]["cycle"]
+        first = alone[answer["cycle"] - 1]["prediction"]  # float32 sums differ by batch size
+        assert answer["prediction"]["rul"] == pytest.approx(first["rul"], rel=1e-5)
+        assert {**answer["prediction"], "rul": 0} == {**first, "rul": 0}
+    for unit in units:
+        assert len(list(archive["predictions"].find({"asset_id": unit}))) == 6
+    again = httpx.post(f"{server.url}/predict/turbofan/batch", json={"items": items},
+                       headers=headers).json()["items"]  # fmt: skip
+    assert [a["prediction_id"] for a in again] == [a["prediction_id"] for a in answers]
+    assert all(a.get("idempotent_replay") for a in again)
+    assert sum(1 for _ in archive["predictions"].find({"asset_id": {"$in": units}})) == 18
+    next_cycles = [cycle(u, 7) for u in units]
+    response = httpx.post(f"{server.url}/predict/turbofan/batch", json={"items": next_cycles},
+                          headers=operator)  # fmt: skip
+    assert [a["prediction"]["cycles_in_window"] for a in response.json()["items"]] == [7] * 3
+
+
 # --- security over HTTP ---------------------------------------------------------------------
 def test_token_attacks_are_401_never_500(api: tuple[Server, Settings], examples: Any) -> None:
     server, settings = api

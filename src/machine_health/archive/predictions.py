@@ -166,6 +166,15 @@ async def find_predictions(
     return page
 
 
+async def find_archived_ids(db: AsyncDatabase, prediction_ids: list[str]) -> set[str]:
+    """Which of these prediction ids are archived (under `_id`, as this version stores them)."""
+    try:
+        cursor = db[PREDICTIONS].find({"_id": {"$in": list(prediction_ids)}}, {"_id": 1})
+        return {str(doc["_id"]) async for doc in cursor}
+    except PyMongoError as exc:
+        raise StoreError(f"cannot read the archive: {exc}") from exc
+
+
 async def get_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, Any]:
     """One archived prediction; NotFound when absent."""
     doc = await find_prediction(db, prediction_id)

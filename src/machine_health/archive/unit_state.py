@@ -18,7 +18,7 @@ unit's archived cycles grows with the archive):
     inputs              [dict]                     the last `capacity` cycles as archived
                                                    (`PredictionRecord.input`), oldest first
 
-Every write is `update_one({_id, seq: <read>}, {$set: <whole state, seq + 1>})`: a miss means
+Every write is `update_one({_id, seq: <read>, epoch}, {$set: <whole state, seq + 1>})`: a miss means
 another replica wrote in between, and the caller reads again. Whatever the path (a replica's
 own claim, a memory merge after an outage, a spool replay), the state is the last `capacity`
 cycles of the UNION of the cycles known, by cycle number (`UnitState.merged`).
@@ -167,7 +167,9 @@ async def replace_if(db: AsyncDatabase, state: UnitState, *, seq: int) -> UnitSt
     stored = replace(state, seq=seq + 1)
     try:
         result = await db[UNIT_STATE].update_one(
-            {"_id": state_id(state.domain, state.asset_id), "seq": seq},
+            # `epoch` too: a replica's memory of a purged unit (rebuilt under a new epoch) can
+            # never overwrite the new state, even when their `seq` meet
+            {"_id": state_id(state.domain, state.asset_id), "seq": seq, "epoch": state.epoch},
             {"$set": stored.to_document()},
         )
     except PyMongoError as exc:

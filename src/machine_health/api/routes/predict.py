@@ -118,13 +118,14 @@ def _add_domain_routes(router: APIRouter, domain: Domain, data_dir: Path, batch_
             groups[asset_of(item)].append(index)
 
         async def run(indices: list[int]) -> None:
-            for index in indices:
-                answers[index] = await scorer.predict(
-                    name, items[index], user=user.username,
-                    request_id=request.state.request_id,
-                    idempotency_key=batch_item_key(key, index) if key else None,
-                    route=ROUTE_BATCH,
-                )  # fmt: skip
+            scored = await scorer.predict_run(
+                name, [items[i] for i in indices], user=user.username,
+                request_id=request.state.request_id,
+                idempotency_keys=[batch_item_key(key, i) if key else None for i in indices],
+                route=ROUTE_BATCH,
+            )  # fmt: skip
+            for index, answer in zip(indices, scored, strict=True):
+                answers[index] = answer
 
         await asyncio.gather(*(run(indices) for indices in groups.values()))
         return {"items": answers}
