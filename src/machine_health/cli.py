@@ -7,6 +7,7 @@ message and exit code 1.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from machine_health.cli_support import (
     settings_with_data_dir,
     write_json,
 )
-from machine_health.config import get_settings
+from machine_health.config import Settings, get_settings
 from machine_health.domains import DOMAINS, domain_module
 from machine_health.errors import MachineHealthError
 from machine_health.pipeline import STEPS, Step
@@ -119,6 +120,19 @@ def store_restore(
     result = backups.restore(src, data_dir or settings.var_dir / "store", settings.store_uri)
     console.print(f"[green]restored[/] {', '.join(result['restored'])}; previous files in "
                   f"{result['previous_files'] or '-'}")  # fmt: skip
+
+
+@store_app.command("recount")
+@command
+def store_recount() -> None:
+    """Rebuild the archive's pre-aggregated counters (the UI overview) from the archive: after
+    a manual edit or deletion of archived predictions (a full read of the archive)."""
+    from machine_health.archive import counters
+    from machine_health.archive.client import open_db
+
+    with open_db(get_settings()) as db:
+        read = counters.rebuild(db)
+    console.print(f"[green]counters rebuilt[/] from {read} archived predictions")
 
 
 @app.command("stack")
@@ -379,6 +393,18 @@ units_app = typer.Typer(
 app.add_typer(units_app, name="units")
 
 
+async def _uncount(settings: Settings, removed: list[dict[str, Any]]) -> None:
+    """Take purged predictions out of the archive's counters (the API does it in the route)."""
+    from machine_health.archive import counters
+    from machine_health.archive.client import async_client
+
+    client = async_client(settings)
+    try:
+        await counters.count_removed(client[settings.mongodb_db], removed)
+    finally:
+        await client.close()
+
+
 @units_app.command("purge")
 @command
 def units_purge(
@@ -404,8 +430,10 @@ def units_purge(
                                                                        unit):  # fmt: skip
         raise MachineHealthError("domain or unit id holds characters no unit id may hold")
     user = _os_user()
-    with open_db(get_settings()) as db:
+    settings = get_settings()
+    with open_db(settings) as db:
         purged = purge_unit_cycles_sync(db, domain, unit, from_cycle)
+        asyncio.run(_uncount(settings, purged.pop("removed")))
         reset = unit_state.delete_sync(db, domain, unit)
         logging.getLogger(__name__).warning(
             "audit: %s (cli) purged %d archived cycle(s) >= %d of %s unit %s; last cycle now %s",

@@ -24,7 +24,7 @@ from pymongo.errors import BulkWriteError
 from machine_health import telemetry
 from machine_health.api.routes.stats import _rul_edges
 from machine_health.archive import client as archive_client
-from machine_health.archive import counters, stats
+from machine_health.archive import counters, predictions, stats
 from machine_health.archive.records import PredictionRecord
 from machine_health.config import Settings
 from machine_health.errors import InputError
@@ -249,3 +249,23 @@ def test_window_rows_walk_the_domain_time_key(settings: Settings, db: Database) 
     assert [r["created_at"] for r in rows] == created[::-1]  # newest first, to the ms
     newest = _run(settings, lambda adb: stats.window_rows(adb, "turbofan", limit=3))
     assert [r["asset_id"] for r in newest] == [d["asset_id"] for d in docs[12:][::-1][:3]]
+
+
+def test_a_purge_takes_the_units_cycles_out_of_the_counters(
+    settings: Settings, db: Database
+) -> None:
+    """`DELETE /assets/{unit}/cycles` and `machine-health units purge` delete archived cycles:
+    the overview then counts what is left, labels included."""
+    archive_client.ensure_indexes_sync(db)
+    docs = [_turbofan(i) for i in range(24)]
+    _run(settings, lambda adb: counters.count_inserted(adb, _insert(db, docs)))
+    changes = _set_labels(db, "turbofan", {d["prediction_id"]: 3.0 for d in docs[:12]})
+    _run(settings, lambda adb: counters.count_labels(adb, "turbofan", changes))
+    _check(settings, db)
+    purged = _run(
+        settings, lambda adb: predictions.purge_unit_cycles(adb, "turbofan", "unit.1", 10)
+    )
+    assert purged["deleted"] == sum(
+        1 for d in docs if d["asset_id"] == "unit.1" and d["cycle"] >= 10
+    )
+    _check(settings, db)

@@ -128,6 +128,19 @@ async def count_inserted(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
         _failed(f"{len(docs)} inserted predictions", exc)
 
 
+async def count_removed(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
+    """Uncount deleted predictions (a unit's purged cycles), as `count_inserted` counted them.
+    Never raises."""
+    try:
+        groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        for doc in docs:
+            groups[str(doc["domain"]), _hour(doc["created_at"])].subtract(_increments(doc))
+        for (domain, hour), inc in groups.items():
+            await _apply(db, domain, hour, inc)
+    except Exception as exc:
+        _failed(f"{len(docs)} deleted predictions", exc)
+
+
 async def count_labels(
     db: AsyncDatabase, domain: str, changes: list[tuple[datetime, Any, Any]]
 ) -> None:

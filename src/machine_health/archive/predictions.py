@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from machine_health.archive import keys
+from machine_health.archive import counters, keys
 from machine_health.archive.client import PREDICTIONS
 from machine_health.archive.filters import clean, in_window, prediction_filter, utc_ms
 from machine_health.archive.labels import labelled_filter
@@ -231,26 +231,34 @@ async def purge_unit_cycles(
 ) -> dict[str, Any]:
     """Delete a unit's archived cycles >= `from_cycle`: `deleted` and the unit's `last_cycle`
     left (None: none). The caller resets the unit's serving state (archive/unit_state.py)."""
-    coll = db[PREDICTIONS]
+    coll, query = db[PREDICTIONS], _unit_cycles(domain, unit_id, from_cycle)
     try:
-        result = await coll.delete_many(_unit_cycles(domain, unit_id, from_cycle))
+        removed = [doc async for doc in coll.find(query, {"input": 0})]
+        result = await coll.delete_many(query)
         last = await coll.find_one(_unit_cycles(domain, unit_id), **_LAST)
     except PyMongoError as exc:
         raise StoreError(f"cannot purge the cycles of unit {unit_id!r}: {exc}") from exc
+    await counters.count_removed(db, removed)
     return {"deleted": int(result.deleted_count), "last_cycle": (last or {}).get("cycle")}
 
 
 def purge_unit_cycles_sync(
     db: Database, domain: str, unit_id: str, from_cycle: int
 ) -> dict[str, Any]:
-    """Sync twin of `purge_unit_cycles` (the CLI)."""
-    coll = db[PREDICTIONS]
+    """Sync twin of `purge_unit_cycles` (the CLI), with the deleted documents (without their
+    input) under `removed`, for the caller to uncount (`counters.count_removed`)."""
+    coll, query = db[PREDICTIONS], _unit_cycles(domain, unit_id, from_cycle)
     try:
-        result = coll.delete_many(_unit_cycles(domain, unit_id, from_cycle))
+        removed = list(coll.find(query, {"input": 0}))
+        result = coll.delete_many(query)
         last = coll.find_one(_unit_cycles(domain, unit_id), **_LAST)
     except PyMongoError as exc:
         raise StoreError(f"cannot purge the cycles of unit {unit_id!r}: {exc}") from exc
-    return {"deleted": int(result.deleted_count), "last_cycle": (last or {}).get("cycle")}
+    return {
+        "deleted": int(result.deleted_count),
+        "last_cycle": (last or {}).get("cycle"),
+        "removed": removed,
+    }
 
 
 # --- sync (pipeline steps, monitoring runs, CLI) ------------------------------------------------
