@@ -135,6 +135,21 @@ def store_recount() -> None:
     console.print(f"[green]counters rebuilt[/] from {read} archived predictions")
 
 
+@store_app.command("reset-extract")
+@command
+def store_reset_extract(
+    domain: Annotated[str, typer.Argument(help="The domain whose extract checkpoint to drop.")],
+) -> None:
+    """Make the domain's next extract a full one (after a restore or a manual deletion)."""
+    from machine_health.archive.client import open_db
+    from machine_health.pipeline import checkpoint
+
+    with open_db(get_settings()) as db:
+        dropped = checkpoint.reset(db, domain)
+    console.print(f"{domain}: {'checkpoint dropped' if dropped else 'no checkpoint'}; "
+                  "the next extract reads every labelled row")  # fmt: skip
+
+
 @app.command("stack")
 @command
 def stack(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -60,3 +61,35 @@ def test_external_uri_refuses_to_manage_the_store(tmp_path: Path) -> None:
     result = run_cli(["store", "start"], env)
     assert result.returncode == 1
     assert "external MongoDB" in result.stderr
+
+
+def test_recount_rebuilds_the_counters_and_reset_extract_drops_the_checkpoint(
+    tmp_path: Path, store_uri: str
+) -> None:
+    """`store recount` and `store reset-extract` against the real store (an external URI)."""
+    from machine_health.archive import counters
+    from machine_health.pipeline import checkpoint
+
+    db_name = f"cli_{os.getpid()}_{tmp_path.name[-8:]}"
+    env = {**os.environ, "MH_VAR_DIR": str(tmp_path), "MH_MONGODB_URI": store_uri,
+           "MH_MONGODB_DB": db_name}  # fmt: skip
+    client: MongoClient = MongoClient(store_uri, tz_aware=True)
+    try:
+        db = client[db_name]
+        db["predictions"].insert_one({
+            "_id": "p1", "prediction_id": "p1", "domain": "turbofan", "asset_id": "u1",
+            "cycle": 1, "output": {"rul": 50.0}, "model_version": "1",
+            "created_at": datetime(2026, 5, 1, 10, tzinfo=UTC),
+        })  # fmt: skip
+        db[counters.COUNTERS].insert_one({"_id": "turbofan/2026-05-01T10", "domain": "turbofan",
+                                          "hour": "2026-05-01T10", "n": 7})  # fmt: skip
+        db[checkpoint.CHECKPOINTS].insert_one({"_id": "turbofan", "watermark_ms": 1})
+        recount = run_cli(["store", "recount"], env)
+        assert recount.returncode == 0, recount.stderr
+        assert db[counters.COUNTERS].find_one({"_id": "turbofan/2026-05-01T10"})["n"] == 1
+        reset = run_cli(["store", "reset-extract", "turbofan"], env)
+        assert reset.returncode == 0 and "checkpoint dropped" in reset.stdout, reset.stderr
+        assert db[checkpoint.CHECKPOINTS].find_one({"_id": "turbofan"}) is None
+    finally:
+        client.drop_database(db_name)
+        client.close()
