@@ -118,27 +118,29 @@ def _failed(what: str, exc: Exception) -> None:
 async def count_inserted(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
     """Count archived predictions (only those really inserted, not duplicates): one update per
     distinct (domain, hour) of the batch. Never raises."""
-    try:
-        groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-        for doc in docs:
-            groups[str(doc["domain"]), _hour(doc["created_at"])].update(_increments(doc))
-        for (domain, hour), inc in groups.items():
-            await _apply(db, domain, hour, inc)
-    except Exception as exc:
-        _failed(f"{len(docs)} inserted predictions", exc)
+    await _count_documents(db, docs, +1, "inserted")
 
 
 async def count_removed(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
     """Uncount deleted predictions (a unit's purged cycles), as `count_inserted` counted them.
     Never raises."""
+    await _count_documents(db, docs, -1, "deleted")
+
+
+async def _count_documents(
+    db: AsyncDatabase, docs: list[dict[str, Any]], sign: int, what: str
+) -> None:
     try:
         groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         for doc in docs:
-            groups[str(doc["domain"]), _hour(doc["created_at"])].subtract(_increments(doc))
+            counts = _increments(doc)
+            groups[str(doc["domain"]), _hour(doc["created_at"])].update(
+                {key: sign * n for key, n in counts.items()}
+            )
         for (domain, hour), inc in groups.items():
             await _apply(db, domain, hour, inc)
     except Exception as exc:
-        _failed(f"{len(docs)} deleted predictions", exc)
+        _failed(f"{len(docs)} {what} predictions", exc)
 
 
 async def count_labels(
