@@ -1,9 +1,12 @@
 """Pre-aggregated counters of archived predictions: the all-time overview in O(1) of the archive.
 
-One document per (domain, UTC hour) in `archive_counters`, updated by the archive writer after
-each insert (`count_inserted`) and by the label routes (`count_labels`); the overview reads a
-domain's hour documents (a few thousand at most: a year is 8760) and sums them (`overview`).
-`rebuild` recomputes every counter from the archive once (archives written before counters).
+One document per (domain, UTC hour) in `archive_counters`, and one per domain for all time
+(`_id` "<domain>/all", the same fields under `all_of` instead of `domain` and `hour`), both
+updated in one round trip by the archive writer after each insert (`count_inserted`), by the
+label routes (`count_labels`) and by a purge (`count_removed`). The overview reads the domain's
+all-time document and the `n` of its hour documents (`overview`; a year is 8760 small ones):
+its cost follows the assets and hours, not the predictions. `rebuild` recomputes every counter
+from the archive once (archives written before counters).
 
     _id        "<domain>/<YYYY-MM-DDTHH>"
     domain     str
@@ -35,9 +38,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from machine_health import telemetry
 from machine_health.archive.client import PREDICTIONS
@@ -46,6 +50,7 @@ from machine_health.errors import InputError, StoreError
 logger = logging.getLogger(__name__)
 
 COUNTERS = "archive_counters"
+DUPLICATE_KEY = 11000
 RUL_BIN = 1  # cycles: the width of the stored RUL bins
 _MV, _ASSET, _FAULT, _LABEL, _RUL = "mv_", "asset_", "fault_", "label_", "rul_"
 _BUCKETS = {"hour": lambda h: f"{h}:00:00Z", "day": lambda h: f"{h[:10]}T00:00:00Z"}
@@ -94,20 +99,35 @@ def _label_change(old: Any, new: Any) -> Counter[str]:
     return inc
 
 
+def _all_time(domain: str) -> str:
+    return f"{domain}/all"
+
+
 async def _apply(db: AsyncDatabase, domain: str, hour: str, inc: Counter[str]) -> None:
-    """ONE upserting `$inc` of a (domain, hour) document (retried once if a concurrent upsert
-    of the same hour inserted it first)."""
+    """Upserting `$inc`s of a (domain, hour) document and of the domain's all-time document, in
+    one round trip (retried once if a concurrent upsert inserted one of them first)."""
     inc = Counter({k: v for k, v in inc.items() if v})
     if not inc:
         return
-    update = {"$inc": dict(inc), "$set": {"domain": domain, "hour": hour}}
+    updates = [
+        UpdateOne(
+            {"_id": f"{domain}/{hour}"},
+            {"$inc": dict(inc), "$set": {"domain": domain, "hour": hour}},
+            upsert=True,
+        ),
+        UpdateOne(
+            {"_id": _all_time(domain)}, {"$inc": dict(inc), "$set": {"all_of": domain}}, upsert=True
+        ),
+    ]
     for attempt in (1, 2):
         try:
-            await db[COUNTERS].update_one({"_id": f"{domain}/{hour}"}, update, upsert=True)
+            await db[COUNTERS].bulk_write(updates, ordered=True)
             return
-        except DuplicateKeyError:
-            if attempt == 2:
+        except BulkWriteError as exc:  # ordered: the updates before the failed one are done
+            error = exc.details["writeErrors"][0]
+            if attempt == 2 or error.get("code") != DUPLICATE_KEY:
                 raise
+            updates = updates[int(error["index"]) :]
 
 
 def _failed(what: str, exc: Exception) -> None:
@@ -198,13 +218,14 @@ async def overview(
     if bucket not in _BUCKETS:
         raise InputError(f"bucket: one of {', '.join(_BUCKETS)}")
     try:
-        rows = [row async for row in db[COUNTERS].find({"domain": str(domain)})]
+        hours = db[COUNTERS].find({"domain": str(domain)}, {"hour": 1, "n": 1, "_id": 0})
+        over_time: Counter[str] = Counter()
+        async for row in hours:
+            over_time[_BUCKETS[bucket](row["hour"])] += int(row.get("n", 0))
+        rows = [await db[COUNTERS].find_one({"_id": _all_time(domain)}) or {}]
     except PyMongoError as exc:
         raise StoreError(f"cannot read the archive counters: {exc}") from exc
-    over_time: Counter[str] = Counter()
-    for row in rows:
-        over_time[_BUCKETS[bucket](row["hour"])] += int(row.get("n", 0))
-    total = sum(over_time.values())
+    total = int(rows[0].get("n", 0))
     stats: dict[str, Any] = {
         "total": total,
         "labelled": sum(int(row.get("labelled", 0)) for row in rows),
@@ -230,15 +251,23 @@ def rebuild(db: Database) -> int:
         for doc in db[PREDICTIONS].find({}, {**fields, "output": 1, "_id": 0}).batch_size(5000):
             groups[str(doc["domain"]), _hour(doc["created_at"])].update(_increments(doc))
             read += 1
+        totals: dict[str, Counter[str]] = defaultdict(Counter)
         for (domain, hour), inc in groups.items():
-            key = f"{domain}/{hour}"  # in the body too: nx-27017 gives an upserted
-            # replacement an ObjectId `_id` unless the replacement names one
-            body = {"_id": key, **{k: v for k, v in inc.items() if v}, "domain": domain}
-            db[COUNTERS].replace_one({"_id": key}, {**body, "hour": hour}, upsert=True)
-        kept = {f"{domain}/{hour}" for domain, hour in groups}
+            totals[domain].update(inc)
+            _replace(db, f"{domain}/{hour}", inc, {"domain": domain, "hour": hour})
+        for domain, inc in totals.items():
+            _replace(db, _all_time(domain), inc, {"all_of": domain})
+        kept = {f"{domain}/{hour}" for domain, hour in groups} | {_all_time(d) for d in totals}
         stale = [r["_id"] for r in db[COUNTERS].find({}, {"_id": 1}) if r["_id"] not in kept]
         if stale:
             db[COUNTERS].delete_many({"_id": {"$in": stale}})
     except PyMongoError as exc:
         raise StoreError(f"cannot rebuild the archive counters: {exc}") from exc
     return read
+
+
+def _replace(db: Database, key: str, inc: Counter[str], fields: dict[str, str]) -> None:
+    # `_id` in the body too: nx-27017 gives an upserted replacement an ObjectId `_id` unless
+    # the replacement names one
+    body = {"_id": key, **{k: v for k, v in inc.items() if v}, **fields}
+    db[COUNTERS].replace_one({"_id": key}, body, upsert=True)
