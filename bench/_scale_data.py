@@ -169,7 +169,9 @@ class Plant:
             latency_ms=round(self.rng.uniform(2.0, 12.0), 3),
             **fields,
         ).to_document()
-        if doc.get("label") is not None:  # what set_label / backfill_failure write
+        # the label's key, as set_label / backfill_failure write it (to_document sets the
+        # same since 26aa9a2; set here too, so the archive is the same with earlier versions)
+        if doc.get("label") is not None:
             ms = keys.epoch_ms(doc["labelled_at"])
             doc["label_key"] = keys.label_key(doc["domain"], ms, pid)
             self.labelled[doc["domain"]] += 1

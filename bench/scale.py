@@ -32,8 +32,9 @@ once with the test suite's fast settings unless `--tracking-uri` names a registr
   vibration_predict POST /predict/vibration (a real CWRU window), for reference
   extract           vibration: a full extract (it sets the checkpoint), then 10 k more rows
                     labelled with `labels.set_label` (the newest unlabelled windows; fewer when
-                    the archive holds fewer), the incremental extract (seconds, rows read), and
-                    a full extract of the same interval for comparison
+                    the archive holds fewer), the incremental extract (seconds, rows read: the
+                    new labels and those of the 10 minutes before the checkpoint, OVERLAP, which
+                    may hold the previous size's), and a full extract of the same interval
 
 Writes docs/benchmarks/scale.json (after every size: an interrupted run keeps what it measured)
 with `provenance()`, the mix, the load rates and the ratios largest/smallest size per serving
@@ -162,9 +163,7 @@ def _turbofan(api: Api, plant: data.Plant, size: int) -> dict[str, Any]:
             "POST", "/predict/turbofan", json=_cycle_body(engine.unit_id, cycle, row)
         )
         archived.append(ms)
-        read.append(
-            int(out.get("cycles_in_window") or out.get("output", {}).get("cycles_in_window", 0))
-        )
+        read.append(int(out["prediction"]["cycles_in_window"]))
     return {
         "new_unit": _stats(first),
         "known_unit": _stats(known),
@@ -480,9 +479,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store.terminate()
         raise
     files = _data_files(settings)
+    import machine_health
+
     result = {
         "provenance": provenance(
-            data=files, sizes=sizes, store=f"nx-27017 on SQLite, data dir {work / 'store-data'}"
+            data=files,
+            sizes=sizes,
+            store=f"nx-27017 on SQLite, data dir {work / 'store-data'}",
+            # the code measured when it is not the checkout's (PYTHONPATH=<a `git archive` of a
+            # commit>/src: other work in the checkout cannot change it between sizes)
+            machine_health_from=str(Path(machine_health.__file__).parent),
+            code_commit=os.environ.get("MH_BENCH_CODE_COMMIT"),
         ),
         "load_average_before": load_before,
         "mix": data.MIX,
