@@ -20,10 +20,11 @@ import httpx
 import pandas as pd
 import pyarrow as pa
 import pytest
-from pymongo import DESCENDING, MongoClient
+from pymongo import MongoClient
 from streamlit.testing.v1 import AppTest
 
 from machine_health import registry
+from machine_health.archive.keys import record_keys
 from machine_health.domains.turbofan.data import SENSORS, SETTINGS, load_subset
 from machine_health.domains.vibration.demo import test_windows as vibration_windows
 from tests.support.models import TrainedModels, register_version
@@ -65,13 +66,14 @@ def _ids(db: Any, **query: Any) -> list[str]:
 def _redate(db: Any, ids: list[str], age: timedelta) -> None:
     """Move real predictions `age` back in time.
 
-    Re-inserted, not `$set`: the embedded store (nx-27017 0.8.1) stores a datetime given to a
-    top-level `$set` as text, which no date range then matches (tests/integration/
-    test_store_contract.py pins that).
+    Re-inserted with the sort keys of the new time (archive/keys.py), not `$set`: the embedded
+    store (nx-27017 0.8.1) stores a datetime given to a top-level `$set` as text, which no date
+    range then matches (tests/integration/test_store_contract.py pins that).
     """
     for doc in list(db.predictions.find({"prediction_id": {"$in": ids}})):
         db.predictions.delete_one({"_id": doc["_id"]})
-        db.predictions.insert_one({**doc, "created_at": doc["created_at"] - age})
+        moved = {**doc, "created_at": doc["created_at"] - age}
+        db.predictions.insert_one({**moved, **record_keys(moved)})  # its time keys move too
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +117,11 @@ def varied(
 
 
 def _archived(api: SeededApi, **query: Any) -> list[str]:
-    """Ids the archive holds for `query`, in the page's order (newest first), first page."""
-    docs = api.db.predictions.find(query, {"prediction_id": 1}).sort(
-        [("created_at", DESCENDING), ("prediction_id", 1)]
-    )
-    return [d["prediction_id"] for d in docs.limit(50)]
+    """Ids the archive holds for `query`, in the page's order (newest first; within one
+    millisecond by prediction id, descending: archive/keys.py), first page."""
+    docs = api.db.predictions.find(query, {"prediction_id": 1, "domain_time_key": 1})
+    order = sorted(docs, key=lambda d: d["domain_time_key"].split("/", 1)[1], reverse=True)
+    return [d["prediction_id"] for d in order[:50]]
 
 
 def _shown(at: AppTest) -> list[str]:

@@ -60,9 +60,9 @@ def test_overview_numbers_are_the_archives(seeded: SeededApi) -> None:
 def test_predictions_table_and_vibration_detail(seeded: SeededApi) -> None:
     at = app_as(seeded, "viewer", "predictions")
     at.selectbox(key="pred_domain").select("vibration").run()
-    newest = list(
+    newest = list(  # newest first (within one millisecond, by id descending: archive/keys.py)
         seeded.db.predictions.find({"domain": "vibration"}, {"prediction_id": 1, "output": 1})
-        .sort([("created_at", -1), ("prediction_id", 1)])
+        .sort("domain_time_key", -1)
         .limit(50)
     )
     table = at.dataframe[0].value

@@ -52,7 +52,7 @@ from machine_health.archive.unit_state import UnitState
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
 from machine_health.domains.base import Domain
-from machine_health.domains.sequence import check_next_cycle
+from machine_health.domains.sequence import CycleJump, check_next_cycle
 from machine_health.errors import InputError, SequenceConflict, StoreError
 from machine_health.samples import encode_samples
 
@@ -72,6 +72,9 @@ class _Context:
     state: UnitState
     rows: list[dict[str, Any]]
     stored: bool
+    #: this replica's memory, taken as the stored state without reading it: a cycle it refuses
+    #: is checked again against the store (a purge or another replica may have moved the unit)
+    trusted: bool = False
 
 
 def now_ms() -> datetime:
@@ -338,14 +341,21 @@ class Scorer:
                 )
                 state, known = context.state, list(context.rows)
                 new, histories = state, []
-                for item, entry, row, pid in zip(items, entries, rows, prediction_ids, strict=True):
-                    check_next_cycle(
-                        unit_id, new.cycles, int(getattr(item, "cycle")),  # noqa: B009
-                        max_jump=self.settings.max_cycle_jump,
-                    )  # fmt: skip
-                    histories.append([*known, row])
-                    new = new.advanced(entry, pid, needed)
-                    known = [*known, row][-len(new.inputs) :]
+                try:
+                    for item, entry, row, pid in zip(
+                        items, entries, rows, prediction_ids, strict=True
+                    ):
+                        check_next_cycle(
+                            unit_id, new.cycles, int(getattr(item, "cycle")),  # noqa: B009
+                            max_jump=self.settings.max_cycle_jump,
+                        )  # fmt: skip
+                        histories.append([*known, row])
+                        new = new.advanced(entry, pid, needed)
+                        known = [*known, row][-len(new.inputs) :]
+                except (SequenceConflict, CycleJump):
+                    if context.trusted:
+                        continue
+                    raise
                 scored = await asyncio.gather(
                     *(self._model_call(domain.name, h) for h in histories)
                 )
@@ -497,9 +507,14 @@ class Scorer:
             if reclaimed:
                 rows = rows[:-1]
             else:
-                check_next_cycle(
-                    unit_id, state.cycles, cycle, max_jump=self.settings.max_cycle_jump
-                )
+                try:
+                    check_next_cycle(
+                        unit_id, state.cycles, cycle, max_jump=self.settings.max_cycle_jump
+                    )
+                except (SequenceConflict, CycleJump):
+                    if context.trusted:
+                        continue
+                    raise
             output, model = await self._model_call(domain.name, [*rows, row])
             new, new_rows = state, context.rows
             if not reclaimed:
@@ -560,7 +575,7 @@ class Scorer:
         if memory is not None and not self.writer.store_ok and memory[0].holds(needed):
             return _Context(memory[0], memory[1], stored=False)  # store known down: no wait
         if trust and persist and memory is not None and memory[0].seq and memory[0].holds(needed):
-            return _Context(memory[0], memory[1], stored=True)
+            return _Context(memory[0], memory[1], stored=True, trusted=True)
         try:
             for _ in range(_CLAIM_TRIES):
                 state = await unit_state.read(self.db, domain.name, unit_id)
