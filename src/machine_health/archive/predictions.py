@@ -18,7 +18,7 @@ from pymongo.errors import PyMongoError
 
 from machine_health.archive import counters, keys
 from machine_health.archive.client import PREDICTIONS
-from machine_health.archive.filters import clean, in_window, prediction_filter, utc_ms
+from machine_health.archive.filters import clean, in_window, utc_ms
 from machine_health.archive.labels import labelled_filter
 from machine_health.errors import NotFound, StoreError
 
@@ -265,7 +265,7 @@ def purge_unit_cycles_sync(
 def count_predictions(db: Database, domain: str | None = None) -> int:
     """Archived predictions (of a domain), counted by an aggregate (fast on the embedded store)."""
     pipeline: list[dict[str, Any]] = [
-        {"$match": prediction_filter(domain=domain)},
+        {"$match": {"domain": str(domain)} if domain is not None else {}},
         {"$count": "n"},
     ]
     try:

@@ -13,7 +13,6 @@ from pymongo.errors import PyMongoError
 
 from machine_health.archive import keys
 from machine_health.archive.client import PREDICTIONS
-from machine_health.archive.filters import in_window, utc_ms
 from machine_health.errors import StoreError
 
 
@@ -30,7 +29,6 @@ async def window_rows(
     reads): a range on the indexed `domain_time_key`, walked newest first (archive/keys.py).
     """
     fields = {"created_at": 1, "asset_id": 1, "model_version": 1, "label": 1, "output": 1}
-    since, until = utc_ms(since), utc_ms(until)
     query = {"domain_time_key": keys.time_range(keys.domain_prefix(domain), since, until)}
     try:
         cursor = (
@@ -39,6 +37,6 @@ async def window_rows(
             .sort([("domain_time_key", DESCENDING)])
             .limit(int(limit))
         )
-        return [doc async for doc in cursor if in_window(doc, since, until)]
+        return [doc async for doc in cursor]
     except PyMongoError as exc:
         raise StoreError(f"cannot read the archive: {exc}") from exc
