@@ -1,8 +1,10 @@
 """Clients and indexes of the document store.
 
 The API uses PyMongo's native async client (`AsyncMongoClient`); pipeline steps and the CLI use
-the sync `MongoClient`. Both are created here, with the same options, and both create the same
-indexes, so whichever starts first leaves the store ready for the other.
+the sync `MongoClient`. Both are created here, with the same options. Indexes (and the one-off
+upgrade of an earlier archive) are ensured by the sync client wherever a database is opened
+(`open_db`; the API runs `prepare_archive` in a thread at startup), so whichever starts first
+leaves the store ready for the other.
 
 Writes use the configured write concern (`MH_MONGODB_WRITE_CONCERN_W`, `MH_MONGODB_JOURNAL`,
 `MH_MONGODB_WRITE_TIMEOUT_MS`; default majority + journal). The embedded store accepts it and
@@ -21,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, MongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -44,7 +45,6 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("idempotency_key", ASCENDING)], name="idempotency_key"),
         # One single-field index per sort key (archive/keys.py): every read is a range on one.
         *(IndexModel([(key, ASCENDING)], name=key) for key in KEY_FIELDS),
-        IndexModel([("labelled_at", ASCENDING)], name="labelled_at"),
     ],
     USERS: [IndexModel([("username", ASCENDING)], name="username_unique", unique=True)],
     LOGIN_FAILURES: [
@@ -109,11 +109,8 @@ def open_db(settings: Settings) -> Iterator[Database]:
         client.close()
 
 
-async def ensure_indexes(db: AsyncDatabase) -> None:
-    """Async twin of `ensure_indexes_sync`, run at API startup (without the one-off upgrade
-    of an earlier archive: the API runs `ensure_indexes_sync` for it in a thread)."""
-    try:
-        for name, indexes in INDEXES.items():
-            await db[name].create_indexes(indexes)
-    except PyMongoError as exc:
-        raise StoreError(f"cannot create indexes in {db.name!r}: {exc}") from exc
+def prepare_archive(settings: Settings) -> None:
+    """Every index, and the one-off upgrade of an earlier archive (archive/upgrade.py): what
+    the API runs, in a thread, at startup; StoreError when the store cannot be reached."""
+    with open_db(settings):
+        pass

@@ -30,10 +30,10 @@ logger = logging.getLogger(__name__)
 #: a unit's recorded failure, `_id` "<domain>/<asset_id>/" (archive/keys.py `asset_prefix`)
 FAILURES = "failures"
 
-# Label times are set by the store (`$currentDate`), never `$set` from Python: the embedded
+# `labelled_at` is set by the store (`$currentDate`), never `$set` from Python: the embedded
 # store (nx-27017 0.8.1) writes a top-level datetime given to `$set` as a STRING, which the
-# pipeline's `labelled_at` range queries and Parquet snapshot cannot use
-# (tests/integration/test_store_contract.py pins both behaviours). One clock for every replica.
+# Parquet snapshot cannot use (tests/integration/test_store_contract.py pins it). No read
+# ranges on it (`label_key` serves those), so it has no index.
 _LABELLED_NOW = {"$currentDate": {"labelled_at": True}}
 
 

@@ -1,5 +1,6 @@
 """One-off upgrade of an archive written by an earlier version: sort keys on old predictions,
-and the pre-aggregated counters (archive/counters.py) rebuilt from them.
+the indexes no read uses any more dropped, and the pre-aggregated counters
+(archive/counters.py) rebuilt.
 
 Every read ranges on the sort keys of archive/keys.py; predictions archived before they existed
 get them here, once per archive (a marker in `archive_meta` records it). It reads the whole
@@ -48,6 +49,24 @@ def _keys_of(doc: dict[str, Any]) -> dict[str, str] | None:
     )  # fmt: skip
 
 
+#: indexes of earlier versions that no read uses any more (each costs every insert)
+RETIRED_INDEXES = (
+    [("domain", 1), ("created_at", -1)],
+    [("domain", 1), ("asset_id", 1)],
+    [("model_version", 1)],
+    [("labelled_at", 1)],
+)
+
+
+def _drop_retired_indexes(db: Database, collection: str) -> None:
+    """Drop them by the name the store reports (nx-27017 names indexes its own way)."""
+    retired = [list(map(tuple, spec)) for spec in RETIRED_INDEXES]
+    for name, info in db[collection].index_information().items():
+        if [tuple(k) for k in info["key"]] in retired:
+            db[collection].drop_index(name)
+            logger.info("archive upgraded: index %s dropped (no read uses it)", name)
+
+
 def add_sort_keys(db: Database, collection: str) -> int:
     """Give every prediction of `collection` without sort keys its keys (once per archive);
     the number upgraded."""
@@ -64,6 +83,7 @@ def add_sort_keys(db: Database, collection: str) -> int:
             updates = []
     if updates:
         upgraded += coll.bulk_write(updates, ordered=False).modified_count
+    _drop_retired_indexes(db, collection)
     counters.rebuild(db)  # the pre-aggregated counts of an archive that had none
     db[META].update_one(
         {"_id": SORT_KEYS},
