@@ -159,19 +159,12 @@ def load_domains(names: list[str] | None = None) -> dict[str, Domain]:
     return domains
 
 
-def _upgrade_archive(settings: Settings) -> None:
-    """The one-off upgrade of an archive an earlier version wrote (archive/upgrade.py)."""
-    with archive_client.open_db(settings):
-        pass
-
-
 async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
     client = archive_client.async_client(settings)
     db = client[settings.mongodb_db]
     store = StoreHealth()
     try:
-        await archive_client.ensure_indexes(db)
-        await asyncio.to_thread(_upgrade_archive, settings)
+        await asyncio.to_thread(archive_client.prepare_archive, settings)
         store.record(True)
     except StoreError as exc:
         logger.warning("store unreachable at startup, predictions will be spooled: %s", exc)
