@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from pymongo.database import Database
 
+from machine_health.archive.predictions import new_prediction_id
 from machine_health.archive.records import decode_samples
 from machine_health.config import Settings
 from machine_health.domains import get_domain
@@ -470,6 +471,44 @@ def test_a_batch_scores_each_units_cycles_as_one_run_with_the_same_answers(
     response = httpx.post(f"{server.url}/predict/turbofan/batch", json={"items": next_cycles},
                           headers=operator)  # fmt: skip
     assert [a["prediction"]["cycles_in_window"] for a in response.json()["items"]] == [7] * 3
+
+
+def test_a_cycle_claimed_by_a_request_that_never_answered_is_scored_again_on_its_retry(
+    api: tuple[Server, Settings], archive: Database, operator: dict[str, str], examples: Any
+) -> None:
+    """A replica that claimed cycle 2 in the unit's state and died before archiving it left
+    the claim: a retry under the same Idempotency-Key is scored on the cycles before it and
+    archived once, without claiming the cycle again (not a 409); without the key it is a 409."""
+    server, _ = api
+    unit = f"reclaim-{secrets.token_hex(3)}"
+    first = {**examples["turbofan"], "unit_id": unit, "cycle": 1}
+    assert (
+        httpx.post(f"{server.url}/predict/turbofan", json=first, headers=operator).status_code
+        == 200
+    )
+    key = f"retry-{secrets.token_hex(4)}"
+    state = archive["unit_state"].find_one({"_id": f"turbofan:{unit}"})
+    claimed_input = {**state["inputs"][-1], "cycle": 2}
+    archive["unit_state"].update_one(  # what the dead replica's claim left behind
+        {"_id": state["_id"]},
+        {"$set": {"inputs": [*state["inputs"], claimed_input], "last_cycle": 2,
+                  "last_prediction_id": new_prediction_id("operator", key),
+                  "seq": state["seq"] + 1}},
+    )  # fmt: skip
+    second = {**first, "cycle": 2}
+    plain = httpx.post(f"{server.url}/predict/turbofan", json=second, headers=operator)
+    assert plain.status_code == 409, plain.text
+    retry = httpx.post(
+        f"{server.url}/predict/turbofan", json=second, headers={**operator, "Idempotency-Key": key}
+    )
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["prediction"]["cycles_in_window"] == 2
+    assert archive["predictions"].count_documents({"asset_id": unit}) == 2
+    after = archive["unit_state"].find_one({"_id": f"turbofan:{unit}"})
+    assert after["seq"] == state["seq"] + 1 and after["last_cycle"] == 2  # not claimed again
+    third = httpx.post(f"{server.url}/predict/turbofan", json={**first, "cycle": 3},
+                       headers=operator)  # fmt: skip
+    assert third.status_code == 200 and third.json()["prediction"]["cycles_in_window"] == 3
 
 
 # --- security over HTTP ---------------------------------------------------------------------

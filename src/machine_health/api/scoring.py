@@ -327,44 +327,65 @@ class Scorer:
         request_id: str,
         prediction_ids: list[str],
         idempotency_keys: list[str | None],
+        started: float | None = None,
     ) -> list[dict[str, Any]]:
-        """`_score_next` for consecutive cycles of one unit: one context, one claim of all of
-        them, their model calls together, their records in one group commit."""
-        started = time.perf_counter()
+        """Score and archive the unit's next cycles (one or a batch's run of them), claiming
+        them in the unit's stored state: one context, their model calls together, one claim of
+        all of them, their records in one group commit.
+
+        The claim (a compare-and-set on the state's `seq` and `epoch`) comes after the model
+        calls and before the archive write: a miss means another replica advanced the unit
+        meanwhile, so the context is read again and the cycles checked and scored again (a
+        cycle the other replica took is then a 409, exactly as one replica refuses it). The
+        claim of cycles whose archive write fails is released. Store unreachable: scored from
+        this replica's memory.
+        """
+        started = time.perf_counter() if started is None else started
         unit_id, needed = asset_of(items[0]), self._history_needed(domain.name)
         entries = [archived_input(item, domain) for item in items]
         rows = [item.as_row() for item in items]  # type: ignore[attr-defined]
+        cycles = [int(getattr(item, "cycle")) for item in items]  # noqa: B009
         async with self.histories.lock(unit_id):
             for attempt in range(_CLAIM_TRIES):
                 context = await self._context(
                     domain, unit_id, needed, persist=True, trust=attempt == 0
                 )
                 state, known = context.state, list(context.rows)
+                # An earlier attempt of this very request (same idempotency key) claimed the
+                # cycle and never answered (e.g. its replica died before the archive write):
+                # score it again on the cycles before it, claim nothing more.
+                reclaimed = (
+                    len(items) == 1 and context.stored and idempotency_keys[0] is not None
+                    and cycles[0] == state.last_cycle
+                    and prediction_ids[0] == state.last_prediction_id
+                )  # fmt: skip
                 new, histories = state, []
-                try:
-                    for item, entry, row, pid in zip(
-                        items, entries, rows, prediction_ids, strict=True
-                    ):
-                        check_next_cycle(
-                            unit_id, new.cycles, int(getattr(item, "cycle")),  # noqa: B009
-                            max_jump=self.settings.max_cycle_jump,
-                        )  # fmt: skip
-                        histories.append([*known, row])
-                        new = new.advanced(entry, pid, needed)
-                        known = [*known, row][-len(new.inputs) :]
-                except (SequenceConflict, CycleJump):
-                    if context.trusted:
-                        continue
-                    raise
+                if reclaimed:
+                    histories.append([*known[:-1], rows[0]])
+                else:
+                    try:
+                        for cycle, entry, row, pid in zip(
+                            cycles, entries, rows, prediction_ids, strict=True
+                        ):
+                            check_next_cycle(
+                                unit_id, new.cycles, cycle, max_jump=self.settings.max_cycle_jump
+                            )
+                            histories.append([*known, row])
+                            new = new.advanced(entry, pid, needed)
+                            known = [*known, row][-len(new.inputs) :]
+                    except (SequenceConflict, CycleJump):
+                        if context.trusted:
+                            continue
+                        raise
                 scored = await asyncio.gather(
                     *(self._model_call(domain.name, h) for h in histories)
                 )
                 claimed: UnitState | None = None
-                if context.stored:
+                if context.stored and not reclaimed:
                     try:
                         claimed = await unit_state.replace_if(self.db, new, seq=state.seq)
-                    except StoreError as exc:
-                        logger.warning("unit %s: cannot claim a run (%s)", unit_id, exc)
+                    except StoreError as exc:  # gone since the read: this replica's memory
+                        logger.warning("unit %s: cannot claim cycles %s (%s)", unit_id, cycles, exc)
                     else:
                         if claimed is None:
                             continue  # another replica advanced the unit meanwhile
@@ -454,96 +475,24 @@ class Scorer:
                 domain_name, item, output, model, user, request_id, prediction_id,
                 idempotency_key, started, archive=archive,
             )  # fmt: skip
+        if archive:
+            answers = await self._score_run(
+                domain, [item], user, request_id, [prediction_id],  # type: ignore[list-item]
+                [idempotency_key], started,
+            )  # fmt: skip
+            return answers[0]
+        # a test prediction: against the known cycles before it, no write
         unit_id = asset_of(item)
         cycle = int(getattr(item, "cycle"))  # noqa: B009 - the sequence field, checked above
         needed = self._history_needed(domain_name)
         async with self.histories.lock(unit_id):
-            if not archive:  # a test prediction: against the known cycles before it, no write
-                context = await self._context(domain, unit_id, needed, persist=False)
-                rows = [r for r, c in zip(context.rows, context.state.cycles, strict=True)
-                        if c < cycle]  # fmt: skip
-                output, model = await self._model_call(domain_name, [*rows, item.as_row()])  # type: ignore[attr-defined]
-                return await self._finish(
-                    domain_name, item, output, model, user, request_id, prediction_id,
-                    idempotency_key, started, archive=False,
-                )  # fmt: skip
-            return await self._score_next(
-                domain, item, unit_id, cycle, needed, user, request_id, prediction_id,
-                idempotency_key, started,
-            )  # fmt: skip
-
-    async def _score_next(
-        self,
-        domain: Domain,
-        item: BaseModel,
-        unit_id: str,
-        cycle: int,
-        needed: int,
-        user: str,
-        request_id: str,
-        prediction_id: str | None,
-        idempotency_key: str | None,
-        started: float,
-    ) -> dict[str, Any]:
-        """Score and archive the unit's next cycle, claiming it in the unit's stored state.
-
-        The claim (a compare-and-set on the state's `seq`) comes after the model call and
-        before the archive write: a miss means another replica advanced the unit meanwhile,
-        so the context is read again and the cycle checked and scored again (a cycle the other
-        replica took is then a 409, exactly as one replica refuses it). A claim whose archive
-        write fails is released. Store unreachable: scored from this replica's memory.
-        """
-        entry, row = archived_input(item, domain), item.as_row()  # type: ignore[attr-defined]
-        for attempt in range(_CLAIM_TRIES):
-            context = await self._context(domain, unit_id, needed, persist=True, trust=attempt == 0)
-            state, rows = context.state, context.rows
-            # An earlier attempt of this very request (same idempotency key) claimed the cycle
-            # and never answered (e.g. its replica died before the archive write): score it
-            # again on the cycles before it, claim nothing more.
-            reclaimed = (
-                context.stored and idempotency_key is not None and cycle == state.last_cycle
-                and prediction_id == state.last_prediction_id
-            )  # fmt: skip
-            if reclaimed:
-                rows = rows[:-1]
-            else:
-                try:
-                    check_next_cycle(
-                        unit_id, state.cycles, cycle, max_jump=self.settings.max_cycle_jump
-                    )
-                except (SequenceConflict, CycleJump):
-                    if context.trusted:
-                        continue
-                    raise
-            output, model = await self._model_call(domain.name, [*rows, row])
-            new, new_rows = state, context.rows
-            if not reclaimed:
-                new = state.advanced(entry, prediction_id, needed)
-                new_rows = [*rows, row][-len(new.inputs) :]
-            claimed: UnitState | None = None
-            if context.stored and not reclaimed:
-                try:
-                    claimed = await unit_state.replace_if(self.db, new, seq=state.seq)
-                except StoreError as exc:  # gone since the read: this replica's memory serves
-                    logger.warning("unit %s: cannot claim cycle %d (%s)", unit_id, cycle, exc)
-                else:
-                    if claimed is None:
-                        continue  # another replica advanced the unit meanwhile: read again
-                    new = claimed
-            try:
-                answer = await self._finish(
-                    domain.name, item, output, model, user, request_id, prediction_id,
-                    idempotency_key, started, archive=True, entry=entry,
-                )  # fmt: skip
-            except BaseException:
-                if claimed is not None:
-                    await self._release(claimed, state)
-                raise
-            self.histories.put(unit_id, new, new_rows)
-            return answer
-        raise SequenceConflict(
-            f"unit {unit_id!r}: other requests keep advancing this unit; send its cycles in order"
-        )
+            context = await self._context(domain, unit_id, needed, persist=False)
+        rows = [r for r, c in zip(context.rows, context.state.cycles, strict=True) if c < cycle]
+        output, model = await self._model_call(domain_name, [*rows, item.as_row()])  # type: ignore[attr-defined]
+        return await self._finish(
+            domain_name, item, output, model, user, request_id, prediction_id,
+            idempotency_key, started, archive=False,
+        )  # fmt: skip
 
     async def _release(self, claimed: UnitState, previous: UnitState) -> None:
         """Give back a claimed cycle whose prediction was not archived."""
