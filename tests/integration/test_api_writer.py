@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymongo.database import Database
 
 from machine_health import telemetry
 from machine_health.archive import client as archive_client
+from machine_health.archive import counters, labels
+from machine_health.archive.records import PredictionRecord
 from machine_health.archive.spool import DeadLetters, Spool
 from machine_health.archive.writer import ArchiveWriter
 from machine_health.config import Settings
@@ -234,3 +237,49 @@ def test_new_records_go_to_the_store_while_a_backlog_replays(
     assert outcomes == ["archived"] * 20  # not "spooled" behind the 50 waiting records
     assert depth == 0
     assert db[archive_client.PREDICTIONS].count_documents({}) == 70
+
+
+def test_cycles_spooled_when_the_units_failure_was_posted_are_labelled_at_replay(
+    tmp_path: Path, settings: Settings, db: Database
+) -> None:
+    """A failure back-fill labels the cycles stored then; those a dead replica's spool still
+    held (cycles 4-6) get their true RUL when the restarted writer replays them, from the
+    recorded failure; a unit without a failure stays unlabelled; the counters count them."""
+    archive_client.ensure_indexes_sync(db)
+    t0 = datetime(2026, 4, 1, tzinfo=UTC)
+
+    def cycle(unit: str, c: int) -> dict:
+        return PredictionRecord(
+            prediction_id=f"{unit}-{c}", domain="turbofan", asset_id=unit, cycle=c,
+            input={"cycle": c}, output={"rul": 50.0}, model_name="m", model_version="1",
+            user="operator", request_id="r", latency_ms=1.0,
+            created_at=t0 + timedelta(minutes=c),
+        ).to_document()  # fmt: skip
+
+    db[archive_client.PREDICTIONS].insert_many([cycle("failed", c) for c in (1, 2, 3)])
+    spooled = [cycle("failed", c) for c in (4, 5, 6)] + [cycle("running", c) for c in (1, 2)]
+    _dead_process_spool(tmp_path / "spool", spooled)
+
+    async def run() -> dict:
+        client = archive_client.async_client(settings)
+        try:
+            adb = client[settings.mongodb_db]
+            done = await labels.backfill_failure(
+                adb, "failed", 10, labelled_by="maintenance", domain="turbofan"
+            )
+            async with running_writer(settings, tmp_path / "spool"):
+                pass  # start() replays the dead process's spool
+            return done
+        finally:
+            await client.close()
+
+    assert asyncio.run(run())["labelled"] == 3  # only the stored ones, when it was posted
+    docs = {d["prediction_id"]: d for d in db[archive_client.PREDICTIONS].find({})}
+    assert {p: docs[p]["label"] for p in docs if p.startswith("failed")} == {
+        f"failed-{c}": float(10 - c) for c in range(1, 7)
+    }
+    assert all(docs[f"failed-{c}"]["label_key"].startswith("turbofan/") for c in (4, 5, 6))
+    assert docs["running-1"]["label"] is None and "label_key" not in docs["running-2"]
+    assert labels.count_labelled(db, "turbofan", datetime.now(UTC)) == 6
+    total = db[counters.COUNTERS].find_one({"_id": "turbofan/all"})
+    assert (total["n"], total["labelled"]) == (5, 6)  # 3 were inserted before the writer ran
