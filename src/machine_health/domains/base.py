@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # heavy or circular at import time; the methods receive them 
     from machine_health.simulate import ReplayOptions, Tally
 
 BUNDLE_MANIFEST = "bundle.json"
+#: the keys every explanation holds (`ModelBundle.explain`)
+EXPLANATION_KEYS = ("method", "summary", "evidence")
 BUNDLE_FORMAT_VERSION = 1
 
 
@@ -66,6 +68,17 @@ class ModelBundle(ABC):
     def describe(self) -> dict[str, Any]:
         """Small JSON-able facts about the model (kind, features, window...)."""
         return {}
+
+    def explain(
+        self, inputs: Sequence[Any], outputs: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Why each output is what it is: one compact JSON-able explanation per input (the same
+        inputs `predict` took, and its outputs for them), with the evidence ranked, most
+        important first. Shape (`EXPLANATION_KEYS`): `method` (how it was made), `summary` (one
+        line an operator reads) and `evidence` (a list of `{"name", "value", ...}` rows, at most
+        a few), plus domain-specific keys. Costs more than `predict`: the API calls it only
+        when a request asks (`?explain=true`) or in the background, never on the hot path."""
+        raise NotImplementedError(f"{type(self).__name__} gives no explanation")
 
     # --- one directory, one manifest ------------------------------------------------------
     def save(self, path: Path) -> Path:
