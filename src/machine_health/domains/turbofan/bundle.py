@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -163,6 +163,16 @@ class TurbofanBundle(ModelBundle):
             for answer, found in zip(out, novelty, strict=True):
                 answer["novelty"] = found
         return out
+
+    def explain(
+        self, inputs: Sequence[History], outputs: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Per unit history, the sensors whose recent trends moved its RUL most, in cycles, and
+        its regime (`explain.explain`: the trend of each sensor removed from the window and the
+        window scored again, every variant of the batch in one `predict_windows` call)."""
+        from machine_health.domains.turbofan.explain import explain
+
+        return explain(self, inputs, outputs)
 
     def smoke_inputs(self) -> list[list[dict[str, Any]]]:
         return [list(h) for h in self.smoke]
