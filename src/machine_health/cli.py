@@ -583,6 +583,82 @@ def models_rollback(
     write_json(result, None)
 
 
+@models_app.command("shadow")
+@command
+def models_shadow(
+    domain: DomainOption,
+    version: Annotated[str, typer.Option("--version", help="Version scored beside the champion.")],
+    reload: Annotated[bool, typer.Option(help="Reload every serving replica and wait.")] = True,
+) -> None:
+    """Score every archived request with a version beside the champion (@shadow), on every
+    replica; its answers are archived, never returned."""
+    from machine_health import registry
+    from machine_health.pipeline.reload import reload_replicas
+
+    settings = get_settings()
+    result: dict[str, Any] = {"domain": domain, **registry.set_shadow(settings, domain, version)}
+    if reload:
+        result["reload"] = reload_replicas(settings, domain, version, slot="shadow")
+    write_json(result, None)
+
+
+@models_app.command("shadow-drop")
+@command
+def models_shadow_drop(
+    domain: DomainOption,
+    reload: Annotated[bool, typer.Option(help="Reload every serving replica and wait.")] = True,
+) -> None:
+    """Stop scoring with the shadow on every replica (the @shadow alias is removed)."""
+    from machine_health import registry
+    from machine_health.pipeline.reload import reload_replicas
+
+    settings = get_settings()
+    result: dict[str, Any] = {"domain": domain, "dropped": registry.clear_shadow(settings, domain)}
+    if reload:
+        result["reload"] = reload_replicas(settings, domain, None, slot="shadow")
+    write_json(result, None)
+
+
+@models_app.command("shadow-report")
+@command
+def models_shadow_report(
+    domain: DomainOption,
+    version: Annotated[str | None, typer.Option("--version", help="Shadow version.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="ISO time (default now).")] = None,
+) -> None:
+    """Champion vs shadow on the same labelled requests (paired bootstrap), stored as a report."""
+    from machine_health.monitoring.shadow import run_shadow_comparison
+
+    report = run_shadow_comparison(get_settings(), domain, now=_at(at), version=version)
+    print_table(
+        f"{domain}: shadow v{report.get('shadow_version')} vs champion "
+        f"({report['n_paired']} paired labelled requests): {report['verdict']}",
+        report["rows"],
+        ["metric", "better", "champion", "challenger", "difference", "interval", "verdict"],
+    )
+
+
+@models_app.command("promote-shadow")
+@command
+def models_promote_shadow(
+    domain: DomainOption,
+    force: Annotated[bool, typer.Option(help="Promote even if significantly worse.")] = False,
+    reload: Annotated[bool, typer.Option(help="Reload every serving replica and wait.")] = True,
+) -> None:
+    """Make the shadow the champion unless its field comparison fails; reload every replica."""
+    from machine_health.monitoring.shadow import promote_shadow
+    from machine_health.pipeline.reload import reload_replicas
+
+    settings = get_settings()
+    result = promote_shadow(settings, domain, now=datetime.now(UTC), force=force)
+    if reload:
+        new = str(result["champion"]["new"])
+        result["reload"] = reload_replicas(settings, domain, new)
+        result["reload_shadow"] = reload_replicas(settings, domain, None, slot="shadow")
+    result.pop("comparison", None)
+    write_json(result, None)
+
+
 # --- monitoring: drift, live performance, retrain triggers ----------------------------------
 AtOption = Annotated[
     str | None, typer.Option("--at", help="ISO time the report speaks for (default: now, UTC).")

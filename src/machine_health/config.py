@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     model_batch_max: int = Field(
         64, ge=1, description="Most concurrent requests the API scores in one model call."
     )
+    shadow_budget_ms: float = Field(
+        50.0, ge=1, le=10_000,
+        description="Longest a shadow model may delay an answer (then archived as `late`).",
+    )  # fmt: skip
+    shadow_queue_max: int = Field(
+        1024, ge=1, description="Requests waiting for the shadow beyond which more skip it."
+    )
+    shadow_sync_s: float = Field(
+        30.0, ge=0, description="How often a replica follows the registry's @shadow (0: never)."
+    )
+    explain_archived: bool = Field(
+        True, description="Explain every archived prediction, in the background (off the answer)."
+    )
+    explain_queue_max: int = Field(
+        4096, ge=1, description="Predictions waiting to be explained beyond which more are not."
+    )
     spool_max_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Spool size (store down) beyond which API says 503."
     )

@@ -15,7 +15,8 @@ tree to HTTP statuses in one place (`api/errors.py`), the CLI prints the message
     │   └── ModelRejected         a candidate failed its smoke prediction or the gate
     ├── InputError                a request is well-formed JSON but semantically invalid
     │   ├── SequenceConflict      a turbofan cycle repeats or goes backwards for its unit (409)
-    │   └── AlreadyExists         the object to create exists already, e.g. a user (409)
+    │   ├── AlreadyExists         the object to create exists already, e.g. a user (409)
+    │   └── PromotionRefused      the shadow is significantly worse on the same live requests (409)
     ├── AuthError                 bad credentials or token (401)
     │   ├── Forbidden             authenticated but the role does not allow it (403)
     │   └── Throttled             too many failed logins (429)
@@ -77,6 +78,11 @@ class SequenceConflict(InputError):
 
 class AlreadyExists(InputError):
     """The object to create exists already (a user name, ...)."""
+
+
+class PromotionRefused(InputError):
+    """The shadow's comparison with the champion on the same labelled live requests refuses its
+    promotion (significantly worse); `force` overrides it."""
 
 
 class LastAdmin(InputError):

@@ -3,7 +3,8 @@
 A model version holds ONE artifact: an MLflow pyfunc model whose `artifacts/bundle/` directory is
 the domain's `ModelBundle` (fitted transforms + estimator). Aliases, never stages:
 `champion` (served), `challenger` (last registered), `previous` (the champion before the last
-promotion, the target of a rollback).
+promotion, the target of a rollback), `shadow` (scored beside the champion on live requests,
+never answering: judged on the labels that arrive, then promoted or dropped).
 
 Local default: sqlite + artifacts under var/mlflow. Production (DagsHub-hosted MLflow or any
 tracking server): set MH_MLFLOW_TRACKING_URI and the standard MLFLOW_TRACKING_USERNAME /
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 from mlflow.entities import Run
@@ -32,11 +33,21 @@ from mlflow.tracking import MlflowClient
 from machine_health import __version__
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle, load_bundle
-from machine_health.errors import ConfigurationError, ModelError, ModelNotFound, ModelRejected
+from machine_health.errors import (
+    ConfigurationError,
+    InputError,
+    ModelError,
+    ModelNotFound,
+    ModelRejected,
+)
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+#: the version every replica also scores each request with, archived beside the answer
+SHADOW = "shadow"
+#: what a served model is for: the answer (`champion`), or scored beside it (`shadow`)
+Slot = Literal["champion", "shadow"]
 #: model-version tag: sha256 of every file of the version's artifact, recorded at registration
 #: and checked at every load (`artifact_digest`)
 DIGEST_TAG = "artifact_sha256"
@@ -427,10 +438,34 @@ def set_alias(settings: Settings, domain: str, alias: str, version: str) -> None
     _client(settings).set_registered_model_alias(settings.model_name(domain), alias, str(version))
 
 
+def set_shadow(settings: Settings, domain: str, version: str) -> dict[str, str | None]:
+    """Point `shadow` at `version` (every replica scores requests with it too, never answering
+    with it); InputError for the champion itself. Returns the old and new shadow versions."""
+    resolve(settings, domain, version=version)  # ModelNotFound before any alias moves
+    current = aliases(settings, domain)
+    if current.get(CHAMPION) == str(version):
+        raise InputError(f"{domain} v{version} is the champion: it cannot shadow itself")
+    set_alias(settings, domain, SHADOW, str(version))
+    logger.info("%s: shadow %s -> %s", domain, current.get(SHADOW), version)
+    return {"old": current.get(SHADOW), "new": str(version)}
+
+
+def clear_shadow(settings: Settings, domain: str) -> str | None:
+    """Remove the `shadow` alias; the version it named (None when there was none)."""
+    old = aliases(settings, domain).get(SHADOW)
+    if old is not None:
+        _client(settings).delete_registered_model_alias(settings.model_name(domain), SHADOW)
+        logger.info("%s: shadow v%s dropped", domain, old)
+    return old
+
+
 def promote(settings: Settings, domain: str, version: str) -> dict[str, str | None]:
-    """Move `champion` to `version`; the old champion becomes `previous`."""
+    """Move `champion` to `version`; the old champion becomes `previous`. A version promoted
+    from the shadow stops being the shadow (a champion never shadows itself)."""
     current = aliases(settings, domain)
     old = current.get(CHAMPION)
+    if current.get(SHADOW) == str(version):
+        clear_shadow(settings, domain)
     if old == str(version):
         return {"old": old, "new": str(version)}
     if old is not None:

@@ -97,6 +97,16 @@ RELOADS = Counter(
     "PUT /reload outcomes per domain (swapped, unchanged, refused).",
     ["domain", "result"],
 )
+SHADOW_RESULTS = Counter(
+    "machine_health_shadow_results_total",
+    "Shadow scoring per domain and shadow version: ok, error, late (beyond the budget), skipped.",
+    ["domain", "version", "status"],
+)
+EXPLANATIONS = Counter(
+    "machine_health_explanations_total",
+    "Explanations per domain: answered (asked for), archived (background), error, skipped.",
+    ["domain", "outcome"],
+)
 LOGIN_FAILURES = Counter(
     "machine_health_login_failures_total",
     "Failed logins, by reason (bad_credentials, throttled).",

@@ -3,8 +3,10 @@
 Startup (lifespan): connect the async store client and create the indexes (a store that is down
 does not stop the API: predictions are spooled; a background probe keeps the store's last known
 state for /health and `machine_health_store_up`), open the spool and replay what a previous run
-left, load every domain's @champion (smoke-tested), start the micro-batchers and the group-commit
-writer, and with several worker processes the reload follower (`api/workers.py`). Shutdown
+left, load every domain's @champion (smoke-tested) and its @shadow if any (followed every
+MH_SHADOW_SYNC_S, `api/shadow.py`), start the micro-batchers, the shadow lanes, the background
+explainer and the group-commit writer, and with several worker processes the reload follower
+(`api/workers.py`). Shutdown
 drains the writer and releases the spool.
 """
 
@@ -25,10 +27,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from machine_health import __version__, heap, telemetry
 from machine_health.api import errors as api_errors
+from machine_health.api import shadow
 from machine_health.api.middleware import RequestContext
 from machine_health.api.routes import archive, auth, models, ops, predict, reports, stats, users
 from machine_health.api.scoring import Scorer
 from machine_health.api.serving import ModelHolder
+from machine_health.api.shadow import ShadowSync
 from machine_health.api.workers import WorkerSync, sync_dir
 from machine_health.archive import client as archive_client
 from machine_health.archive import reports as archived_reports
@@ -146,6 +150,7 @@ class AppState:
     scorer: Scorer
     workers: WorkerSync | None = None  # only with several worker processes (`serve --workers`)
     store: StoreHealth = field(default_factory=StoreHealth)
+    shadow_sync: ShadowSync | None = None
 
 
 def load_domains(names: list[str] | None = None) -> dict[str, Domain]:
@@ -180,18 +185,23 @@ async def _startup(settings: Settings, domains: dict[str, Domain]) -> AppState:
             await holder.load(name, settle=False)
         except MachineHealthError as exc:
             logger.warning("%s: no model served yet (%s)", name, exc)
+    await shadow.sync_all(holder)  # a shadow the registry names now is scored from the start
     heap.watch_pauses()
     heap.settle()  # the loaded models leave the collector's walks (see machine_health.heap)
     scorer = Scorer(settings, db, domains, holder, writer)
     scorer.start()
+    shadow_sync = ShadowSync(holder, settings)
+    shadow_sync.start()
     workers = None
     if settings.workers > 1:  # a sibling worker may have reloaded: follow it, then keep up
         workers = WorkerSync(holder, sync_dir(settings, os.getppid()), settings.workers)
         await workers.start()
-    return AppState(settings, client, db, holder, writer, scorer, workers, store)
+    return AppState(settings, client, db, holder, writer, scorer, workers, store, shadow_sync)
 
 
 async def _shutdown(state: AppState) -> None:
+    if state.shadow_sync is not None:
+        await state.shadow_sync.close()
     if state.workers is not None:
         await state.workers.close()
     await state.scorer.close()

@@ -48,7 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The caller's role may not do this",
         404: "Unknown resource, domain or model version",
         409: "Conflict (existing user, last enabled admin, turbofan cycle out of order, "
-        "Idempotency-Key reused for another request)",
+        "Idempotency-Key reused for another request, a shadow's promotion refused)",
         413: "Request body over the size limit",
         422: "Invalid input (fields named in `errors`) or a refused model",
         429: "Too many failed logins",
@@ -75,6 +75,7 @@ STATUS: list[tuple[type[errors.MachineHealthError], int, str]] = [
     (errors.SequenceConflict, 409, "sequence_conflict"),
     (errors.AlreadyExists, 409, "already_exists"),
     (errors.LastAdmin, 409, "last_admin"),
+    (errors.PromotionRefused, 409, "promotion_refused"),
     (errors.InputError, 422, "invalid_input"),
     (errors.NotFound, 404, "not_found"),
     (errors.SpoolFull, 503, "spool_full"),

@@ -74,6 +74,11 @@ class PredictionResponse(BaseModel):
     latency_ms: float
     request_id: str
     idempotent_replay: bool = Field(False, description="True when a retry got the first answer.")
+    explanation: dict[str, Any] | None = Field(
+        None,
+        description="With `?explain=true`: why the model answered so (`method`, `summary`, "
+        "ranked `evidence`, and the domain's own keys); null otherwise.",
+    )
 
 
 class BatchResponse(BaseModel):
@@ -173,7 +178,12 @@ class ReloadRequest(BaseModel):
     domain: str | None = Field(None, description="One domain; all when omitted.")
     version: str | None = Field(None, pattern=r"^[0-9]+$", description="A registry version.")
     alias: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]+$", description="A registry alias (default champion)."
+        None, pattern=r"^[A-Za-z0-9_-]+$", description="A registry alias (default: the slot's)."
+    )
+    slot: Literal["champion", "shadow"] = Field(
+        "champion",
+        description="Load as the answering model, or as the shadow scored beside it (@shadow; "
+        "none: the shadow is dropped).",
     )
 
     model_config = {"json_schema_extra": {"examples": [{"domain": next(iter(DOMAINS))}, {}]}}

@@ -38,13 +38,15 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from machine_health import telemetry
 from machine_health.api.errors import IdempotencyKeyReused
+from machine_health.api.explain import Explainer, explain_now
 from machine_health.api.serving import (
-    LoadedModel,
     MicroBatcher,
     ModelHolder,
+    Scored,
     UnitHistories,
     _non_finite,
 )
+from machine_health.api.shadow import ShadowLane, shadow_result
 from machine_health.archive import predictions, unit_state
 from machine_health.archive.keys import KEY_FIELDS
 from machine_health.archive.records import PredictionRecord
@@ -174,9 +176,15 @@ class Scorer:
         self.domains = domains
         self.holder = holder
         self.writer = writer
-        self.batchers = {
-            name: MicroBatcher(holder, name, max_batch=settings.model_batch_max) for name in domains
+        batch, queue = settings.model_batch_max, settings.shadow_queue_max
+        self.shadow_lanes = {
+            name: ShadowLane(holder, name, max_batch=batch, max_queue=queue) for name in domains
         }
+        self.batchers = {
+            name: MicroBatcher(holder, name, max_batch=batch, shadow_lane=self.shadow_lanes[name])
+            for name in domains
+        }
+        self.explainer = Explainer(db, max_queue=settings.explain_queue_max)
         self.histories = UnitHistories(settings.turbofan_cache_units)
         #: prediction id -> (request fingerprint, first answer) of recent idempotent requests
         self._answers: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
@@ -186,10 +194,17 @@ class Scorer:
     def start(self) -> None:
         for batcher in self.batchers.values():
             batcher.start()
+        for lane in self.shadow_lanes.values():
+            lane.start()
+        if self.settings.explain_archived:
+            self.explainer.start()
 
     async def close(self) -> None:
         for batcher in self.batchers.values():
             await batcher.close()
+        for lane in self.shadow_lanes.values():
+            await lane.close()
+        await self.explainer.close()
 
     # --- entry point ------------------------------------------------------------------------
     async def predict(
@@ -202,8 +217,10 @@ class Scorer:
         idempotency_key: str | None = None,
         archive: bool = True,
         route: str = ROUTE_PREDICT,
+        explain: bool = False,
     ) -> dict[str, Any]:
-        """Score `item`; with `archive`, return only once the record is durable.
+        """Score `item`; with `archive`, return only once the record is durable; with
+        `explain`, the answer (and its record) carry the model's explanation.
 
         An idempotent request (`idempotency_key`) is bound to its user (the prediction id is
         derived from both), its route, domain and body (`request_fingerprint`, archived as
@@ -211,10 +228,14 @@ class Scorer:
         refused (IdempotencyKeyReused, 409), never answered with the first one's result.
         """
         if not archive:
-            return await self._score(domain_name, item, user, request_id, None, archive=False)
+            return await self._score(
+                domain_name, item, user, request_id, None, archive=False, explain=explain
+            )
         prediction_id = predictions.new_prediction_id(user, idempotency_key)
         if idempotency_key is None:
-            return await self._score(domain_name, item, user, request_id, prediction_id)
+            return await self._score(
+                domain_name, item, user, request_id, prediction_id, explain=explain
+            )
         fingerprint = request_fingerprint(route, domain_name, item)
         known = await self._known_answer(prediction_id)
         if known is not None:
@@ -233,8 +254,9 @@ class Scorer:
         self._inflight[prediction_id] = (fingerprint, future)
         try:
             answer = await self._score(
-                domain_name, item, user, request_id, prediction_id, idempotency_key
-            )
+                domain_name, item, user, request_id, prediction_id, idempotency_key,
+                explain=explain,
+            )  # fmt: skip
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
@@ -255,6 +277,7 @@ class Scorer:
         request_id: str,
         idempotency_keys: list[str | None],
         route: str = ROUTE_BATCH,
+        explain: bool = False,
     ) -> list[dict[str, Any]]:
         """Score and archive consecutive cycles of ONE unit (a batch's items of that unit, in
         order), each answer as `predict` gives it.
@@ -278,6 +301,7 @@ class Scorer:
                     request_id=request_id,
                     idempotency_key=key,
                     route=route,
+                    explain=explain,
                 )
                 for item, key in zip(items, idempotency_keys, strict=True)
             ]
@@ -289,8 +313,9 @@ class Scorer:
                 futures.append(future)
         try:
             answers = await self._score_run(
-                self.domains[domain_name], items, user, request_id, ids, idempotency_keys
-            )
+                self.domains[domain_name], items, user, request_id, ids, idempotency_keys,
+                explain=explain,
+            )  # fmt: skip
         except BaseException as exc:
             for future in futures:
                 future.set_exception(exc)
@@ -328,6 +353,8 @@ class Scorer:
         prediction_ids: list[str],
         idempotency_keys: list[str | None],
         started: float | None = None,
+        *,
+        explain: bool = False,
     ) -> list[dict[str, Any]]:
         """Score and archive the unit's next cycles (one or a batch's run of them), claiming
         them in the unit's stored state: one context, their model calls together, one claim of
@@ -378,7 +405,7 @@ class Scorer:
                             continue
                         raise
                 scored = await asyncio.gather(
-                    *(self._model_call(domain.name, h) for h in histories)
+                    *(self._model_call(domain.name, h, shadow=True) for h in histories)
                 )
                 claimed: UnitState | None = None
                 if context.stored and not reclaimed:
@@ -387,16 +414,18 @@ class Scorer:
                     except StoreError as exc:  # gone since the read: this replica's memory
                         logger.warning("unit %s: cannot claim cycles %s (%s)", unit_id, cycles, exc)
                     else:
-                        if claimed is None:
-                            continue  # another replica advanced the unit meanwhile
+                        if claimed is None:  # another replica advanced the unit meanwhile
+                            for unused in scored:
+                                if unused.shadow is not None:
+                                    unused.shadow.cancel()
+                            continue
                         new = claimed
                 finished = await asyncio.gather(
                     *(
                         self._finish(
                             domain.name,
                             item,
-                            output,
-                            model,
+                            one,
                             user,
                             request_id,
                             pid,
@@ -404,8 +433,9 @@ class Scorer:
                             started,
                             archive=True,
                             entry=entry,
+                            explain=explain,
                         )
-                        for item, (output, model), pid, key, entry in zip(
+                        for item, one, pid, key, entry in zip(
                             items, scored, prediction_ids, idempotency_keys, entries, strict=True
                         )
                     ),
@@ -466,19 +496,20 @@ class Scorer:
         idempotency_key: str | None = None,
         *,
         archive: bool = True,
+        explain: bool = False,
     ) -> dict[str, Any]:
         domain = self.domains[domain_name]
         started = time.perf_counter()
         if not is_sequence_domain(domain):
-            output, model = await self._model_call(domain_name, item)
+            scored = await self._model_call(domain_name, item, shadow=archive)
             return await self._finish(
-                domain_name, item, output, model, user, request_id, prediction_id,
-                idempotency_key, started, archive=archive,
+                domain_name, item, scored, user, request_id, prediction_id,
+                idempotency_key, started, archive=archive, explain=explain,
             )  # fmt: skip
         if archive:
             answers = await self._score_run(
                 domain, [item], user, request_id, [prediction_id],  # type: ignore[list-item]
-                [idempotency_key], started,
+                [idempotency_key], started, explain=explain,
             )  # fmt: skip
             return answers[0]
         # a test prediction: against the known cycles before it, no write
@@ -488,10 +519,10 @@ class Scorer:
         async with self.histories.lock(unit_id):
             context = await self._context(domain, unit_id, needed, persist=False)
         rows = [r for r, c in zip(context.rows, context.state.cycles, strict=True) if c < cycle]
-        output, model = await self._model_call(domain_name, [*rows, item.as_row()])  # type: ignore[attr-defined]
+        scored = await self._model_call(domain_name, [*rows, item.as_row()])  # type: ignore[attr-defined]
         return await self._finish(
-            domain_name, item, output, model, user, request_id, prediction_id,
-            idempotency_key, started, archive=False,
+            domain_name, item, scored, user, request_id, prediction_id,
+            idempotency_key, started, archive=False, explain=explain,
         )  # fmt: skip
 
     async def _release(self, claimed: UnitState, previous: UnitState) -> None:
@@ -596,13 +627,20 @@ class Scorer:
         return rows
 
     def _history_needed(self, domain_name: str) -> int:
-        loaded = self.holder.loaded(domain_name)
-        return history_needed(loaded.bundle if loaded else None, self.settings)
+        """Cycles the served model reads, or its shadow when that reads more (both score the
+        same history)."""
+        needed = [
+            history_needed(m.bundle, self.settings)
+            for m in (self.holder.loaded(domain_name), self.holder.shadow(domain_name))
+            if m is not None
+        ]
+        return max(needed, default=history_needed(None, self.settings))
 
-    async def _model_call(self, domain_name: str, item: Any) -> tuple[dict[str, Any], LoadedModel]:
+    async def _model_call(self, domain_name: str, item: Any, *, shadow: bool = False) -> Scored:
+        """The served model's output (`shadow`: and the shadow's to come, for the archive)."""
         started = time.perf_counter()
         try:
-            return await self.batchers[domain_name].predict(item)
+            return await self.batchers[domain_name].predict(item, shadow=shadow)
         finally:
             telemetry.PREDICTION_LATENCY.labels(domain=domain_name).observe(
                 time.perf_counter() - started
@@ -612,8 +650,7 @@ class Scorer:
         self,
         domain_name: str,
         item: BaseModel,
-        output: dict[str, Any],
-        model: LoadedModel,
+        scored: Scored,
         user: str,
         request_id: str,
         prediction_id: str | None,
@@ -622,8 +659,37 @@ class Scorer:
         *,
         archive: bool,
         entry: dict[str, Any] | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
-        """`entry`: `archived_input(item, domain)` when the caller has made it already."""
+        """`entry`: `archived_input(item, domain)` when the caller has made it already.
+
+        The record waits for the shadow's result (`MH_SHADOW_BUDGET_MS` at most) and, when
+        asked, the explanation; an unasked explanation comes later (`Explainer`)."""
+        try:
+            return await self._archive(
+                domain_name, item, scored, user, request_id, prediction_id, idempotency_key,
+                started, archive=archive, entry=entry, explain=explain,
+            )  # fmt: skip
+        finally:
+            if scored.shadow is not None and not scored.shadow.done():
+                scored.shadow.cancel()  # refused or failed: the shadow need not score it
+
+    async def _archive(
+        self,
+        domain_name: str,
+        item: BaseModel,
+        scored: Scored,
+        user: str,
+        request_id: str,
+        prediction_id: str | None,
+        idempotency_key: str | None,
+        started: float,
+        *,
+        archive: bool,
+        entry: dict[str, Any] | None,
+        explain: bool,
+    ) -> dict[str, Any]:
+        output, model = scored.output, scored.model
         record = PredictionRecord(
             prediction_id=prediction_id or predictions.new_prediction_id(user, None),
             idempotency_key=idempotency_key,
@@ -647,9 +713,16 @@ class Scorer:
                 "outside the training data?); nothing was archived"
             )
         telemetry.observe_output(domain_name, version, output)
+        explanation = await explain_now(domain_name, scored) if explain else None
         if not archive:
             telemetry.PREDICTIONS.labels(domain_name, version, "not_archived").inc()
-            return response_from(record, "not_archived")
+            return _with_explanation(response_from(record, "not_archived"), explanation)
+        record["explanation"] = explanation
+        if scored.shadow is not None:
+            record["shadow"] = await shadow_result(
+                scored.shadow, scored.shadow_model, self.settings.shadow_budget_ms / 1000,
+                domain_name,
+            )  # fmt: skip
         record["input"] = (
             entry if entry is not None else archived_input(item, self.domains[domain_name])
         )
@@ -675,7 +748,14 @@ class Scorer:
             ).inc()
             return {**response_from(doc, "archived"), "idempotent_replay": True}
         telemetry.PREDICTIONS.labels(domain_name, version, outcome).inc()
-        return response_from(record, outcome)
+        if explanation is None and outcome == "archived":
+            self.explainer.submit(record["prediction_id"], domain_name, scored)
+        return _with_explanation(response_from(record, outcome), explanation)
+
+
+def _with_explanation(answer: dict[str, Any], explanation: dict[str, Any] | None) -> dict[str, Any]:
+    """The answer, with the explanation when one was asked for."""
+    return answer if explanation is None else {**answer, "explanation": explanation}
 
 
 def _same_request(

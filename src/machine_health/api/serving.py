@@ -5,7 +5,8 @@
   model it started with, the next batch takes the new one. A broken model never replaces a
   working one.
 - `MicroBatcher`: concurrent requests of a domain are scored together, one model call per batch
-  (what arrived while the previous call ran), in a worker thread so the event loop keeps serving.
+  (what arrived while the previous call ran), in a worker thread so the event loop keeps serving;
+  the archived ones are handed on to the domain's shadow, if one is loaded (api/shadow.py).
 - `UnitHistories`: this replica's memory of each turbofan unit's last cycles (a bounded LRU, the
   fallback while the store is unreachable; the shared context is the store's unit state), with
   one lock per unit so a replica checks and scores the cycles of a unit in order.
@@ -22,12 +23,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from machine_health import heap, registry, telemetry
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle
 from machine_health.errors import MachineHealthError, ModelError, ModelRejected
+from machine_health.registry import Slot
 from machine_health.tasks import cancel_and_wait, take_batch
 
 logger = logging.getLogger(__name__)
@@ -78,12 +80,13 @@ def smoke_check(bundle: ModelBundle) -> None:
 
 
 class ModelHolder:
-    """The model each domain serves now, swapped atomically by `load`."""
+    """The model each domain serves now, and its shadow if any, swapped atomically by `load`."""
 
     def __init__(self, settings: Settings, domains: Sequence[str]) -> None:
         self.settings = settings
         self.domains = list(domains)
         self._models: dict[str, LoadedModel] = {}
+        self._shadows: dict[str, LoadedModel] = {}
         self._locks = {d: asyncio.Lock() for d in self.domains}
 
     def get(self, domain: str) -> LoadedModel:
@@ -94,6 +97,34 @@ class ModelHolder:
 
     def loaded(self, domain: str) -> LoadedModel | None:
         return self._models.get(domain)
+
+    def shadow(self, domain: str) -> LoadedModel | None:
+        """The version scored beside the champion (api/shadow.py), None when there is none."""
+        return self._shadows.get(domain)
+
+    async def drop_shadow(self, domain: str) -> dict[str, Any]:
+        """Stop scoring with the domain's shadow (nothing to do when there is none)."""
+        async with self._locks[domain]:
+            old = self._shadows.pop(domain, None)
+        if old is not None:
+            logger.info("%s: shadow v%s dropped", domain, old.ref.version)
+            heap.settle()
+        return {"domain": domain, "slot": "shadow", "old": old.info() if old else None,
+                "new": None, "changed": old is not None}  # fmt: skip
+
+    async def sync_shadow(self, domain: str) -> dict[str, Any]:
+        """Load the version the registry's `@shadow` names (drop the shadow when none does)."""
+        aliases = await asyncio.to_thread(registry.aliases, self.settings, domain)
+        version = aliases.get(registry.SHADOW)
+        if version is None or version == aliases.get(registry.CHAMPION):
+            return await self.drop_shadow(domain)
+        current = self._shadows.get(domain)
+        if current is not None and current.ref.version == version:
+            return {"domain": domain, "slot": "shadow", "old": current.info(),
+                    "new": current.info(), "changed": False}  # fmt: skip
+        return await self.load(
+            domain, alias=None, version=version, served_alias=registry.SHADOW, slot="shadow"
+        )
 
     def _load_and_check(
         self, domain: str, alias: str | None, version: str | None, served_alias: str | None
@@ -117,8 +148,12 @@ class ModelHolder:
         version: str | None = None,
         served_alias: str | None = None,
         settle: bool = True,
+        slot: Slot = "champion",
     ) -> dict[str, Any]:
         """Load, check and swap in a version; the old model keeps serving if anything fails.
+
+        `slot="shadow"`: the version is loaded as the domain's shadow (scored beside the
+        champion, never answering); the same checks apply.
 
         `served_alias`: the alias to report for an explicit `version` (a worker following
         another worker's reload of @champion loads the version that alias pointed to then).
@@ -126,8 +161,9 @@ class ModelHolder:
         model, the new one is frozen out of later collections); `settle=False` leaves that to
         the caller (start-up loads every domain, then settles once).
         """
+        models = self._models if slot == "champion" else self._shadows
         async with self._locks[domain]:
-            old = self._models.get(domain)
+            old = models.get(domain)
             try:
                 new = await asyncio.to_thread(
                     self._load_and_check, domain, alias, version, served_alias
@@ -136,39 +172,76 @@ class ModelHolder:
                 telemetry.RELOADS.labels(domain=domain, result="refused").inc()
                 raise
             unchanged = old is not None and old.ref.version == new.ref.version
-            self._models[domain] = new  # the swap: one reference, read per batch
+            models[domain] = new  # the swap: one reference, read per batch
+            if slot == "champion":
+                shadowed = self._shadows.get(domain)
+                if shadowed is not None and shadowed.ref.version == new.ref.version:
+                    del self._shadows[domain]  # promoted from the shadow: no longer beside it
             if settle and not unchanged:
                 heap.settle()
             telemetry.RELOADS.labels(
                 domain=domain, result="unchanged" if unchanged else "swapped"
             ).inc()
-            telemetry.set_model_info(domain, new.ref.version, new.ref.alias)
+            if slot == "champion":
+                telemetry.set_model_info(domain, new.ref.version, new.ref.alias)
             logger.info(
-                "%s: serving %s v%s (was %s)",
-                domain, new.ref.name, new.ref.version, old.ref.version if old else "none",
+                "%s: %s %s v%s (was %s)",
+                domain, "serving" if slot == "champion" else "shadowing with", new.ref.name,
+                new.ref.version, old.ref.version if old else "none",
             )  # fmt: skip
             return {
                 "domain": domain,
+                "slot": slot,
                 "old": old.info() if old else None,
                 "new": new.info(),
                 "changed": not unchanged,
             }
 
 
+class Scored(NamedTuple):
+    """A model's output for one item, the model that made it, and, when a shadow scores the
+    item too, the future of the shadow's result (api/shadow.py)."""
+
+    output: dict[str, Any]
+    model: LoadedModel
+    shadow: asyncio.Future[dict[str, Any]] | None = None
+    shadow_model: LoadedModel | None = None
+    #: what the model scored (the request item, or a unit's history): what `explain` takes
+    input: Any = None
+
+
+class ShadowSink(Protocol):
+    """Where a batcher hands what it scored to be scored by the shadow too (`ShadowLane`)."""
+
+    def submit(
+        self, shadow: LoadedModel, items: Sequence[Any]
+    ) -> list[asyncio.Future[dict[str, Any]]]: ...
+
+
 @dataclass
 class _Job:
     item: Any
-    future: asyncio.Future[tuple[dict[str, Any], LoadedModel]]
+    future: asyncio.Future[Scored]
+    #: also scored by the domain's shadow, if one is loaded (archived requests only)
+    shadow: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
     """Scores concurrent requests of one domain together: one model call per batch."""
 
-    def __init__(self, holder: ModelHolder, domain: str, *, max_batch: int) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        domain: str,
+        *,
+        max_batch: int,
+        shadow_lane: ShadowSink | None = None,
+    ) -> None:
         self.holder = holder
         self.domain = domain
         self.max_batch = max_batch
+        self.shadow_lane = shadow_lane
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -179,15 +252,15 @@ class MicroBatcher:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def predict(self, item: Any) -> tuple[dict[str, Any], LoadedModel]:
-        """The model's output for `item` and the model that produced it."""
+    async def predict(self, item: Any, *, shadow: bool = False) -> Scored:
+        """The model's output for `item` and the model that produced it; with `shadow`, the
+        future result of the domain's shadow on the same item when one is loaded."""
         model = self.holder.get(self.domain)  # fail fast when nothing is loaded
         if self._task is None:  # not started (e.g. a one-off call): score directly
-            return (await asyncio.to_thread(model.bundle.predict, [item]))[0], model
-        future: asyncio.Future[tuple[dict[str, Any], LoadedModel]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        await self._queue.put(_Job(item, future))
+            output = (await asyncio.to_thread(model.bundle.predict, [item]))[0]
+            return Scored(output, model, input=item)
+        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(item, future, shadow))
         return await future
 
     async def _run(self) -> None:
@@ -218,11 +291,24 @@ class MicroBatcher:
                 except Exception as exc:
                     job.future.set_exception(exc)
                 else:
-                    job.future.set_result((output, model))
+                    job.future.set_result(Scored(output, model, input=job.item))
             return
+        shadows = self._to_shadow(jobs)
         for job, output in zip(jobs, outputs, strict=True):
             if not job.future.done():
-                job.future.set_result((output, model))
+                shadow = shadows.get(id(job))
+                job.future.set_result(Scored(output, model, *(shadow or (None, None)), job.item))
+
+    def _to_shadow(
+        self, jobs: list[_Job]
+    ) -> dict[int, tuple[asyncio.Future[dict[str, Any]], LoadedModel]]:
+        """Hand the batch's archived items to the shadow lane (nothing when no shadow)."""
+        shadow = self.holder.shadow(self.domain)
+        wanted = [j for j in jobs if j.shadow and not j.future.done()]
+        if shadow is None or self.shadow_lane is None or not wanted:
+            return {}
+        futures = self.shadow_lane.submit(shadow, [j.item for j in wanted])
+        return {id(j): (f, shadow) for j, f in zip(wanted, futures, strict=True)}
 
 
 class UnitHistories:

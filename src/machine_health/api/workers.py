@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine_health.api.serving import ModelHolder
+from machine_health.api.serving import LoadedModel, ModelHolder
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
 from machine_health.files import write_text_atomic
+from machine_health.registry import Slot
 from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -78,13 +79,24 @@ class WorkerSync:
         self._failed: dict[tuple[str, str], float] = {}  # (domain, version) -> monotonic time
         self._task: asyncio.Task[None] | None = None
 
-    def _wanted_path(self, domain: str) -> Path:
-        return self.directory / f"wanted-{domain}.json"
+    def _wanted_path(self, key: str) -> Path:
+        return self.directory / f"wanted-{key}.json"
+
+    def _keys(self) -> list[tuple[str, str, Slot]]:
+        """(key, domain, slot) of every model a worker holds: `D` the champion, `D@shadow`."""
+        return [
+            (d if slot == "champion" else f"{d}@shadow", d, slot)
+            for d in self.holder.domains
+            for slot in ("champion", "shadow")
+        ]
+
+    def _holding(self, domain: str, slot: Slot) -> LoadedModel | None:
+        return self.holder.loaded(domain) if slot == "champion" else self.holder.shadow(domain)
 
     def served(self) -> dict[str, str | None]:
         return {
-            d: (m.ref.version if (m := self.holder.loaded(d)) else None)
-            for d in self.holder.domains
+            key: (m.ref.version if (m := self._holding(d, slot)) else None)
+            for key, d, slot in self._keys()
         }
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -114,34 +126,45 @@ class WorkerSync:
         for result in results:
             if result.get("refused"):
                 continue
-            new = result["new"]
-            wanted = {"version": new["version"], "alias": new["alias"], "by": self.pid}
-            await asyncio.to_thread(_write_json, self._wanted_path(result["domain"]), wanted)
+            slot, new = result.get("slot", "champion"), result["new"]
+            key = result["domain"] if slot == "champion" else f"{result['domain']}@shadow"
+            wanted = {
+                "version": new["version"] if new else None,
+                "alias": new["alias"] if new else None,
+                "by": self.pid,
+            }
+            await asyncio.to_thread(_write_json, self._wanted_path(key), wanted)
         await self.beat()
 
     # --- the followers' side ----------------------------------------------------------------
     async def follow(self) -> None:
-        """Load every recorded version this worker does not serve yet."""
-        for domain in self.holder.domains:
-            wanted = await asyncio.to_thread(_read_json, self._wanted_path(domain))
+        """Load every recorded version this worker does not serve yet (a recorded shadow of
+        no version: drop the shadow)."""
+        for key, domain, slot in self._keys():
+            wanted = await asyncio.to_thread(_read_json, self._wanted_path(key))
             if not wanted:
                 continue
+            loaded = self._holding(domain, slot)
+            if wanted.get("version") is None:
+                if slot == "shadow" and loaded is not None:
+                    await self.holder.drop_shadow(domain)
+                continue
             version = str(wanted["version"])
-            loaded = self.holder.loaded(domain)
             if loaded is not None and loaded.ref.version == version:
                 continue
-            failed_at = self._failed.get((domain, version))
+            failed_at = self._failed.get((key, version))
             if failed_at is not None and time.monotonic() - failed_at < RETRY_S:
                 continue
             try:
                 await self.holder.load(
-                    domain, alias=None, version=version, served_alias=wanted.get("alias")
-                )
+                    domain, alias=None, version=version, served_alias=wanted.get("alias"),
+                    slot=slot,
+                )  # fmt: skip
             except MachineHealthError as exc:
-                self._failed[(domain, version)] = time.monotonic()
-                logger.error("%s: cannot follow the reload to v%s: %s", domain, version, exc)
+                self._failed[(key, version)] = time.monotonic()
+                logger.error("%s: cannot follow the reload to v%s: %s", key, version, exc)
             else:
-                self._failed.pop((domain, version), None)
+                self._failed.pop((key, version), None)
 
     async def beat(self) -> None:
         beat = {"pid": self.pid, "at": time.time(), "models": self.served()}
@@ -157,14 +180,14 @@ class WorkerSync:
                 live[str(beat["pid"])] = beat.get("models") or {}
         live[str(self.pid)] = self.served()  # this worker: its state now, not its last beat
         wanted = {
-            d: str(w["version"])
-            for d in self.holder.domains
-            if (w := _read_json(self._wanted_path(d)))
+            key: None if w.get("version") is None else str(w["version"])
+            for key, _, _ in self._keys()
+            if (w := _read_json(self._wanted_path(key)))
         }
         same = all(
-            len({models.get(d) for models in live.values()}) == 1
-            and (d not in wanted or next(iter(live.values())).get(d) == wanted[d])
-            for d in self.holder.domains
+            len({models.get(key) for models in live.values()}) == 1
+            and (key not in wanted or next(iter(live.values())).get(key) == wanted[key])
+            for key, _, _ in self._keys()
         )
         return {
             "expected": self.expected,

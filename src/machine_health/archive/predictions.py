@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -175,6 +175,22 @@ async def find_archived_ids(db: AsyncDatabase, prediction_ids: list[str]) -> set
         raise StoreError(f"cannot read the archive: {exc}") from exc
 
 
+async def set_explanations(db: AsyncDatabase, explained: dict[str, dict[str, Any]]) -> int:
+    """Add each prediction's explanation to its archived record (by `_id`, one round trip);
+    how many records were there to take it (a spooled one is not yet)."""
+    if not explained:
+        return 0
+    updates = [
+        UpdateOne({"_id": pid}, {"$set": {"explanation": explanation}})
+        for pid, explanation in explained.items()
+    ]
+    try:
+        result = await db[PREDICTIONS].bulk_write(updates, ordered=False)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot write explanations: {exc}") from exc
+    return int(result.matched_count)
+
+
 async def get_prediction(db: AsyncDatabase, prediction_id: str) -> dict[str, Any]:
     """One archived prediction; NotFound when absent."""
     doc = await find_prediction(db, prediction_id)
@@ -277,7 +293,7 @@ def count_predictions(db: Database, domain: str | None = None) -> int:
 
 #: the fields a monitoring run reads of each prediction (`input` only when asked: a vibration
 #: window is 8 kB)
-_MONITORED = ("prediction_id", "asset_id", "cycle", "output", "model_version", "label")
+_MONITORED = ("prediction_id", "asset_id", "cycle", "output", "model_version", "label", "shadow")
 
 
 def recent_predictions(

@@ -17,6 +17,12 @@ little-endian float32 bytes with its sample rate and rpm.
     labelled_at     datetime | None               when the label arrived (extract keys on it)
     label_source    "feedback" | "failure" | "import" | None   how the label arrived
     labelled_by     str | None                    who gave it (the API user, or who ran an import)
+    shadow          dict | None                   the shadow version's output for the same input
+                                                  (api/shadow.py): model_name, model_version,
+                                                  status ok/error/late/skipped, output or reason
+    explanation     dict | None                   why the output (ModelBundle.explain): method,
+                                                  summary, evidence; written with the record
+                                                  when asked, else by the background explainer
     domain_time_key, asset_time_key, cycle_key, label_key   str   sort keys (archive/keys.py)
 """
 
@@ -58,6 +64,8 @@ class PredictionRecord(BaseModel):
     labelled_at: datetime | None = None
     label_source: str | None = None
     labelled_by: str | None = None
+    shadow: dict[str, Any] | None = None
+    explanation: dict[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         """The stored document: the fields, and the sort keys every read ranges on."""

@@ -1,7 +1,7 @@
 """Monitoring reports in the archive (collection `reports`).
 
-One document per report: `kind` (drift, performance, retrain_trigger), `domain`, `created_at`
-(the time the report speaks for, given by the caller, never read from the clock here),
+One document per report: `kind` (drift, performance, retrain_trigger, shadow), `domain`,
+`created_at` (the time the report speaks for, given by the caller, never read from the clock here),
 `report_id` and the report's own fields at the top level (the embedded store has no dotted
 projections). Reports are append-only: the latest one of a kind and domain is the current state.
 """
@@ -23,6 +23,8 @@ from machine_health.archive.filters import clean
 from machine_health.errors import StoreError
 
 DRIFT, PERFORMANCE, TRIGGER = "drift", "performance", "retrain_trigger"
+#: champion vs shadow on the same labelled live requests (monitoring/shadow.py)
+SHADOW = "shadow"
 
 
 def save(

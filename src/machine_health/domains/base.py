@@ -261,7 +261,7 @@ PART_FUNCTIONS: dict[str, tuple[str, ...]] = {
         "training_set", "reference_set", "field_set", "evaluation_set", "rescale",
         "transform_gap", "train",
     ),
-    "reference": ("item_scores",),
+    "reference": ("item_scores", "live_item_scores"),
     "monitoring": ("projection_features",),
 }  # fmt: skip
 
@@ -361,6 +361,15 @@ class Domain(ABC):
     def item_scores(self, bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
         """`bundle`'s per-item outputs on a reference or field slice (see `ItemScores`)."""
         return self.part("reference").item_scores(bundle, evaluation)
+
+    def live_item_scores(
+        self, records: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, Any]]
+    ) -> ItemScores | None:
+        """The per-item scores of `outputs` (one per archived labelled record, e.g. the
+        champion's answers or the shadow's outputs for the same requests) against the records'
+        labels, grouped as the records are correlated: what a shadow is judged on, paired with
+        the champion (`monitoring.shadow`). None when no record is usable."""
+        return self.part("reference").live_item_scores(records, outputs)
 
     def evaluation_set(self, settings: Settings, table: pa.Table) -> EvaluationSet:
         """The real held-out headline test data minus anything the snapshot holds (the demo

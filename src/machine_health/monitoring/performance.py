@@ -21,6 +21,7 @@ from machine_health.config import Settings
 from machine_health.domains import DOMAINS, get_domain
 from machine_health.domains.base import Domain
 from machine_health.errors import InputError
+from machine_health.monitoring.shadow import compare_records
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def run_performance(
             # a list, not a dict keyed by version: store keys stay plain field names
             "versions": [{"model_version": v, **m} for v, m in sorted(versions.items())],
             "degraded_versions": sorted(v for v, m in versions.items() if m["degraded"]),
+            # the shadow (if any) against the champion on the same requests (monitoring/shadow)
+            "shadow": compare_records(settings, domain, records),
             "thresholds": {
                 "rmse_max": settings.live_rmse_max,
                 "recall_min": settings.live_recall_min,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -20,35 +20,46 @@ from machine_health.errors import ReloadNotConverged
 from machine_health.pipeline.replicas import serving_replicas
 from machine_health.pipeline.steps import StepRun, step
 
+if TYPE_CHECKING:
+    from machine_health.registry import Slot
+
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
 
 
-def served_version(client: httpx.Client, url: str, domain: str) -> str | None:
-    """The version of `domain` a replica serves per GET /version (None if none or unreachable).
+#: what `served_version` says of a replica that does not answer (or whose workers disagree)
+UNKNOWN = "unknown"
+
+
+def served_version(
+    client: httpx.Client, url: str, domain: str, slot: Slot = "champion"
+) -> str | None:
+    """The version of `domain` a replica serves in `slot` per GET /version (None: none;
+    `UNKNOWN`: unreachable).
 
     A replica of several worker processes answers from one of them: it serves a version only
-    once its `workers` report says every worker converged on it (else None).
+    once its `workers` report says every worker converged on it (else `UNKNOWN`).
     """
+    field, key = ("models", domain) if slot == "champion" else ("shadows", f"{domain}@shadow")
     try:
         response = client.get(f"{url}/version")
         response.raise_for_status()
         body = response.json()
-        model = (body.get("models") or {}).get(domain)
+        model = (body.get(field) or {}).get(domain)
         workers = body.get("workers")
         if workers is not None:
-            versions = {str(m.get(domain)) for m in (workers.get("live") or {}).values()}
+            versions = {str(m.get(key)) for m in (workers.get("live") or {}).values()}
             if not workers.get("converged") or len(versions) != 1:
-                return None
+                return UNKNOWN
     except (httpx.HTTPError, ValueError, AttributeError):
-        return None
+        return UNKNOWN
     return None if not model else str(model.get("version"))
 
 
-def _put_reload(client: httpx.Client, url: str, domain: str) -> dict[str, Any]:
+def _put_reload(client: httpx.Client, url: str, domain: str, slot: Slot) -> dict[str, Any]:
     try:
-        response = client.put(f"{url}/reload", params={"domain": domain})
+        response = client.put(f"{url}/reload", params={"domain": domain, "slot": slot})
     except httpx.HTTPError as exc:
         return {"url": url, "status": None, "error": f"{type(exc).__name__}: {exc}"}
     answer: dict[str, Any] = {"url": url, "status": response.status_code}
@@ -60,40 +71,45 @@ def _put_reload(client: httpx.Client, url: str, domain: str) -> dict[str, Any]:
 def reload_replicas(
     settings: Settings,
     domain: str,
-    version: str,
+    version: str | None,
     *,
     urls: list[str] | None = None,
     timeout_s: float | None = None,
+    slot: Slot = "champion",
 ) -> dict[str, Any]:
-    """Reload every replica and wait until all serve `version` of `domain`."""
+    """Reload every replica and wait until all serve `version` of `domain` in `slot` (a
+    shadow of version None: until none scores with a shadow)."""
     settings.require_secrets("service_token")  # the replicas refuse a reload without it
     token = settings.service_token.get_secret_value()  # type: ignore[union-attr] (required)
     urls = urls or serving_replicas(settings)
     timeout_s = timeout_s or settings.reload_timeout_s
     headers = {"Authorization": f"Bearer {token}"}
+    expected = None if version is None else str(version)
     started = time.perf_counter()
     with httpx.Client(headers=headers, timeout=timeout_s) as client:
         with ThreadPoolExecutor(max_workers=min(len(urls), 16)) as pool:
-            puts = list(pool.map(lambda u: _put_reload(client, u, domain), urls))
+            puts = list(pool.map(lambda u: _put_reload(client, u, domain, slot), urls))
         converged: dict[str, float] = {}
         deadline = started + timeout_s
         while True:
             for url in urls:
-                if url not in converged and served_version(client, url, domain) == str(version):
+                served = served_version(client, url, domain, slot)
+                if url not in converged and served == expected:
                     converged[url] = round(time.perf_counter() - started, 3)
             if len(converged) == len(urls) or time.perf_counter() > deadline:
                 break
             time.sleep(POLL_S)
-        lagging = {u: served_version(client, u, domain) for u in urls if u not in converged}
+        lagging = {u: served_version(client, u, domain, slot) for u in urls if u not in converged}
     if lagging:
         errors = {p["url"]: p.get("error") for p in puts if p.get("error")}
         raise ReloadNotConverged(
-            f"{domain} v{version}: {len(lagging)} of {len(urls)} replica(s) did not converge in "
+            f"{domain} {slot} v{version}: {len(lagging)} of {len(urls)} replica(s) did not "
+            f"converge in "
             f"{timeout_s:g}s (they serve {lagging}; reload errors {errors or 'none'})"
         )
     seconds = round(time.perf_counter() - started, 3)
-    logger.info("%s v%s served by %d replica(s) after %.2fs", domain, version, len(urls), seconds)
-    return {"version": str(version), "replicas": converged, "convergence_s": seconds}
+    logger.info("%s %s v%s on %d replica(s) after %.2fs", domain, slot, version, len(urls), seconds)
+    return {"version": expected, "slot": slot, "replicas": converged, "convergence_s": seconds}
 
 
 @step("reload")

@@ -64,6 +64,9 @@ class ApiClient:
     def put(self, path: str, body: Any = None) -> Any:
         return self.request("PUT", path, json=body)
 
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
     def login(self, username: str, password: str) -> dict[str, Any]:
         """POST /token (OAuth2 password form): token, role and expiry."""
         return self.request("POST", "/token", data={"username": username, "password": password})

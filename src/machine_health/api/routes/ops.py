@@ -15,6 +15,7 @@ from machine_health.api.json_body import FastJSONRoute, api_router
 from machine_health.api.schemas import ReloadRequest
 from machine_health.archive.spool import Spool
 from machine_health.errors import MachineHealthError, NotFound
+from machine_health.registry import Slot
 
 router = api_router(tags=["operations"])
 
@@ -94,20 +95,23 @@ async def read_ready(state: StateDep) -> JSONResponse:
 
 @router.get("/version")
 async def read_version(state: StateDep) -> dict[str, Any]:
-    """Per domain, the served model name, version, alias and load time; this replica's name.
+    """Per domain, the served model name, version, alias and load time, and its shadow (scored
+    beside it, never answering) if any; this replica's name.
 
     `pid` is the worker process that answered. With several workers, `workers` tells what each
     live worker serves and whether they all `converged` on the same versions (after a reload).
     """
-    models = {}
+    models, shadows = {}, {}
     for domain in state.holder.domains:
-        loaded = state.holder.loaded(domain)
+        loaded, shadow = state.holder.loaded(domain), state.holder.shadow(domain)
         models[domain] = loaded.info() if loaded else None
+        shadows[domain] = shadow.info() if shadow else None
     body = {
         "replica": state.settings.replica_name,
         "pid": os.getpid(),
         "app_version": __version__,
         "models": models,
+        "shadows": shadows,
     }
     if state.workers is not None:
         body["workers"] = await state.workers.status()
@@ -122,9 +126,13 @@ async def update_models(
     domain: str | None = Query(None, max_length=32),
     version: str | None = Query(None, pattern=r"^[0-9]+$"),
     alias: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]+$"),
+    slot: Slot = Query("champion"),
 ) -> JSONResponse:
-    """Load @champion (or a version) for one or all domains; smoke-tested, swapped atomically."""
-    request = body or ReloadRequest(domain=domain, version=version, alias=alias)
+    """Load @champion (or a version) for one or all domains; smoke-tested, swapped atomically.
+
+    `slot=shadow`: load the version @shadow names as the domain's shadow (scored beside the
+    champion, never answering), or drop the shadow when the registry names none."""
+    request = body or ReloadRequest(domain=domain, version=version, alias=alias, slot=slot)
     if request.domain is not None and request.domain not in state.holder.domains:
         raise NotFound(f"unknown domain {request.domain!r}")
     domains = [request.domain] if request.domain else state.holder.domains
@@ -134,17 +142,22 @@ async def update_models(
     refused: list[MachineHealthError] = []
     for name in domains:
         try:
-            results.append(
-                await state.holder.load(
-                    name, alias=request.alias or "champion", version=request.version
-                )
+            if request.slot == "shadow" and request.version is None and request.alias is None:
+                results.append(await state.holder.sync_shadow(name))
+                continue
+            alias = request.alias or request.slot
+            loaded = await state.holder.load(
+                name, alias=alias, version=request.version, slot=request.slot
             )
+            results.append(loaded)
         except MachineHealthError as exc:
             refused.append(exc)
-            current = state.holder.loaded(name)
+            holding = state.holder.loaded if request.slot == "champion" else state.holder.shadow
+            current = holding(name)
             results.append(
                 {
                     "domain": name,
+                    "slot": request.slot,
                     "refused": True,
                     "reason": str(exc),
                     "serving": current.info() if current else None,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field, create_model
 
 from machine_health.api.deps import IdempotencyKey, Predictor, ScorerDep
@@ -24,6 +24,12 @@ from machine_health.domains.base import Domain
 from machine_health.errors import InputError, NotFound
 
 logger = logging.getLogger(__name__)
+
+#: `?explain=true`: the answer carries the model's explanation (it costs model calls)
+Explain = Annotated[
+    bool,
+    Query(description="Also answer why (the model's explanation; costs more than the score)."),
+]
 
 
 def first_non_finite(value: Any, path: str) -> str | None:
@@ -85,20 +91,26 @@ def _add_domain_routes(router: APIRouter, domain: Domain, data_dir: Path, batch_
         user: Predictor,
         scorer: ScorerDep,
         key: IdempotencyKey = None,
+        explain: Explain = False,
     ) -> dict[str, Any]:
         reject_non_finite(item)
         return await scorer.predict(
             name, item, user=user.username, request_id=request.state.request_id,
-            idempotency_key=key,
+            idempotency_key=key, explain=explain,
         )  # fmt: skip
 
     async def predict_test_item(
-        item: item_body, request: Request, user: Predictor, scorer: ScorerDep
+        item: item_body,
+        request: Request,
+        user: Predictor,
+        scorer: ScorerDep,
+        explain: Explain = False,
     ) -> dict[str, Any]:
         reject_non_finite(item)
         return await scorer.predict(
-            name, item, user=user.username, request_id=request.state.request_id, archive=False
-        )
+            name, item, user=user.username, request_id=request.state.request_id, archive=False,
+            explain=explain,
+        )  # fmt: skip
 
     async def predict_batch(
         body: batch_body,
@@ -106,6 +118,7 @@ def _add_domain_routes(router: APIRouter, domain: Domain, data_dir: Path, batch_
         user: Predictor,
         scorer: ScorerDep,
         key: IdempotencyKey = None,
+        explain: Explain = False,
     ) -> dict[str, Any]:
         items = body.items  # type: ignore[attr-defined]
         for index, item in enumerate(items):
@@ -122,7 +135,7 @@ def _add_domain_routes(router: APIRouter, domain: Domain, data_dir: Path, batch_
                 name, [items[i] for i in indices], user=user.username,
                 request_id=request.state.request_id,
                 idempotency_keys=[batch_item_key(key, i) if key else None for i in indices],
-                route=ROUTE_BATCH,
+                route=ROUTE_BATCH, explain=explain,
             )  # fmt: skip
             for index, answer in zip(indices, scored, strict=True):
                 answers[index] = answer

@@ -1,4 +1,5 @@
-"""GET /reports/{kind}: the monitoring reports (drift, live performance, retrain triggers)."""
+"""GET /reports/{kind}: the monitoring reports (drift, live performance, retrain triggers, and
+champion vs shadow on the same requests)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,20 @@ from machine_health.archive.reports import latest_reports
 router = api_router(tags=["monitoring"])
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/infinity (a KS p-value on constant inputs) as null: JSON has no such numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 @router.get("/reports/{kind}")
 async def list_reports(
-    kind: Literal["drift", "performance", "retrain_trigger"],
+    kind: Literal["drift", "performance", "retrain_trigger", "shadow"],
     db: DbDep,
     _: Reader,
     domain: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
@@ -35,4 +36,4 @@ async def list_reports(
 ) -> dict[str, Any]:
     """Stored reports of one kind (and domain), newest first."""
     items = await latest_reports(db, kind, domain=domain, limit=limit)
-    return {"kind": kind, "domain": domain, "items": [_json_safe(r) for r in items]}
+    return {"kind": kind, "domain": domain, "items": [json_safe(r) for r in items]}

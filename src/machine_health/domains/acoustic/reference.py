@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,4 +82,27 @@ def item_scores(bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
         metrics=_pooled if domains is None else _primary,
         directions=dict(FIELD_DIRECTIONS if domains is None else PRIMARY_METRICS),
         strata=strata,
+    )
+
+
+def live_item_scores(
+    records: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, Any]]
+) -> ItemScores | None:
+    """Anomaly scores of archived labelled clips against their label (pooled AUC, as the field
+    slice: no source/target domain in the archive); clips are independent groups."""
+    from machine_health.domains.acoustic.data import NORMAL
+
+    keep = [
+        i for i, (r, o) in enumerate(zip(records, outputs, strict=True))
+        if r.get("label") is not None and "anomaly_score" in o
+    ]  # fmt: skip
+    if not keep:
+        return None
+    y = np.asarray([str(records[i]["label"]) != NORMAL for i in keep], dtype=np.int8)
+    return ItemScores(
+        groups=np.asarray([str(records[i].get("prediction_id", i)) for i in keep]),
+        columns={"score": np.asarray([float(outputs[i]["anomaly_score"]) for i in keep]), "y": y},
+        metrics=_pooled,
+        directions=dict(FIELD_DIRECTIONS),
+        strata=y.astype(str),
     )

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -72,6 +75,30 @@ def item_scores(bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
     return ItemScores(
         groups=frame["unit"].to_numpy()[mask].astype(str),
         columns={"true": true, "pred": np.asarray(pred, dtype="float64")},
+        metrics=_metrics,
+        directions=dict(DIRECTIONS),  # type: ignore[arg-type]
+    )
+
+
+def live_item_scores(
+    records: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, Any]]
+) -> ItemScores | None:
+    """Predicted vs true RUL of the archived labelled cycles whose true RUL is at most
+    `TEST_LIKE_MAX_RUL` (as the reference slice's cuts), grouped by unit."""
+    from machine_health.domains.turbofan.training import TEST_LIKE_MAX_RUL
+
+    keep = [
+        i for i, (r, o) in enumerate(zip(records, outputs, strict=True))
+        if r.get("label") is not None and "rul" in o and float(r["label"]) <= TEST_LIKE_MAX_RUL
+    ]  # fmt: skip
+    if not keep:
+        return None
+    return ItemScores(
+        groups=np.asarray([str(records[i].get("asset_id")) for i in keep]),
+        columns={
+            "true": np.asarray([float(records[i]["label"]) for i in keep]),
+            "pred": np.clip([float(outputs[i]["rul"]) for i in keep], 0.0, None),
+        },
         metrics=_metrics,
         directions=dict(DIRECTIONS),  # type: ignore[arg-type]
     )

@@ -17,6 +17,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from machine_health.domains.base import EvaluationSet, ItemScores, ModelBundle
@@ -96,4 +99,44 @@ def item_scores(bundle: ModelBundle, evaluation: EvaluationSet) -> ItemScores:
         metrics=_metrics,
         directions=dict(DIRECTIONS),  # type: ignore[arg-type]
         strata=windows.labels.astype(str),
+    )
+
+
+#: consecutive labelled predictions of one asset drawn together by the live comparison's bootstrap
+LIVE_BLOCK = 4
+
+
+def live_item_scores(
+    records: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, Any]]
+) -> ItemScores | None:
+    """Flag and class of archived labelled windows against their inspected class. Groups:
+    each asset's predictions in time order, in blocks of `LIVE_BLOCK` (consecutive windows of
+    one machine are correlated; whole assets would give about one group per class, the
+    zero-width interval the reference slice once had)."""
+    from machine_health.domains.vibration.data import NORMAL
+
+    keep = [
+        i for i, (r, o) in enumerate(zip(records, outputs, strict=True))
+        if r.get("label") is not None and "is_anomaly" in o
+    ]  # fmt: skip
+    if not keep:
+        return None
+    keep.sort(key=lambda i: (str(records[i].get("asset_id")), str(records[i].get("created_at"))))
+    groups, seen = [], {}
+    for i in keep:
+        asset = str(records[i].get("asset_id"))
+        n = seen[asset] = seen.get(asset, -1) + 1
+        groups.append(f"{asset}#{n // LIVE_BLOCK}")
+    true = np.asarray([str(records[i]["label"]) for i in keep])
+    return ItemScores(
+        groups=np.asarray(groups),
+        columns={
+            "fault": true != NORMAL,
+            "flagged": np.asarray([bool(outputs[i]["is_anomaly"]) for i in keep]),
+            "true": true,
+            "pred": np.asarray([str(outputs[i].get("fault_class", "")) for i in keep]),
+        },
+        metrics=_metrics,
+        directions=dict(DIRECTIONS),  # type: ignore[arg-type]
+        strata=true,
     )

@@ -1,4 +1,5 @@
-"""Models: registry versions, aliases, metrics and gate reports; promote / rollback / reload."""
+"""Models: registry versions, aliases, metrics and gate reports; promote / rollback / reload; the
+shadow: its comparison with the champion on the same labelled requests, start / promote / drop."""
 
 from __future__ import annotations
 
@@ -89,6 +90,72 @@ def admin_actions(domain: str, info: dict[str, Any]) -> None:
     common.clear_cache()
 
 
+def shadow_section(domain: str, info: dict[str, Any]) -> None:
+    """The shadow this replica scores beside the champion, and how it compares on the field."""
+    st.subheader("Shadow")
+    shadow = info.get("shadow")
+    alias = info["aliases"].get("shadow")
+    if shadow is None and alias is None:
+        st.caption(
+            "No shadow: a version set as @shadow scores every archived request beside the "
+            "champion, never answering, until the labels say whether to promote it."
+        )
+        return
+    here = f"v{shadow['version']}" if shadow else "none yet"
+    st.caption(f"@shadow: v{alias or '-'}; scored by this replica: {here}")
+    try:
+        report = common.api().get(f"/models/{domain}/shadow")
+    except ApiError as exc:
+        common.show_error(exc)
+        return
+    st.markdown(
+        f"**{report['verdict']}** ({report['n_paired']} labelled requests both scored; "
+        f"shadow results {report.get('statuses') or {}})"
+    )
+    if report.get("rows"):
+        columns = ["metric", "better", "champion", "challenger", "difference", "interval",
+                   "n_groups", "verdict"]  # fmt: skip
+        rows = pd.DataFrame(report["rows"]).reindex(columns=columns)
+        st.dataframe(rows.rename(columns={"challenger": "shadow"}), hide_index=True)
+
+
+def shadow_actions(domain: str, info: dict[str, Any]) -> None:
+    """Start a shadow, promote it (gated on its field comparison) or drop it."""
+    client = common.api()
+    champion = info["aliases"].get("champion")
+    candidates = [v["version"] for v in info["versions"] if v["version"] != champion]
+    cols = st.columns(3)
+    target = cols[0].selectbox("Version to shadow", candidates or ["-"], key=f"shadow_v_{domain}")
+    actions = {
+        "start": cols[0].button(f"Shadow v{target}", key=f"shadow_{domain}",
+                                disabled=not candidates),
+        "promote": cols[1].button("Promote the shadow", key=f"shadow_promote_{domain}"),
+        "drop": cols[2].button("Drop the shadow", key=f"shadow_drop_{domain}"),
+    }  # fmt: skip
+    try:
+        if actions["start"]:
+            answer = client.put(f"/models/{domain}/shadow", {"version": target})
+            st.success(
+                f"@shadow v{answer['shadow']['new']}: scored here now, by every replica within "
+                f"{answer['others_within_s']:g} s"
+            )
+        elif actions["promote"]:
+            answer = client.post(f"/models/{domain}/shadow/promote", {"force": False})
+            st.success(
+                f"champion {answer['champion']['old']} -> {answer['champion']['new']} "
+                f"({answer['comparison']['verdict']}); reload the other replicas to serve it"
+            )
+        elif actions["drop"]:
+            answer = client.delete(f"/models/{domain}/shadow")
+            st.success(f"shadow v{answer['dropped']} dropped")
+        else:
+            return
+    except ApiError as exc:
+        common.show_error(exc)
+        return
+    common.clear_cache()
+
+
 def render() -> None:
     st.title("Models")
     common.refresh_button("models_refresh")
@@ -116,11 +183,13 @@ def render() -> None:
             versions = [v["version"] for v in info["versions"]]
             chosen = st.selectbox("Gate report of version", versions, key=f"gate_{domain}")
             gate_report(domain, chosen)
+            shadow_section(domain, info)
             if common.is_admin():
                 st.subheader("Aliases (admin)")
                 admin_actions(domain, info)
+                shadow_actions(domain, info)
             else:
-                st.caption("Promote, rollback and reload are for admins.")
+                st.caption("Promote, rollback, reload and the shadow's actions are for admins.")
 
 
 render()

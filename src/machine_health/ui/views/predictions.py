@@ -114,6 +114,38 @@ def render() -> None:
     shown = view(item["domain"])
     if shown is not None:
         shown.show_prediction(item)
+    show_explanation(item.get("explanation"))
+    show_shadow(item)
+
+
+def show_explanation(explanation: dict[str, Any] | None) -> None:
+    """Why the model answered so: the summary line, the ranked evidence, the rest as JSON."""
+    st.subheader("Why")
+    if not explanation:
+        st.caption(
+            "No explanation archived for this prediction (it is added in the background "
+            "shortly after the answer; a busy replica skips some; ask with `?explain=true`)."
+        )
+        return
+    st.markdown(f"**{explanation.get('summary', '')}** ({explanation.get('method', '?')})")
+    evidence = explanation.get("evidence") or []
+    if evidence:
+        st.dataframe(pd.DataFrame(evidence), hide_index=True, key="pred_evidence")
+    with st.expander("The whole explanation"):
+        st.json(explanation)
+
+
+def show_shadow(item: dict[str, Any]) -> None:
+    """What the shadow version made of the same request (never answered)."""
+    shadow = item.get("shadow")
+    if not shadow:
+        return
+    version, status = shadow.get("model_version"), shadow.get("status")
+    if status == "ok":
+        said = summary({**item, "output": shadow["output"]})
+        st.caption(f"Shadow v{version} (not answered): {said}")
+    else:
+        st.caption(f"Shadow v{version}: {status} ({shadow.get('reason', '')})")
 
 
 render()
