@@ -114,6 +114,15 @@ class AcousticBundle(ModelBundle):
             for score, duration in zip(scores, seconds, strict=True)
         ]
 
+    def explain(
+        self, inputs: Sequence[Any], outputs: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The bands whose statistics deviate most from normal, as terms of the detector's own
+        score (see `acoustic.explain`: imported here, the serving path never pays for it)."""
+        from machine_health.domains.acoustic.explain import explain
+
+        return explain(self, inputs, outputs)
+
     def smoke_inputs(self) -> list[dict[str, Any]]:
         return [{"audio": wav_base64(c, self.config.sample_rate)} for c in self.smoke_clips]
 

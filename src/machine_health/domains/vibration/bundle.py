@@ -45,6 +45,20 @@ def mahalanobis(detector: LedoitWolf, standardised: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
+@dataclass(frozen=True)
+class ChunkBatch:
+    """A request batch as the models see it: chunks of at most one model window each."""
+
+    #: the chunks at the model's rate (a short item is one shorter chunk)
+    chunks: list[np.ndarray]
+    #: per chunk: the index of the request item it was cut from
+    owner: np.ndarray
+    #: per chunk: the item's rpm (NaN: not given; the features then use the nominal rpm)
+    rpm: np.ndarray
+    #: per chunk: `extract_features` row
+    features: np.ndarray
+
+
 @dataclass
 class VibrationBundle(ModelBundle):
     """Everything needed to score a waveform window, fitted together."""
@@ -104,10 +118,10 @@ class VibrationBundle(ModelBundle):
         chunks = list(at_rate[: count * window].reshape(count, window))
         return chunks, np.nan if rpm is None else float(rpm)
 
-    def predict(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
-        """Score a batch of `{samples, sample_rate, rpm}` items (dicts or the input model)."""
-        if len(inputs) == 0:
-            return []
+    def chunk_features(self, inputs: Sequence[Any]) -> ChunkBatch:
+        """Every item cut into model-length chunks at the model's rate, with the features of all
+        chunks (one `extract_features` call per chunk length, normally one): what `predict`
+        scores and `explain` re-reads, so both see the very same chunks."""
         chunks: list[np.ndarray] = []
         owners: list[int] = []
         speeds: list[float] = []
@@ -127,7 +141,15 @@ class VibrationBundle(ModelBundle):
             if features.shape[1] == 0:
                 features = np.empty((len(chunks), block.shape[1]))
             features[rows] = block
-        scores, proba = self.score_features(features)
+        return ChunkBatch(chunks=chunks, owner=owner, rpm=rpm, features=features)
+
+    def predict(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
+        """Score a batch of `{samples, sample_rate, rpm}` items (dicts or the input model)."""
+        if len(inputs) == 0:
+            return []
+        batch = self.chunk_features(inputs)
+        owner = batch.owner
+        scores, proba = self.score_features(batch.features)
         results = []
         for index in range(len(inputs)):
             rows = owner == index
@@ -145,6 +167,15 @@ class VibrationBundle(ModelBundle):
                 }
             )
         return results
+
+    def explain(
+        self, inputs: Sequence[Any], outputs: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Defect-line prominences and the features that moved the class, per item (see
+        `vibration.explain`: imported here, the serving path never pays for it)."""
+        from machine_health.domains.vibration.explain import explain
+
+        return explain(self, inputs, outputs)
 
     def smoke_inputs(self) -> list[dict[str, Any]]:
         return [
