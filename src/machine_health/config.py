@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     model_batch_max: int = Field(
         64, ge=1, description="Most concurrent requests the API scores in one model call."
     )
+    promotion: Literal["champion", "shadow"] = Field(
+        "champion",
+        description="What a retrain does with a challenger that passed the gate: serve it, or "
+        "score it as the @shadow until its live comparison promotes it.",
+    )
     shadow_budget_ms: float = Field(
         50.0, ge=1, le=10_000,
         description="Longest a shadow model may delay an answer (then archived as `late`).",

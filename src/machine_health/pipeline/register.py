@@ -1,9 +1,11 @@
 """Step 6: register the challenger (ONE artifact: transform + model) and move the aliases.
 
 The new version gets `challenger`; if the gate passed, `champion` moves to it and the old
-champion becomes `previous`. The version is tagged with the run id: a retried register finds
-it (in the workspace, or in the registry if the step died after registering) and never
-creates a second version.
+champion becomes `previous` -- or, with `MH_PROMOTION=shadow` and a champion to compare with,
+`shadow` moves to it: every replica scores live requests with it beside the champion, and its
+comparison on the labels that arrive decides its promotion (monitoring/shadow.py). The
+version is tagged with the run id: a retried register finds it (in the workspace, or in the
+registry if the step died after registering) and never creates a second version.
 """
 
 from __future__ import annotations
@@ -41,15 +43,22 @@ def run(job: StepRun) -> dict[str, Any]:
     else:
         registry.set_alias(settings, domain, registry.CHALLENGER, version)
     promoted: dict[str, str | None] = {"old": None, "new": None}
-    if passed:
+    current = registry.aliases(settings, domain).get(registry.CHAMPION)
+    shadowed = passed and settings.promotion == "shadow" and current not in (None, version)
+    if shadowed:
+        registry.set_shadow(settings, domain, version)
+    elif passed:
         promoted = registry.promote(settings, domain, version)
     aliases = registry.aliases(settings, domain)
     return {
         "version": version,
         "reused_version": reused,
         "gate_passed": passed,
-        "promoted": passed,
-        "old_champion": promoted["old"] if passed else evaluated.get("champion_version"),
+        "promoted": passed and not shadowed,
+        "shadowed": shadowed,
+        "old_champion": promoted["old"]
+        if passed and not shadowed
+        else evaluated.get("champion_version"),
         "champion": aliases.get(registry.CHAMPION),
         "previous": aliases.get(registry.PREVIOUS),
     }

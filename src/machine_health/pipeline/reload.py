@@ -114,8 +114,12 @@ def reload_replicas(
 
 @step("reload")
 def run(job: StepRun) -> dict[str, Any]:
-    """Reload every replica when the run promoted a new champion (re-running re-checks)."""
+    """Reload every replica when the run promoted a new champion, or set a new shadow
+    (re-running re-checks)."""
     registered = job.inputs["register"]
+    if registered.get("shadowed"):  # MH_PROMOTION=shadow: scored beside the champion
+        outcome = reload_replicas(job.settings, job.domain, registered["version"], slot="shadow")
+        return {"reloaded": True, **outcome}
     if not registered["promoted"]:
         return {"reloaded": False, "reason": "the challenger did not pass the gate: champion kept"}
     outcome = reload_replicas(job.settings, job.domain, registered["version"])
