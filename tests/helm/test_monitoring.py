@@ -31,6 +31,7 @@ EXPECTED_METRICS = {
     "machine_health_live_degraded",
     "machine_health_model_info",
     "machine_health_monitoring_refresh_total",
+    "machine_health_shadow_results_total",
 }
 
 
