@@ -73,6 +73,12 @@ def test_predictions_table_and_vibration_detail(seeded: SeededApi) -> None:
     # waveform, spectrum, envelope spectrum (+ class probabilities)
     assert len(at.get("vega_lite_chart")) >= 3
     assert any("BPFO" in c.value and "BPFI" in c.value for c in at.caption)
+    # why: the explanation the API archived in the background, its summary and ranked evidence
+    explained = seeded.db.predictions.find_one({"prediction_id": chosen})["explanation"]
+    assert explained is not None, "the background explainer left the seeded window unexplained"
+    assert any(explained["summary"] in m.value for m in at.markdown)
+    evidence = at.dataframe[-1].value
+    assert list(evidence["name"]) == [e["name"] for e in explained["evidence"]]
 
 
 def test_predictions_turbofan_unit_against_its_true_rul(seeded: SeededApi) -> None:

@@ -124,21 +124,22 @@ def run_shadow_comparison(
 def promote_shadow(
     settings: Settings, domain: str, *, now: datetime, force: bool = False
 ) -> dict[str, Any]:
-    """Make the shadow the champion when its field comparison does not fail (`force`: even
-    then); the shadow alias goes with it. PromotionRefused (with the verdict) otherwise; the
-    replicas serve it after a reload (the caller's)."""
+    """Make the shadow the champion when its field comparison was judged and passed (`force`:
+    even when it failed or could not be judged yet: too few paired labelled requests); the
+    shadow alias goes with it. PromotionRefused (with the verdict) otherwise; the replicas serve
+    it after a reload (the caller's)."""
     from machine_health import registry
 
     version = registry.aliases(settings, domain).get(registry.SHADOW)
     if version is None:
         raise NotFound(f"{domain} has no @shadow to promote")
     report = run_shadow_comparison(settings, domain, now=now, version=version)
-    if report.get("passed") is False and not force:
+    if report.get("passed") is not True and not force:  # worse, or not judged yet
         raise PromotionRefused(
             f"{domain} shadow v{version} not promoted: {report['verdict']} "
             f"({report['n_paired']} paired labelled requests); force to override"
         )
     moved = registry.promote(settings, domain, version)
     logger.info("%s: shadow v%s promoted (%s)", domain, version, report["verdict"])
-    return {"domain": domain, "champion": moved, "forced": force and report.get("passed") is False,
-            "comparison": report}  # fmt: skip
+    forced = force and report.get("passed") is not True
+    return {"domain": domain, "champion": moved, "forced": forced, "comparison": report}
