@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     explain_archived: bool = Field(
         True, description="Explain every archived prediction, in the background (off the answer)."
     )
+    explain_share: float = Field(
+        0.25, gt=0, le=1,
+        description="Most of its time the background explainer may work (it rests the rest).",
+    )  # fmt: skip
     explain_queue_max: int = Field(
         4096, ge=1, description="Predictions waiting to be explained beyond which more are not."
     )

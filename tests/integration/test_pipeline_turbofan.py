@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from machine_health import registry
 from machine_health.domains.turbofan.data import load_subset
 from machine_health.domains.turbofan.monitoring import drift_reference
+from machine_health.monitoring.shadow import promote_shadow, run_shadow_comparison
 from machine_health.pipeline import run_all
 from machine_health.simulate import simulate
 from tests.support.dag_runs import served
@@ -29,6 +31,7 @@ from tests.support.users import PASSWORDS, create_users
 
 pytestmark = pytest.mark.slow  # retrains a small CNN on the real data
 UNITS = 10
+SHADOW_UNITS = 6
 
 
 def test_archived_engines_retrain_and_reload_the_turbofan_model(
@@ -57,7 +60,7 @@ def test_archived_engines_retrain_and_reload_the_turbofan_model(
     cycles = int((test["unit"] <= UNITS).sum())
     assert replay["acknowledged"] == cycles and replay["labels_sent"] == UNITS
 
-    end = datetime.now(UTC) + timedelta(minutes=1)  # after every label the API wrote
+    end = datetime.now(UTC) + timedelta(seconds=1)  # after every label the API wrote
     keys = {"settings": settings, "domain": "turbofan",
             "interval_start": (end - timedelta(days=1)).isoformat(),
             "interval_end": end.isoformat()}  # fmt: skip
@@ -90,7 +93,42 @@ def test_archived_engines_retrain_and_reload_the_turbofan_model(
     assert served(replica.url, "turbofan") == v2
 
     # Nothing new since the labels v2 consumed: the next run stops at its check.
-    later = {**keys, "interval_end": (end + timedelta(minutes=1)).isoformat()}
+    later = {**keys, "interval_end": (end + timedelta(seconds=1)).isoformat()}
     again = run_all(run_id="r2", **later)
     assert list(again) == ["check"] and again["check"]["retrain"] is False
     assert served(replica.url, "turbofan") == v2
+
+    # MH_PROMOTION=shadow: new labels, a retrain whose passing challenger becomes the shadow;
+    # the replica scores with it beside v2, then its live comparison is read and it is promoted.
+    shadowing = settings.model_copy(update={"promotion": "shadow"})
+    while datetime.now(UTC) <= end + timedelta(seconds=1):  # new labels: after r2's interval
+        time.sleep(0.1)
+    assert replay_units(replica.url, settings, SHADOW_UNITS)["labels_sent"] == SHADOW_UNITS
+    end3 = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    third = run_all(run_id="r3", **{**keys, "settings": shadowing, "interval_end": end3})
+    assert "register" in third, {k: _brief(v) for k, v in third.items()}
+    v3 = str(third["register"]["version"])
+    assert third["register"]["shadowed"] and not third["register"]["promoted"]
+    assert registry.aliases(settings, "turbofan")["champion"] == v2
+    assert registry.aliases(settings, "turbofan")["shadow"] == v3
+    assert third["reload"]["slot"] == "shadow" and third["reload"]["version"] == v3
+    assert served(replica.url, "turbofan") == v2  # the champion still answers
+    replayed = replay_units(replica.url, settings, SHADOW_UNITS)
+    report = run_shadow_comparison(settings, "turbofan", now=datetime.now(UTC) + timedelta(1))
+    assert report["shadow_version"] == v3 and report["statuses"].get("ok", 0) > 0
+    assert 0 < report["n_paired"] <= replayed["acknowledged"]
+    assert report["judged"] and {r["metric"] for r in report["rows"]} == {"rmse", "phm_score"}
+    promoted = promote_shadow(settings, "turbofan", now=datetime.now(UTC), force=True)
+    assert promoted["champion"] == {"old": v2, "new": v3}
+    assert "shadow" not in registry.aliases(settings, "turbofan")
+
+
+def _brief(result: Any) -> Any:
+    return {k: v for k, v in result.items() if not isinstance(v, dict | list)}
+
+
+def replay_units(url: str, settings: Any, units: int) -> dict[str, Any]:
+    """The first `units` FD001 test engines again under new unit ids, failures posted."""
+    replay = simulate(url, "operator", PASSWORDS["operator"], settings.data_dir,
+                      domains=["turbofan"], units=units)  # fmt: skip
+    return asyncio.run(replay)["turbofan"]

@@ -4,9 +4,11 @@
   and what it scored; the answer and its record both carry it.
 - Otherwise: the record is archived and answered first; then `Explainer` explains it in the
   background, in batches, and adds the explanation to the record by `_id` (one round trip per
-  batch). So an explanation never sits on an answer's path unless asked, and every archived
-  prediction gets one while the replica has capacity: beyond `MH_EXPLAIN_QUEUE_MAX` waiting,
-  new ones are counted as `skipped` (their records keep `explanation: null`).
+  batch). So an explanation never sits on an answer's path unless asked. It still takes CPU
+  from the answers (2-3x a vibration window's scoring), so the explainer works at most
+  `MH_EXPLAIN_SHARE` of the time and rests the rest: every archived prediction gets one while
+  the replica has that much spare capacity; beyond `MH_EXPLAIN_QUEUE_MAX` waiting, new ones are
+  counted as `skipped` (their records keep `explanation: null`). Measured: docs/BENCHMARKS.md.
 - An explanation that fails never fails the request: the answer's `explanation` says why.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +79,9 @@ class _Pending:
 class Explainer:
     """Explains archived predictions in the background and adds it to their records."""
 
-    def __init__(self, db: AsyncDatabase, *, max_queue: int) -> None:
+    def __init__(self, db: AsyncDatabase, *, max_queue: int, share: float = 1.0) -> None:
         self.db = db
+        self.share = share
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
 
@@ -100,12 +104,15 @@ class Explainer:
     async def _run(self) -> None:
         while True:
             pending = await take_batch(self._queue, BATCH)
+            started = time.perf_counter()
             try:
                 await self._explain(pending)
             except Exception as exc:  # never let the loop die; the records keep no explanation
                 logger.warning("background explanations failed: %s", exc)
                 for item in pending:
                     telemetry.EXPLANATIONS.labels(item.domain, "error").inc()
+            spent = time.perf_counter() - started
+            await asyncio.sleep(spent * (1 - self.share) / self.share)  # the answers' share
 
     async def _explain(self, pending: list[_Pending]) -> None:
         by_model: dict[int, list[_Pending]] = defaultdict(list)

@@ -184,7 +184,9 @@ class Scorer:
             name: MicroBatcher(holder, name, max_batch=batch, shadow_lane=self.shadow_lanes[name])
             for name in domains
         }
-        self.explainer = Explainer(db, max_queue=settings.explain_queue_max)
+        self.explainer = Explainer(
+            db, max_queue=settings.explain_queue_max, share=settings.explain_share
+        )
         self.histories = UnitHistories(settings.turbofan_cache_units)
         #: prediction id -> (request fingerprint, first answer) of recent idempotent requests
         self._answers: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
