@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import httpx
 from machine_health.config import Settings
 from machine_health.domains import DOMAINS
 from machine_health.domains.vibration import demo as vibration_demo
+from machine_health.monitoring.performance import run_performance
 from machine_health.pipeline.reload import reload_replicas
 from tests.support.cli import run_cli
 from tests.support.models import TrainedModels, load_trained, register_champion, register_version
@@ -138,6 +140,10 @@ def test_shadow_through_two_replicas_judged_promoted_and_refused(
         assert report["judged"] and report["passed"], report
         assert {r["metric"] for r in report["rows"]} == {"recall_at_fpr", "macro_f1"}
         assert all(r["difference"] == 0 for r in report["rows"])
+        # the live performance report carries the same comparison
+        performance = run_performance(settings, "vibration", now=datetime.now(UTC))
+        assert performance["shadow"]["shadow_version"] == copy
+        assert performance["shadow"]["n_paired"] == WINDOWS and performance["shadow"]["passed"]
 
         # 4. Promotion (UI's route on replica a), then every replica reloads.
         promoted = httpx.post(

@@ -132,3 +132,35 @@ def test_promote_and_rollback_move_the_champion_alias(gated: GatedRegistry) -> N
     assert (aliases[registry.CHAMPION], aliases[registry.PREVIOUS]) == (second, first)
     admin.button(key=f"reload_{DOMAIN}").click().run()
     assert _served(gated) == second
+
+
+def _shadow_served(gated: GatedRegistry) -> str | None:
+    shadow = httpx.get(f"{gated.api.url}/version", timeout=10).json()["shadows"][DOMAIN]
+    return None if shadow is None else shadow["version"]
+
+
+def test_shadow_started_refused_and_dropped_from_the_page(gated: GatedRegistry) -> None:
+    settings = gated.settings
+    champion = registry.aliases(settings, DOMAIN)[registry.CHAMPION]
+    other = gated.first if champion == gated.gated else gated.gated
+    viewer = app_as(gated.api, "viewer", "models")
+    assert not [b for b in viewer.button if b.key and b.key.startswith("shadow")]
+    assert any("No shadow" in c.value for c in _tab(viewer, DOMAIN).caption)
+
+    admin = app_as(gated.api, "admin", "models")
+    admin.selectbox(key=f"shadow_v_{DOMAIN}").select(other).run()
+    admin.button(key=f"shadow_{DOMAIN}").click().run()
+    assert any(f"@shadow v{other}" in s.value for s in admin.success)
+    assert registry.aliases(settings, DOMAIN)["shadow"] == other
+    assert _shadow_served(gated) == other  # this replica at once
+    admin.run()
+    tab = _tab(admin, DOMAIN)
+    # no archived request was scored by the shadow yet: nothing to judge, no promotion on it
+    assert any("no archived prediction has a shadow" in m.value for m in tab.markdown)
+    admin.button(key=f"shadow_promote_{DOMAIN}").click().run()
+    assert any("not promoted" in e.value for e in admin.error)
+    assert registry.aliases(settings, DOMAIN)[registry.CHAMPION] == champion
+    admin.button(key=f"shadow_drop_{DOMAIN}").click().run()
+    assert any(f"shadow v{other} dropped" in s.value for s in admin.success)
+    assert "shadow" not in registry.aliases(settings, DOMAIN)
+    assert _shadow_served(gated) is None

@@ -667,30 +667,6 @@ class Scorer:
 
         The record waits for the shadow's result (`MH_SHADOW_BUDGET_MS` at most) and, when
         asked, the explanation; an unasked explanation comes later (`Explainer`)."""
-        try:
-            return await self._archive(
-                domain_name, item, scored, user, request_id, prediction_id, idempotency_key,
-                started, archive=archive, entry=entry, explain=explain,
-            )  # fmt: skip
-        finally:
-            if scored.shadow is not None and not scored.shadow.done():
-                scored.shadow.cancel()  # refused or failed: the shadow need not score it
-
-    async def _archive(
-        self,
-        domain_name: str,
-        item: BaseModel,
-        scored: Scored,
-        user: str,
-        request_id: str,
-        prediction_id: str | None,
-        idempotency_key: str | None,
-        started: float,
-        *,
-        archive: bool,
-        entry: dict[str, Any] | None,
-        explain: bool,
-    ) -> dict[str, Any]:
         output, model = scored.output, scored.model
         record = PredictionRecord(
             prediction_id=prediction_id or predictions.new_prediction_id(user, None),
@@ -710,6 +686,8 @@ class Scorer:
         ).to_document()
         version = model.ref.version
         if _non_finite(output):  # inputs far outside the training data can overflow a model
+            if scored.shadow is not None:
+                scored.shadow.cancel()  # nothing is archived: the shadow need not score it
             raise InputError(
                 f"the {domain_name} model gave a non-finite output for this input (values far "
                 "outside the training data?); nothing was archived"
