@@ -34,8 +34,8 @@ from machine_health import __version__
 from machine_health.config import Settings
 from machine_health.domains.base import ModelBundle, load_bundle
 from machine_health.errors import (
+    AlreadyExists,
     ConfigurationError,
-    InputError,
     ModelError,
     ModelNotFound,
     ModelRejected,
@@ -440,11 +440,11 @@ def set_alias(settings: Settings, domain: str, alias: str, version: str) -> None
 
 def set_shadow(settings: Settings, domain: str, version: str) -> dict[str, str | None]:
     """Point `shadow` at `version` (every replica scores requests with it too, never answering
-    with it); InputError for the champion itself. Returns the old and new shadow versions."""
+    with it); AlreadyExists (409) for the champion itself. The old and new shadow versions."""
     resolve(settings, domain, version=version)  # ModelNotFound before any alias moves
     current = aliases(settings, domain)
-    if current.get(CHAMPION) == str(version):
-        raise InputError(f"{domain} v{version} is the champion: it cannot shadow itself")
+    if current.get(CHAMPION) == str(version):  # a conflict with the aliases as they are: 409
+        raise AlreadyExists(f"{domain} v{version} is the champion: it cannot shadow itself")
     set_alias(settings, domain, SHADOW, str(version))
     logger.info("%s: shadow %s -> %s", domain, current.get(SHADOW), version)
     return {"old": current.get(SHADOW), "new": str(version)}
