@@ -116,8 +116,10 @@ class Settings(BaseSettings):
         50.0, ge=1, le=10_000,
         description="Longest a shadow model may delay an answer (then archived as `late`).",
     )  # fmt: skip
+    # Both queues hold the requests' inputs (an acoustic clip: ~0.4 MB): their bounds are
+    # memory bounds too. 256 is 5x what 50 ms of a saturated replica's traffic puts there.
     shadow_queue_max: int = Field(
-        1024, ge=1, description="Requests waiting for the shadow beyond which more skip it."
+        256, ge=1, description="Requests waiting for the shadow beyond which more skip it."
     )
     shadow_sync_s: float = Field(
         30.0, ge=0, description="How often a replica follows the registry's @shadow (0: never)."
@@ -130,7 +132,7 @@ class Settings(BaseSettings):
         description="Most of its time the background explainer may work (it rests the rest).",
     )  # fmt: skip
     explain_queue_max: int = Field(
-        4096, ge=1, description="Predictions waiting to be explained beyond which more are not."
+        256, ge=1, description="Predictions waiting to be explained beyond which more are not."
     )
     spool_max_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Spool size (store down) beyond which API says 503."
