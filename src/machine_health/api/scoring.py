@@ -44,7 +44,7 @@ from machine_health.api.serving import (
     ModelHolder,
     Scored,
     UnitHistories,
-    _non_finite,
+    non_finite,
 )
 from machine_health.api.shadow import ShadowLane, shadow_result
 from machine_health.archive import predictions, unit_state
@@ -685,7 +685,7 @@ class Scorer:
             created_at=now_ms(),
         ).to_document()
         version = model.ref.version
-        if _non_finite(output):  # inputs far outside the training data can overflow a model
+        if non_finite(output):  # inputs far outside the training data can overflow a model
             if scored.shadow is not None:
                 scored.shadow.cancel()  # nothing is archived: the shadow need not score it
             raise InputError(

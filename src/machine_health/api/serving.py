@@ -54,13 +54,13 @@ class LoadedModel:
         }
 
 
-def _non_finite(value: Any) -> bool:
+def non_finite(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
+        return any(non_finite(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
+        return any(non_finite(v) for v in value)
     return False
 
 
@@ -75,7 +75,7 @@ def smoke_check(bundle: ModelBundle) -> None:
         raise ModelRejected("the model has no smoke inputs to check it with")
     if len(outputs) != len(inputs):
         raise ModelRejected(f"smoke prediction gave {len(outputs)} outputs for {len(inputs)}")
-    if any(_non_finite(out) for out in outputs):
+    if any(non_finite(out) for out in outputs):
         raise ModelRejected("smoke prediction gave NaN or infinite values")
 
 
@@ -198,6 +198,27 @@ class ModelHolder:
             }
 
 
+async def predict_each(bundle: ModelBundle, items: list[Any]) -> list[dict[str, Any] | Exception]:
+    """`bundle`'s output for each item, in one model call (in a worker thread); when that call
+    fails, item by item, so one bad item fails none of its neighbours (its place holds the
+    exception)."""
+    try:
+        outputs = await asyncio.to_thread(bundle.predict, items)
+    except Exception as exc:
+        if len(items) == 1:
+            return [exc]
+        outputs = None
+    if outputs is not None and len(outputs) == len(items):
+        return list(outputs)
+    each: list[dict[str, Any] | Exception] = []
+    for item in items:
+        try:
+            each.append((await asyncio.to_thread(bundle.predict, [item]))[0])
+        except Exception as exc:
+            each.append(exc)
+    return each
+
+
 class Scored(NamedTuple):
     """A model's output for one item, the model that made it, and, when a shadow scores the
     item too, the future of the shadow's result (api/shadow.py)."""
@@ -279,25 +300,17 @@ class MicroBatcher:
 
     async def _score(self, model: LoadedModel, jobs: list[_Job]) -> None:
         telemetry.MODEL_BATCH_SIZE.labels(domain=self.domain).observe(len(jobs))
-        try:
-            outputs = await asyncio.to_thread(model.bundle.predict, [j.item for j in jobs])
-        except Exception:
-            if len(jobs) == 1:
-                raise
-            # One bad item must not fail its neighbours: score them one by one.
-            for job in jobs:
-                try:
-                    output = (await asyncio.to_thread(model.bundle.predict, [job.item]))[0]
-                except Exception as exc:
-                    job.future.set_exception(exc)
-                else:
-                    job.future.set_result(Scored(output, model, input=job.item))
-            return
-        shadows = self._to_shadow(jobs)
+        outputs = await predict_each(model.bundle, [j.item for j in jobs])
+        scored = [j for j, o in zip(jobs, outputs, strict=True) if not isinstance(o, Exception)]
+        shadows = self._to_shadow(scored)
         for job, output in zip(jobs, outputs, strict=True):
-            if not job.future.done():
-                shadow = shadows.get(id(job))
-                job.future.set_result(Scored(output, model, *(shadow or (None, None)), job.item))
+            if job.future.done():
+                continue
+            if isinstance(output, Exception):
+                job.future.set_exception(output)
+                continue
+            future, shadow = shadows.get(id(job), (None, None))
+            job.future.set_result(Scored(output, model, future, shadow, input=job.item))
 
     def _to_shadow(
         self, jobs: list[_Job]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machine_health import telemetry
-from machine_health.api.serving import LoadedModel, ModelHolder, _non_finite
+from machine_health.api.serving import LoadedModel, ModelHolder, non_finite, predict_each
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
 from machine_health.tasks import cancel_and_wait, take_batch
@@ -104,24 +104,13 @@ class ShadowLane:
                         job.future.set_result(_tag(shadow, "error", reason=_reason(exc)))
 
     async def _score(self, shadow: LoadedModel, jobs: list[_ShadowJob]) -> None:
-        items = [j.item for j in jobs]
-        try:
-            outputs = await asyncio.to_thread(shadow.bundle.predict, items)
-        except Exception:
-            outputs = None
-        if outputs is None or len(outputs) != len(jobs):  # one bad item must not fail the rest
-            outputs = []
-            for item in items:
-                try:
-                    outputs.append((await asyncio.to_thread(shadow.bundle.predict, [item]))[0])
-                except Exception as exc:
-                    outputs.append(exc)
+        outputs = await predict_each(shadow.bundle, [j.item for j in jobs])
         for job, output in zip(jobs, outputs, strict=True):
             if job.future.done():
                 continue
             if isinstance(output, Exception):
                 result = _tag(shadow, "error", reason=_reason(output))
-            elif _non_finite(output):
+            elif non_finite(output):
                 result = _tag(shadow, "error", reason="non-finite output")
             else:
                 result = _tag(shadow, "ok", output=output)
