@@ -48,6 +48,14 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 SHADOW = "shadow"
 #: what a served model is for: the answer (`champion`), or scored beside it (`shadow`)
 Slot = Literal["champion", "shadow"]
+
+
+def slot_key(domain: str, slot: Slot) -> str:
+    """How a replica's workers name a served model (`D`, or `D@shadow`): their heartbeats, the
+    versions they were asked to follow, and what the reload step reads back."""
+    return domain if slot == "champion" else f"{domain}@{SHADOW}"
+
+
 #: model-version tag: sha256 of every file of the version's artifact, recorded at registration
 #: and checked at every load (`artifact_digest`)
 DIGEST_TAG = "artifact_sha256"

@@ -26,7 +26,7 @@ from machine_health.api.serving import LoadedModel, ModelHolder
 from machine_health.config import Settings
 from machine_health.errors import MachineHealthError
 from machine_health.files import write_text_atomic
-from machine_health.registry import Slot
+from machine_health.registry import Slot, slot_key
 from machine_health.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class WorkerSync:
     def _keys(self) -> list[tuple[str, str, Slot]]:
         """(key, domain, slot) of every model a worker holds: `D` the champion, `D@shadow`."""
         return [
-            (d if slot == "champion" else f"{d}@shadow", d, slot)
+            (slot_key(d, slot), d, slot)
             for d in self.holder.domains
             for slot in ("champion", "shadow")
         ]
@@ -127,7 +127,7 @@ class WorkerSync:
             if result.get("refused"):
                 continue
             slot, new = result.get("slot", "champion"), result["new"]
-            key = result["domain"] if slot == "champion" else f"{result['domain']}@shadow"
+            key = slot_key(result["domain"], slot)
             wanted = {
                 "version": new["version"] if new else None,
                 "alias": new["alias"] if new else None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -19,9 +19,7 @@ from machine_health.config import Settings
 from machine_health.errors import ReloadNotConverged
 from machine_health.pipeline.replicas import serving_replicas
 from machine_health.pipeline.steps import StepRun, step
-
-if TYPE_CHECKING:
-    from machine_health.registry import Slot
+from machine_health.registry import Slot, slot_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +39,8 @@ def served_version(
     A replica of several worker processes answers from one of them: it serves a version only
     once its `workers` report says every worker converged on it (else `UNKNOWN`).
     """
-    field, key = ("models", domain) if slot == "champion" else ("shadows", f"{domain}@shadow")
+    field = "models" if slot == "champion" else "shadows"
+    key = slot_key(domain, slot)
     try:
         response = client.get(f"{url}/version")
         response.raise_for_status()

@@ -176,6 +176,5 @@ async def promote_shadow_model(
     result = await asyncio.to_thread(
         promote_shadow, settings, _known(state, domain), now=_now(), force=body.force
     )
-    here = await state.holder.load(domain)
-    await state.holder.drop_shadow(domain)
+    here = await state.holder.load(domain)  # the shadow's version: no longer beside itself
     return json_safe({**result, "replica": settings.replica_name, "served_here": here["new"]})
