@@ -6,7 +6,8 @@
 - turbofan: a training unit of FD001 run up to 15 cycles before its failure names, among its
   top three, sensors that trend over that unit's life (|Spearman(sensor, cycle)| > 0.6, computed
   here without the model), with the life they cost in cycles and the regime;
-- acoustic: a real anomalous valve clip's score is split over its frequency bands;
+- acoustic: a real anomalous valve clip's score is split over its frequency bands, and the
+  parts add up to the answer's own score (squared);
 - unasked answers carry no explanation (it costs more than the score: never on the hot path).
 """
 
@@ -127,3 +128,12 @@ def test_an_anomalous_clip_is_split_over_its_bands(
     assert explanation["evidence"] and all("hz" in e for e in explanation["evidence"])
     values = [e["value"] for e in explanation["evidence"]]
     assert values == sorted(values, reverse=True)  # ranked, most important first
+    # the bands are parts of the answer's own score: they add up to score^2 exactly (the
+    # Mahalanobis detector) or bound it from above (k-NN); 4 significant digits are kept
+    score = answer.json()["prediction"]["anomaly_score"]
+    total = explanation["total"]
+    assert sum(values) + explanation["rest"] == pytest.approx(total, rel=1e-3)
+    if explanation["decomposition"] == "exact":
+        assert total == pytest.approx(score**2, rel=1e-3)
+    else:
+        assert total >= score**2 * (1 - 1e-3)

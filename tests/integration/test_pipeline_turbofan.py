@@ -21,6 +21,7 @@ import pytest
 from machine_health import registry
 from machine_health.domains.turbofan.data import load_subset
 from machine_health.domains.turbofan.monitoring import drift_reference
+from machine_health.errors import PromotionRefused
 from machine_health.monitoring.shadow import promote_shadow, run_shadow_comparison
 from machine_health.pipeline import run_all
 from machine_health.simulate import simulate
@@ -118,7 +119,14 @@ def test_archived_engines_retrain_and_reload_the_turbofan_model(
     assert report["shadow_version"] == v3 and report["statuses"].get("ok", 0) > 0
     assert 0 < report["n_paired"] <= replayed["acknowledged"]
     assert report["judged"] and {r["metric"] for r in report["rows"]} == {"rmse", "phm_score"}
-    promoted = promote_shadow(settings, "turbofan", now=datetime.now(UTC), force=True)
+    # the promotion follows the comparison's verdict: refused when the shadow was judged worse
+    if report["passed"]:
+        promoted = promote_shadow(settings, "turbofan", now=datetime.now(UTC))
+    else:
+        with pytest.raises(PromotionRefused, match="significantly worse"):
+            promote_shadow(settings, "turbofan", now=datetime.now(UTC))
+        promoted = promote_shadow(settings, "turbofan", now=datetime.now(UTC), force=True)
+    assert promoted["forced"] is (not report["passed"])
     assert promoted["champion"] == {"old": v2, "new": v3}
     assert "shadow" not in registry.aliases(settings, "turbofan")
 
