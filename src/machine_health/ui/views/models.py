@@ -103,10 +103,9 @@ def shadow_section(domain: str, info: dict[str, Any]) -> None:
         return
     here = f"v{shadow['version']}" if shadow else "none yet"
     st.caption(f"@shadow: v{alias or '-'}; scored by this replica: {here}")
-    try:
-        report = common.api().get(f"/models/{domain}/shadow")
-    except ApiError as exc:
-        common.show_error(exc)
+    # cached like the page's other reads: the API computes it from the archive's labels
+    report = common.fetch(f"/models/{domain}/shadow", "Comparing champion and shadow...")
+    if report is None:
         return
     st.markdown(
         f"**{report['verdict']}** ({report['n_paired']} labelled requests both scored; "
